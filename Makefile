@@ -1,0 +1,44 @@
+# Thin shell over the amzqa CLI. Every target creates .venv idempotently first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-slow models install app bench lint clean
+
+# torch first, pinned to the local CPU wheel: otherwise a dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	HF_HUB_OFFLINE=0 $(VENV)/bin/amzqa models fetch
+
+demo: models
+	$(VENV)/bin/amzqa demo --workdir runs/demo
+
+test: models
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: models
+	$(PY) -m pytest -m slow -q
+
+app: models
+	$(VENV)/bin/amzqa app --artifacts runs/demo/artifacts
+
+bench: models
+	$(PY) benchmarks/bench_corpus.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check amzqa indexing training apps tests benchmarks
+
+clean:
+	rm -rf runs reports .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from amzqa.cli import main
+
+sys.exit(main())

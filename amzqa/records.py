@@ -1,0 +1,67 @@
+"""Typed records that cross every boundary of the library: products, hits, citations and answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """One cleaned catalog record.
+
+    ``row_id`` is the stable integer id given by ``amzqa prepare`` (position among kept records);
+    ``uid`` is the Amazon ASIN from ``trn.json``.
+    """
+
+    row_id: int
+    uid: str
+    title: str
+    content: str = ""
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A retrieved product with its fused score, 1-based rank and the retrievers that found it."""
+
+    product: Product
+    score: float
+    rank: int
+    found_by: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uid(self) -> str:
+        return self.product.uid
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A source cited by an answer.
+
+    ``marker`` is the ``n`` of ``[n]``; ``attributed`` is True when the model wrote no marker and the
+    pipeline attached the citation afterwards to the source that best supports the sentence.
+    """
+
+    marker: int
+    uid: str
+    title: str
+    attributed: bool = False
+
+
+@dataclass(slots=True)
+class Answer:
+    """What :meth:`amzqa.QA.ask` returns."""
+
+    question: str
+    text: str
+    citations: list[Citation]
+    sources: list[Hit]
+    abstained: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    removed_citations: int = 0
+    unsupported_sentences: list[str] = field(default_factory=list)
+    raw_text: str = ""

@@ -1,0 +1,1 @@
+"""The Streamlit search-and-answer page (a thin shell over amzqa)."""

@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmark scripts: run a command in a child process, measure wall time and peak RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_measured(code: str, *args: str) -> tuple[float, float, str]:
+    """Run ``python -c code args`` in a fresh process; return (seconds, peak RSS in MiB, stdout)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AMZQA_PROGRESS="0")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"benchmark child failed ({proc.returncode}): {code[:80]}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table (pastes straight into the README)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Build-time code: read and clean ``trn.json``, generate synthetic catalogs, build retrieval indexes."""

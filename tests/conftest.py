@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("AMZQA_PROGRESS", "0")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "indexing" / "sample" / "trn.json"
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory):
+    """The bundled sample catalog, prepared once per test session."""
+    from indexing.corpus import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("corpus") / "sample"
+    prepare(PrepareConfig(input=SAMPLE, out=out), progress=False)
+    return out

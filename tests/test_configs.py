@@ -1,0 +1,44 @@
+"""Every recipe under configs/ is a valid serialised config (litgpt config_hub style)."""
+
+from pathlib import Path
+
+import pytest
+
+from amzqa.config import config_class, kind_of_recipe
+from amzqa.errors import ConfigError
+from indexing.corpus import PrepareConfig
+from tests.conftest import ROOT
+
+RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert RECIPES
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_recipe_loads_and_round_trips(path, tmp_path):
+    cls = config_class(kind_of_recipe(path, ROOT / "configs"))
+    cfg = cls.from_yaml(path)
+    again = tmp_path / "again.yaml"
+    again.write_text(cfg.to_yaml())
+    assert cls.from_yaml(again) == cfg
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    p = tmp_path / "prepare.yaml"
+    p.write_text("shard_rowz: 10\n")
+    with pytest.raises(ConfigError, match="shard_rowz"):
+        PrepareConfig.from_yaml(p)
+
+
+def test_describe_documents_every_field():
+    text = PrepareConfig.describe()
+    for name in ("shard_rows", "max_line_bytes", "min_title_chars"):
+        assert name in text
+    assert "(required)" not in text or "input" in text
+
+
+def test_paths_are_coerced():
+    cfg = PrepareConfig.from_dict({"input": "a/trn.json", "out": "b"})
+    assert isinstance(cfg.input, Path)

@@ -1,0 +1,40 @@
+"""The two default models are provisioned offline and work with the libraries that consume them."""
+
+import json
+
+import torch
+
+from amzqa import models
+
+
+def test_generator_checkpoint_loads_and_generates():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = models.default_generator_path()
+    assert (path / "model.safetensors").is_file()
+    assert json.loads((path / models.PROVENANCE).read_text())["license"] == "Apache-2.0"
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert getattr(model.config, "quantization_config", None) is None  # plain weights: trainable, savable
+    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in text
+
+
+def test_embedder_folder_loads_with_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(models.default_embedder_path()), device="cpu")
+    emb = model.encode(["stainless steel electric kettle", "cordless water kettle", "children's picture book"],
+                       normalize_embeddings=True)
+    assert emb.shape == (3, 384)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_resolve_model_short_names_and_passthrough():
+    assert models.resolve_model("minilm") == str(models.default_embedder_path())
+    assert models.resolve_model("smollm2") == str(models.default_generator_path())
+    assert models.resolve_model("mistralai/Mistral-7B-Instruct-v0.3") == "mistralai/Mistral-7B-Instruct-v0.3"

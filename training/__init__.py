@@ -1,0 +1,1 @@
+"""Build-time fine-tuning: RAFT-style SFT data, QLoRA training, adapter merge/export."""
