@@ -82,6 +82,46 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from indexing.build import IndexConfig, build_index
+
+    cfg = _load(IndexConfig, args, corpus=args.corpus, out=args.out, overwrite=args.overwrite or None,
+                embedding_backend=args.backend, dense_type=args.dense_type)
+    man = build_index(cfg, progress=_progress(args))
+    print(f"index written to {cfg.out}: {man['counts']['products']:,} products, dense={man['dense']['type']}, "
+          f"embedding={man['embedding']['model_id']} ({man['embedding']['backend']}, dim {man['embedding']['dim']})")
+    print("  timings: " + ", ".join(f"{k}={v}" for k, v in man["timings"].items()))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from amzqa.retrieval import load_retriever
+
+    retriever = load_retriever(args.artifacts, mode=args.mode)
+    hits = retriever.retrieve(args.query, k=args.k)
+    if args.json:
+        print(json.dumps([{"rank": h.rank, "uid": h.uid, "title": h.product.title, "score": h.score,
+                           "found_by": list(h.found_by)} for h in hits], indent=2, ensure_ascii=False))
+    else:
+        for h in hits:
+            print(f"{h.rank:>2}. [{h.uid}] {h.product.title}  (score {h.score:.4f}; {'+'.join(h.found_by)})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, default_out, evaluate_retrieval, markdown, write_report
+
+    if args.what == "retrieval":
+        cfg = RetrievalEvalConfig.from_dict({k: v for k, v in {"artifacts": args.artifacts, "n": args.n, "seed": args.seed,
+                                                               "out": args.out}.items() if v is not None})
+        report = evaluate_retrieval(cfg, progress=_progress(args))
+        out = write_report(report, cfg.out or default_out("retrieval"))
+        print(markdown(report))
+        print(f"report written to {out}")
+        return 0
+    raise AmzqaError(f"eval {args.what!r} is not available yet")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from amzqa.demo import run_demo
 
@@ -132,6 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kind", help="prepare, synth, index, train, sft or generation")
     sp.add_argument("path", nargs="?", type=Path, help="recipe to check")
 
+    sp = add("index", cmd_index, "Build the retrieval artifact (embeddings, FAISS, BM25) from a prepared corpus; resumes if interrupted.", True)
+    sp.add_argument("--corpus", type=Path, help="prepared corpus folder (amzqa prepare)")
+    sp.add_argument("--out", type=Path, help="artifact folder to write")
+    sp.add_argument("--backend", choices=["onnx", "onnx-fp32", "torch"], help="embedding backend (default onnx int8)")
+    sp.add_argument("--dense-type", choices=["auto", "flat", "ivf_sq8", "ivf_flat", "hnsw"], help="FAISS index type")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+
+    sp = add("search", cmd_search, "Show the products a question retrieves (no generation).")
+    sp.add_argument("query", help="the question or product description")
+    sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
+    sp.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="hybrid")
+    sp.add_argument("-k", type=int, default=10, help="number of results")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+
+    sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
+    sp.add_argument("what", choices=["retrieval"], help="what to evaluate")
+    sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
+    sp.add_argument("--n", type=int, help="held-out products to sample (default 500)")
+    sp.add_argument("--seed", type=int, help="random seed (default 0)")
+    sp.add_argument("--out", type=Path, help="report folder (default reports/<what>-<time>)")
+
     sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog.")
     sp.add_argument("--workdir", default="runs/demo", help="where the demo writes its corpus and artifacts")
     return p
@@ -139,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our own modules at INFO; third-party chatter (faiss loader, bm25s) only from WARNING unless -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("amzqa", "indexing", "training", "apps"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except AmzqaError as exc:

@@ -187,13 +187,19 @@ def parse_record(line: bytes, loads, cfg: PrepareConfig) -> tuple[str, str, str,
 
 
 class _ShardWriter:
-    def __init__(self, folder: Path, shard_rows: int) -> None:
+    """Parquet shards of ``shard_rows`` rows, written in row groups so only one small group is ever buffered."""
+
+    def __init__(self, folder: Path, shard_rows: int, group_rows: int = 32_768) -> None:
         self.folder = folder / "shards"
         self.folder.mkdir()
         self.shard_rows = shard_rows
+        self.group_rows = min(group_rows, shard_rows)
         self.columns: dict[str, list] = {k: [] for k in SCHEMA_FIELDS}
         self.files: list[dict[str, Any]] = []
         self.rows = 0
+        self._writer = None
+        self._path: Path | None = None
+        self._shard_fill = 0
 
     def add(self, uid, title, content, ind, rel, line_no) -> None:
         c = self.columns
@@ -206,20 +212,35 @@ class _ShardWriter:
         c["target_rel"].append(rel)
         c["line"].append(line_no)
         self.rows += 1
-        if len(c["row_id"]) >= self.shard_rows:
-            self.flush()
+        if len(c["row_id"]) >= self.group_rows or self._shard_fill + len(c["row_id"]) >= self.shard_rows:
+            self._write_group()
 
-    def flush(self) -> None:
+    def _write_group(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         if not self.columns["row_id"]:
             return
+        if self._writer is None:
+            self._path = self.folder / f"part-{len(self.files):05d}.parquet"
+            self._writer = pq.ParquetWriter(self._path, corpus_schema(), compression="zstd")
         table = pa.table(self.columns, schema=corpus_schema())
-        path = self.folder / f"part-{len(self.files):05d}.parquet"
-        pq.write_table(table, path, compression="zstd")
-        self.files.append({"path": f"shards/{path.name}", "rows": table.num_rows, "sha256": sha256_file(path)})
+        self._writer.write_table(table)
+        self._shard_fill += table.num_rows
         self.columns = {k: [] for k in SCHEMA_FIELDS}
+        if self._shard_fill >= self.shard_rows:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self.files.append({"path": f"shards/{self._path.name}", "rows": self._shard_fill, "sha256": sha256_file(self._path)})
+        self._writer, self._shard_fill = None, 0
+
+    def flush(self) -> None:
+        self._write_group()
+        self._close_shard()
 
 
 def corpus_schema():

@@ -21,3 +21,20 @@ def sample_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus") / "sample"
     prepare(PrepareConfig(input=SAMPLE, out=out), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_artifacts(sample_corpus, tmp_path_factory):
+    """An index artifact of the sample catalog (exact FAISS, BM25 over title+content), built once."""
+    from indexing.build import IndexConfig, build_index
+
+    out = tmp_path_factory.mktemp("artifacts") / "sample"
+    build_index(IndexConfig(corpus=sample_corpus, out=out), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def retrievers(sample_artifacts):
+    from amzqa.retrieval import RetrieverSet
+
+    return RetrieverSet(sample_artifacts)

@@ -158,7 +158,7 @@ def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(corpus._ShardWriter, "flush", boom)
+    monkeypatch.setattr(corpus._ShardWriter, "_write_group", boom)
     with pytest.raises(RuntimeError):
         prepare(PrepareConfig(input=SAMPLE, out=tmp_path / "c", shard_rows=10), progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,205 @@
+"""Title/query embedders with one interface: ``encode(texts) -> float32 [n, dim]``, L2-normalised.
+
+Two backends over the same sentence-transformers folder (mean pooling, as MiniLM is trained):
+
+* ``torch``: sentence-transformers' own ``encode`` — the reference and the baseline of the benchmark;
+* ``onnx`` (default): the transformer exported once to ONNX, graph-fused by onnxruntime's transformer
+  optimizer and dynamically quantised to int8, run by onnxruntime on length-sorted batches. About 3x the
+  torch throughput on 2 CPU cores (see ``benchmarks/bench_embed.py``); the export is cached beside the model.
+
+Queries must be embedded with the same backend as the index: the index manifest records it and the loader
+uses the recorded one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from amzqa.errors import AmzqaError
+from amzqa.models import resolve_model
+from amzqa.optional import require
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnx", "torch")
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+    backend: str
+
+    def encode(self, texts: list[str], batch_size: int = ..., progress: bool | None = ...) -> np.ndarray: ...
+
+
+def model_fingerprint(path: str) -> str:
+    """A short hash of the model's weights and config: two indexes agree on a model iff this agrees."""
+    p = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json", "modules.json", "tokenizer.json"):
+        if (p / name).is_file():
+            h.update((p / name).read_bytes())
+    weights = p / "model.safetensors"
+    if weights.is_file():  # size + head is enough to tell models apart without reading 90 MB each load
+        h.update(str(weights.stat().st_size).encode())
+        with open(weights, "rb") as f:
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+class TorchEmbedder:
+    backend = "torch"
+
+    def __init__(self, model: str = "minilm", max_length: int = 64) -> None:
+        st = require("sentence_transformers", "index")
+        self.path = resolve_model(model)
+        self.model_id = str(model)
+        self.model = st.SentenceTransformer(self.path, device="cpu")
+        self.model.max_seq_length = max_length
+        self.dim = self.model.get_sentence_embedding_dimension()
+        self.max_length = max_length
+
+    def encode(self, texts: list[str], batch_size: int = 32, progress: bool | None = False) -> np.ndarray:
+        from amzqa.progress import enabled
+
+        out = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                show_progress_bar=enabled(progress), convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class _Wrapper:  # the module exported to ONNX: token embeddings only; pooling is done in numpy
+    @staticmethod
+    def build(hf_model):
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+        return Wrapper(hf_model)
+
+
+def export_onnx(model_path: str, out_dir: Path, quantize: bool = True) -> Path:
+    """Export, fuse and (optionally) int8-quantise the transformer of a sentence-transformers folder."""
+    import torch
+    from transformers import AutoModel
+
+    require("onnxruntime", "index")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / "model.onnx"
+    hf = AutoModel.from_pretrained(model_path, dtype=torch.float32).eval()
+    ids = torch.ones(2, 8, dtype=torch.long)
+    with torch.no_grad():
+        torch.onnx.export(
+            _Wrapper.build(hf), (ids, ids, torch.zeros_like(ids)), str(raw),
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["tokens"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "token_type_ids", "tokens")},
+            opset_version=17, dynamo=False,
+        )
+    final = raw
+    try:  # fuse attention / layer norm / GELU: the biggest CPU win after int8
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = hf.config
+        opt = optimize_model(str(raw), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size)
+        fused = out_dir / "model.fused.onnx"
+        opt.save_model_to_file(str(fused))
+        final = fused
+    except Exception as exc:  # noqa: BLE001 - the unfused graph is still correct, only slower
+        log.warning("onnx graph fusion failed (%s); using the unfused graph", exc)
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        q = out_dir / "model.int8.onnx"
+        import onnx
+
+        # Fused ops (e.g. FastGelu) are outside the default domain, so shape inference cannot type them.
+        quantize_dynamic(str(final), str(q), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        final = q
+    return final
+
+
+class OnnxEmbedder:
+    backend = "onnx"
+
+    def __init__(self, model: str = "minilm", max_length: int = 64, quantize: bool = True, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "index")
+        from transformers import AutoTokenizer
+
+        self.path = resolve_model(model)
+        self.model_id = str(model)
+        self.max_length = max_length
+        self.quantize = quantize
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.dim = json.loads((Path(self.path) / "config.json").read_text())["hidden_size"]
+        onnx_path = self._cached_export()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._lock = threading.Lock()  # tokenizers' fast tokenizer is not safe to share across threads
+
+    def _cached_export(self) -> Path:
+        from amzqa.models import cache_dir
+
+        tag = f"{model_fingerprint(self.path)}-{'int8' if self.quantize else 'fp32'}"
+        folder = cache_dir() / "onnx" / tag
+        final = folder / ("model.int8.onnx" if self.quantize else "model.fused.onnx")
+        if final.is_file() or (not self.quantize and (folder / "model.onnx").is_file()):
+            return final if final.is_file() else folder / "model.onnx"
+        from amzqa.atomic import atomic_dir
+
+        log.info("exporting %s to ONNX (once; cached in %s)", self.path, folder)
+        with atomic_dir(folder, overwrite=True) as tmp:
+            built = export_onnx(self.path, tmp, self.quantize)
+        return folder / built.name
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask") if k in self._input_names}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(enc["input_ids"])).astype(np.int64)
+        tokens = self.session.run(None, feeds)[0]
+        mask = enc["attention_mask"][..., None].astype(np.float32)
+        pooled = (tokens * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def encode(self, texts: list[str], batch_size: int = 128, progress: bool | None = False) -> np.ndarray:
+        from amzqa.progress import bar
+
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Length-sorted batches: padding to the longest title in a batch is the main waste on short texts.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        with bar(progress, total=len(texts), unit="title", unit_scale=True, desc="embed") as pbar:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self._batch([texts[i] for i in idx])
+                pbar.update(len(idx))
+        return out
+
+
+def load_embedder(model: str = "minilm", backend: str = "onnx", max_length: int = 64) -> Embedder:
+    if backend == "onnx":
+        return OnnxEmbedder(model, max_length=max_length, quantize=True)
+    if backend == "onnx-fp32":
+        return OnnxEmbedder(model, max_length=max_length, quantize=False)
+    if backend == "torch":
+        return TorchEmbedder(model, max_length=max_length)
+    raise AmzqaError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS + ('onnx-fp32',)}")

@@ -1,0 +1,1 @@
+"""Offline evaluation: question sets from held-out products, retrieval and generation metrics, reports."""

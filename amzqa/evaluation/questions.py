@@ -1,0 +1,109 @@
+"""Shopper questions written from catalog records, with realistic noise.
+
+Two kinds:
+
+* ``title``: the question mentions the product (templates; lower-casing, typos, partial titles, extra words);
+* ``content``: written from the description only, with every word of the title removed, so the title cannot
+  be matched literally — the hard case for lexical retrieval.
+
+Used by the retrieval and generation evaluations and by the SFT data builder (with disjoint products).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from amzqa.records import Product
+
+TITLE_TEMPLATES = (
+    "{t}",
+    "do you have {t}?",
+    "looking for {t}",
+    "tell me about {t}",
+    "what can you tell me about the {t}?",
+    "is {t} any good?",
+    "{t} details please",
+    "i want to buy {t}",
+)
+CONTENT_TEMPLATES = (
+    "which product {s}?",
+    "i'm looking for something that {s}",
+    "do you sell anything where {s}?",
+    "find me the item described as: {s}",
+)
+_WORD = re.compile(r"[\w'-]+")
+_STOP = frozenset("a an and the of for to in on with by at from or is are it this that its as be your you our".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    text: str
+    uid: str
+    row_id: int
+    kind: str  # "title" or "content"
+
+
+def _typo(word: str, r: random.Random) -> str:
+    if len(word) < 5:
+        return word
+    i = r.randrange(1, len(word) - 2)
+    op = r.random()
+    if op < 0.4:  # swap neighbours
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    if op < 0.7:  # drop a letter
+        return word[:i] + word[i + 1:]
+    return word[:i] + word[i] + word[i:]  # double a letter
+
+
+def noisy_title(title: str, r: random.Random) -> str:
+    words = title.split()
+    if len(words) > 4 and r.random() < 0.4:  # partial title: what people remember
+        start = 0 if r.random() < 0.7 else r.randrange(0, len(words) - 3)
+        words = words[start:start + r.randint(3, min(6, len(words) - start))]
+    if r.random() < 0.3:
+        j = r.randrange(len(words))
+        words[j] = _typo(words[j], r)
+    text = " ".join(words)
+    return text.lower() if r.random() < 0.6 else text
+
+
+def title_question(p: Product, r: random.Random) -> Question:
+    return Question(r.choice(TITLE_TEMPLATES).format(t=noisy_title(p.title, r)), p.uid, p.row_id, "title")
+
+
+def content_question(p: Product, r: random.Random, min_words: int = 5, max_words: int = 12) -> Question | None:
+    """A question from a span of the description with the title's words removed; None if too little is left."""
+    title_words = {w.casefold() for w in _WORD.findall(p.title)}
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", p.content) if s]
+    r.shuffle(sentences)
+    for sentence in sentences:
+        words = [w for w in _WORD.findall(sentence) if w.casefold() not in title_words]
+        content_words = [w for w in words if w.casefold() not in _STOP]
+        if len(content_words) < min_words // 2 + 1 or len(words) < min_words:
+            continue
+        start = r.randrange(0, max(1, len(words) - max_words + 1))
+        span_words = words[start:start + max_words]
+        # Shoppers paraphrase: drop about a quarter of the words and misspell one now and then.
+        kept = [w for w in span_words if r.random() > 0.25] or span_words[:1]
+        if r.random() < 0.3:
+            j = r.randrange(len(kept))
+            kept[j] = _typo(kept[j], r)
+        span = " ".join(kept).lower()
+        return Question(r.choice(CONTENT_TEMPLATES).format(s=span), p.uid, p.row_id, "content")
+    return None
+
+
+def make_questions(products: list[Product], seed: int = 0, kinds: tuple[str, ...] = ("title", "content")) -> list[Question]:
+    """One question per product and kind (content questions only for products with a description)."""
+    r = random.Random(seed)
+    out: list[Question] = []
+    for p in products:
+        if "title" in kinds:
+            out.append(title_question(p, r))
+        if "content" in kinds and p.content:
+            q = content_question(p, r)
+            if q is not None:
+                out.append(q)
+    return out

@@ -1,0 +1,272 @@
+"""``amzqa index``: build a self-describing retrieval artifact from a prepared corpus.
+
+Steps: product store (Arrow, memory-mappable) -> title embeddings in checkpointed chunks -> FAISS index ->
+BM25 index -> manifest. Work happens in ``<out>.partial/``; embedding chunks land there atomically, so a build
+killed at any point resumes from the last finished chunk and ends with the same artifact as an uninterrupted
+build. The finished folder is renamed into place in one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amzqa.atomic import sha256_file, write_json_atomic
+from amzqa.config import Config, doc
+from amzqa.errors import ArtifactError, ConfigError
+from amzqa.progress import bar
+from amzqa.retrieval.artifacts import ARTIFACT_FORMAT, MANIFEST
+from amzqa.retrieval.dense import DENSE_FILE
+from amzqa.retrieval.lexical import LEXICAL_DIR
+from amzqa.retrieval.store import PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE, write_store
+from indexing.lexical import build_bm25
+
+log = logging.getLogger(__name__)
+
+DENSE_TYPES = ("auto", "flat", "ivf_sq8", "ivf_flat", "hnsw")
+EMBEDDINGS_FILE = "embeddings.f16.npy"
+
+
+@dataclasses.dataclass
+class IndexConfig(Config):
+    """Settings of ``amzqa index`` (``configs/index.yaml``)."""
+
+    corpus: Path | None = doc("Prepared corpus folder (from amzqa prepare).", None)
+    out: Path | None = doc("Artifact folder to write.", None)
+    embedding_model: str = doc("sentence-transformers folder or short name ('minilm' = packaged all-MiniLM-L6-v2).", "minilm")
+    embedding_backend: str = doc("'onnx' (int8, fused; ~3x faster), 'onnx-fp32' or 'torch' (sentence-transformers encode).", "onnx")
+    max_length: int = doc("Token limit per title; titles are short (median ~15 tokens), 64 cuts almost none.", 64)
+    batch_size: int = doc("Titles per embedding batch (length-sorted).", 128)
+    chunk_rows: int = doc("Titles per checkpointed embedding chunk; a killed build loses at most one chunk.", 50_000)
+    dense_type: str = doc("FAISS index: auto (flat up to exact_max_rows, ivf_sq8 above), flat, ivf_sq8, ivf_flat, hnsw.", "auto")
+    exact_max_rows: int = doc("With dense_type=auto, catalogs up to this size get exact inner-product search.", 200_000)
+    nlist: int = doc("IVF lists; 0 = about 4*sqrt(n) rounded to a power of two.", 0)
+    nprobe: int = doc("IVF lists searched per query (stored as the default for queries).", 32)
+    hnsw_m: int = doc("HNSW graph degree (dense_type=hnsw).", 32)
+    train_sample: int = doc("Vectors sampled to train IVF centroids.", 200_000)
+    bm25_fields: str = doc("What BM25 indexes: 'title' or 'title+content' (descriptions cut to bm25_content_chars). "
+                           "Descriptions hold what shoppers ask about; titles alone miss content-only questions.", "title+content")
+    bm25_content_chars: int = doc("Characters of each description indexed by BM25 (bounds index size).", 600)
+    bm25_stopwords: str | None = doc("Stopword list for BM25 tokenisation ('en' or null).", "en")
+    bm25_stemmer: str | None = doc("Snowball stemmer language for BM25 (null = none).", "english")
+    seed: int = doc("Seed for IVF training samples.", 0)
+    overwrite: bool = doc("Replace an existing artifact folder.", False)
+
+    def __post_init__(self) -> None:
+        if self.dense_type not in DENSE_TYPES:
+            raise ConfigError(f"dense_type must be one of {DENSE_TYPES}, got {self.dense_type!r}")
+        if self.embedding_backend not in ("onnx", "onnx-fp32", "torch"):
+            raise ConfigError(f"embedding_backend must be onnx, onnx-fp32 or torch, got {self.embedding_backend!r}")
+        for name in ("max_length", "batch_size", "chunk_rows", "nprobe", "hnsw_m", "train_sample"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.bm25_fields not in ("title", "title+content"):
+            raise ConfigError(f"bm25_fields must be 'title' or 'title+content', got {self.bm25_fields!r}")
+        if self.bm25_content_chars < 0:
+            raise ConfigError("bm25_content_chars must be >= 0")
+        if self.nlist < 0:
+            raise ConfigError("nlist must be >= 0 (0 = automatic)")
+        if self.nlist and self.nprobe > self.nlist:
+            raise ConfigError(f"nprobe ({self.nprobe}) cannot exceed nlist ({self.nlist})")
+        if self.nlist and self.train_sample < self.nlist:
+            raise ConfigError(f"train_sample ({self.train_sample}) must be >= nlist ({self.nlist}) to train the centroids")
+
+    def build_key(self, corpus_fingerprint: str, model_fp: str) -> str:
+        """What a resumable partial build must agree on to be reused."""
+        relevant = {k: v for k, v in self.to_dict().items() if k in ("embedding_model", "embedding_backend", "max_length", "chunk_rows")}
+        return hashlib.sha256(json.dumps([relevant, corpus_fingerprint, model_fp], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_dense_type(cfg: IndexConfig, n: int) -> str:
+    if cfg.dense_type != "auto":
+        return cfg.dense_type
+    return "flat" if n <= cfg.exact_max_rows else "ivf_sq8"
+
+
+def auto_nlist(n: int) -> int:
+    return int(max(1, min(65536, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))))
+
+
+# ---------------------------------------------------------------- embedding with checkpoints
+
+
+def embed_titles(titles: list[str], embedder, work: Path, cfg: IndexConfig, progress: bool | None) -> np.ndarray:
+    """Embed in chunks saved as ``work/emb/chunk-NNNNN.npy``; finished chunks are reused on resume."""
+    chunks = work / "emb"
+    chunks.mkdir(exist_ok=True)
+    n = len(titles)
+    out = np.lib.format.open_memmap(work / EMBEDDINGS_FILE, mode="w+", dtype=np.float16, shape=(n, embedder.dim))
+    n_chunks = math.ceil(n / cfg.chunk_rows)
+    with bar(progress, total=n, unit="title", unit_scale=True, desc="embed titles", smoothing=0.05) as pbar:
+        for c in range(n_chunks):
+            lo, hi = c * cfg.chunk_rows, min(n, (c + 1) * cfg.chunk_rows)
+            path = chunks / f"chunk-{c:05d}.npy"
+            if path.is_file():
+                vecs = np.load(path, allow_pickle=False)
+                if vecs.shape != (hi - lo, embedder.dim):
+                    raise ArtifactError(f"{path} has shape {vecs.shape}, expected {(hi - lo, embedder.dim)}; delete {work} to start over")
+                pbar.update(hi - lo)
+            else:
+                vecs = embedder.encode(titles[lo:hi], batch_size=cfg.batch_size).astype(np.float16)
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, vecs, allow_pickle=False)
+                os.replace(tmp, path)  # a chunk exists whole or not at all
+                pbar.update(hi - lo)
+            out[lo:hi] = vecs
+    out.flush()
+    return out
+
+
+# ---------------------------------------------------------------- FAISS
+
+
+def build_dense(vectors: np.ndarray, kind: str, cfg: IndexConfig, progress: bool | None = None):
+    """Build the FAISS index of ``vectors`` (float16/32, normalised, inner product)."""
+    import faiss
+
+    n, dim = vectors.shape
+    params: dict[str, Any] = {"type": kind, "metric": "inner_product"}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 64
+        params.update(m=cfg.hnsw_m, ef_search=64)
+    else:
+        nlist = cfg.nlist or auto_nlist(n)
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf_sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = cfg.seed
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(n, size=min(n, max(cfg.train_sample, nlist)), replace=False))
+        log.info("training %s with %d lists on %d vectors", kind, nlist, len(sample))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        index.nprobe = min(cfg.nprobe, nlist)
+        params.update(nlist=nlist, nprobe=index.nprobe)
+    step = 100_000
+    with bar(progress, total=n, unit="vec", unit_scale=True, desc=f"faiss {kind}") as pbar:
+        for lo in range(0, n, step):
+            index.add(np.ascontiguousarray(vectors[lo:lo + step], dtype=np.float32))
+            pbar.update(min(step, n - lo))
+    return index, params
+
+
+def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
+    """The texts BM25 indexes, in chunks read from the product store (never all in memory at once)."""
+    from amzqa.retrieval.store import ProductStore
+
+    table = ProductStore(work).table
+    n = cfg.bm25_content_chars
+    for lo in range(0, table.num_rows, chunk):
+        part = table.slice(lo, chunk)
+        titles = part.column("title").to_pylist()
+        if cfg.bm25_fields == "title":
+            yield titles
+        else:
+            yield [f"{t} {c[:n]}" if c else t for t, c in zip(titles, part.column("content").to_pylist())]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -> dict[str, Any]:
+    """Build the artifact described in the module docstring; return its manifest."""
+    import faiss
+
+    from amzqa.embedding import load_embedder, model_fingerprint
+    from amzqa.versions import library_versions
+    from indexing.corpus import iter_corpus, load_stats, open_corpus
+
+    if cfg.corpus is None or cfg.out is None:
+        raise ConfigError("index needs corpus and out")
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise ArtifactError(f"{out} already exists; pass overwrite (CLI: --overwrite) to replace it")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    corpus = open_corpus(cfg.corpus, verify=True)
+    embedder = embedder or load_embedder(cfg.embedding_model, cfg.embedding_backend, cfg.max_length)
+    model_fp = model_fingerprint(embedder.path)
+    key = cfg.build_key(corpus.fingerprint, model_fp)
+
+    work = Path(f"{out}.partial")
+    state = work / "state.json"
+    if work.exists() and (not state.is_file() or json.loads(state.read_text()).get("key") != key):
+        log.info("discarding %s: it belongs to another corpus or config", work)
+        shutil.rmtree(work)
+    if work.exists():
+        log.info("resuming the interrupted build in %s", work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state, {"key": key})
+
+    t = time.perf_counter()
+    for name in (PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE):
+        (work / name).unlink(missing_ok=True)
+    rows = write_store(work, iter_corpus(cfg.corpus, columns=["row_id", "uid", "title", "content"]))
+    if rows != corpus.rows:
+        raise ArtifactError(f"{cfg.corpus}: manifest says {corpus.rows} rows, shards hold {rows}")
+    from amzqa.retrieval.store import ProductStore
+
+    titles = ProductStore(work).titles()
+    timings["store_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vectors = embed_titles(titles, embedder, work, cfg, progress)
+    timings["embed_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    kind = resolve_dense_type(cfg, rows)
+    index, dense_params = build_dense(vectors, kind, cfg, progress)
+    faiss.write_index(index, str(work / DENSE_FILE))
+    del index
+    timings["dense_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    del titles
+    bm25 = build_bm25(lexical_chunks(work, cfg), rows, cfg.bm25_stopwords, cfg.bm25_stemmer, progress)
+    lex_dir = work / LEXICAL_DIR
+    shutil.rmtree(lex_dir, ignore_errors=True)
+    bm25.save(str(lex_dir))
+    del bm25
+    timings["lexical_s"] = time.perf_counter() - t
+
+    shutil.rmtree(work / "emb")
+    files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() and p.name != "state.json")
+    manifest = {
+        "format": ARTIFACT_FORMAT,
+        "created_unix": int(time.time()),
+        "counts": {"products": rows, "with_content": None},
+        "corpus": {"path": str(Path(cfg.corpus).resolve()), "fingerprint": corpus.fingerprint, "rows": corpus.rows},
+        "embedding": {"model_id": cfg.embedding_model, "path": str(embedder.path), "fingerprint": model_fp,
+                      "dim": int(embedder.dim), "backend": embedder.backend, "max_length": cfg.max_length,
+                      "normalized": True, "dtype_stored": "float16"},
+        "dense": {**dense_params, "file": DENSE_FILE},
+        "lexical": {"type": "bm25", "library": "bm25s", "fields": cfg.bm25_fields,
+                    "content_chars": cfg.bm25_content_chars, "stopwords": cfg.bm25_stopwords, "stemmer": cfg.bm25_stemmer, "dir": LEXICAL_DIR},
+        "config": cfg.to_dict(),
+        "versions": library_versions(),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "files": {name: sha256_file(work / name) for name in files},
+    }
+    manifest["counts"]["with_content"] = load_stats(cfg.corpus)["kept_with_content"]
+    write_json_atomic(work / MANIFEST, manifest)
+    state.unlink()
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    log.info("index built at %s in %.1f s (%s)", out, time.perf_counter() - started, manifest["timings"])
+    return manifest

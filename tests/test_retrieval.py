@@ -1,0 +1,209 @@
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from amzqa.errors import AmzqaError, ArtifactError, ConfigError
+from amzqa.records import Hit, Product
+from amzqa.retrieval import Artifacts, Retriever, RetrieverSet, title_key
+from amzqa.retrieval.hybrid import rrf, weighted
+from indexing.build import IndexConfig, auto_nlist, build_index
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_exact_title_finds_the_product(retrievers, mode):
+    r = retrievers.get(mode)
+    assert isinstance(r, Retriever)
+    hits = r.retrieve("Lodge 10.25 Inch Cast Iron Skillet, Pre-Seasoned", k=5)
+    assert hits[0].uid == "B00004OCKR"
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert all(isinstance(h, Hit) and isinstance(h.product, Product) for h in hits)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert mode in hits[0].found_by or mode == "hybrid"
+
+
+def test_hybrid_reports_which_retrievers_found_each_hit(retrievers):
+    hits = retrievers.hybrid.retrieve("waterproof bluetooth speaker", k=5)
+    assert hits[0].uid == "B07QXV6N1B"
+    assert set(hits[0].found_by) == {"dense", "lexical"}
+    assert set(hits[0].scores) == set(hits[0].found_by)
+
+
+def test_paraphrase_needs_dense(retrievers):
+    # No title word in common with "Harry Potter and the Sorcerer's Stone".
+    hits = retrievers.dense.retrieve("boy wizard at a school of magic", k=3)
+    assert "0439708184" in [h.uid for h in hits]
+
+
+def test_description_words_reach_lexical(retrievers):
+    hits = retrievers.lexical.retrieve("survives being submerged in 1 meter of water for 30 minutes", k=3)
+    assert hits[0].uid == "B07QXV6N1B"
+
+
+def test_near_duplicate_editions_are_collapsed(retrievers):
+    hits = retrievers.hybrid.retrieve("The Road Cormac McCarthy father and son", k=10)
+    road = [h for h in hits if title_key(h.product.title) == title_key("The Road")]
+    assert len(road) == 1
+    keys = [title_key(h.product.title) for h in hits]
+    assert len(keys) == len(set(keys))
+
+
+def test_lookup_by_uid(retrievers):
+    p = retrievers.store.by_uid("B07X1KT6QK")
+    assert p.title.startswith("Hamilton Beach 1.7 Liter Electric Kettle")
+    assert retrievers.store.get(p.row_id) == p
+    assert retrievers.store.by_uid("NOPE") is None
+
+
+@pytest.mark.parametrize("query", ["", "   ", "x" * 5000])
+def test_bad_queries_are_rejected(retrievers, query):
+    with pytest.raises(AmzqaError):
+        retrievers.hybrid.retrieve(query, k=3)
+
+
+def test_stopword_only_query_returns_dense_results(retrievers):
+    assert retrievers.lexical.retrieve("the of and", k=3) == []
+    assert len(retrievers.hybrid.retrieve("the of and", k=3)) == 3
+
+
+def test_rrf_on_hand_made_rankings():
+    fused = rrf({"dense": [(1, 0.9), (2, 0.8)], "lexical": [(2, 7.0), (3, 5.0)]}, rrf_k=60)
+    assert [r for r, _, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[0][2] == {"dense": 0.8, "lexical": 7.0}
+
+
+def test_weighted_fusion_keeps_a_peaked_lexical_lead():
+    dense = [(1, 0.50), (2, 0.49), (3, 0.48)]
+    lexical = [(3, 20.0), (1, 4.0)]
+    fused = weighted({"dense": dense, "lexical": lexical}, {"dense": 1.0, "lexical": 1.0})
+    assert fused[0][0] == 3  # 0.48 + 1.0 beats 0.50 + 0.2
+    assert fused[0][1] == pytest.approx(1.48)
+
+
+def test_manifest_describes_the_artifact(sample_artifacts):
+    man = json.loads((sample_artifacts / "manifest.json").read_text())
+    assert man["embedding"]["dim"] == 384 and man["embedding"]["normalized"] is True
+    assert man["embedding"]["backend"] == "onnx"
+    assert man["dense"]["type"] == "flat" and man["dense"]["metric"] == "inner_product"
+    assert man["lexical"]["library"] == "bm25s"
+    assert man["counts"]["products"] == man["corpus"]["rows"] >= 300
+    assert "faiss-cpu" in man["versions"] and "bm25s" in man["versions"]
+    assert man["config"]["chunk_rows"] == 50_000
+    assert all(len(v) == 64 for v in man["files"].values())
+
+
+def test_other_embedding_model_is_refused(sample_artifacts, tmp_path):
+    from amzqa.embedding import OnnxEmbedder, TorchEmbedder
+    from amzqa.models import default_embedder_path
+
+    with pytest.raises(ArtifactError, match="backend 'torch'"):
+        RetrieverSet(sample_artifacts, embedder=TorchEmbedder())
+    other = tmp_path / "other-model"
+    shutil.copytree(default_embedder_path(), other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["layer_norm_eps"] = 1e-6  # a different model, same architecture
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="another embedding model"):
+        RetrieverSet(sample_artifacts, embedder=OnnxEmbedder(str(other)))
+
+
+def test_mismatched_corpus_is_refused(sample_artifacts, sample_corpus, tmp_path):
+    from indexing.corpus import PrepareConfig, prepare
+    from tests.conftest import SAMPLE
+
+    Artifacts.open(sample_artifacts, corpus=sample_corpus)  # the right one passes
+    other = tmp_path / "other.json"
+    other.write_text("\n".join(SAMPLE.read_text().splitlines()[:50]) + "\n")
+    prepare(PrepareConfig(input=other, out=tmp_path / "c"), progress=False)
+    with pytest.raises(ArtifactError, match="different corpus"):
+        Artifacts.open(sample_artifacts, corpus=tmp_path / "c")
+
+
+def test_missing_artifact_says_how_to_build(tmp_path):
+    with pytest.raises(ArtifactError, match="amzqa index"):
+        Artifacts.open(tmp_path / "nothing")
+
+
+def test_ivf_index_matches_exact_search(sample_corpus, sample_artifacts, tmp_path):
+    out = tmp_path / "ivf"
+    man = build_index(IndexConfig(corpus=sample_corpus, out=out, dense_type="ivf_sq8", nlist=8, nprobe=8, train_sample=300), progress=False)
+    assert man["dense"]["type"] == "ivf_sq8" and man["dense"]["nlist"] == 8
+    ivf, exact = RetrieverSet(out), RetrieverSet(sample_artifacts)
+    overlap = []
+    for q in ["electric kettle", "kids rain boots", "noise cancelling headphones", "dutch oven", "jigsaw puzzle"]:
+        a, b = [r for r, _ in ivf.dense.search(q, 10)], [r for r, _ in exact.dense.search(q, 10)]
+        assert a[0] == b[0]
+        overlap.append(len(set(a) & set(b)) / 10)
+    # nprobe == nlist searches every list, so only 8-bit scalar quantisation can reorder near-ties.
+    assert sum(overlap) / len(overlap) >= 0.9
+
+
+def test_index_config_rejects_contradictions():
+    with pytest.raises(ConfigError, match="nprobe"):
+        IndexConfig(nlist=16, nprobe=32)
+    with pytest.raises(ConfigError, match="dense_type"):
+        IndexConfig(dense_type="annoy")
+    with pytest.raises(ConfigError, match="bm25_fields"):
+        IndexConfig(bm25_fields="content")
+    assert auto_nlist(1_000_000) == 4096 and auto_nlist(100) == 32
+
+
+def test_killed_build_resumes_to_the_same_index(sample_corpus, sample_artifacts, tmp_path):
+    """SIGKILL a real build mid-embedding, resume it, and compare with an uninterrupted build."""
+    out = tmp_path / "resumed"
+    code = (
+        "import sys, time, indexing.build as b\n"
+        "orig = b.embed_titles.__globals__['np'].save\n"
+        "def slow_save(*a, **k):\n"
+        "    orig(*a, **k); time.sleep(0.5)\n"  # give the test time to kill between chunks
+        "b.np.save = slow_save\n"
+        f"b.build_index(b.IndexConfig(corpus=r'{sample_corpus}', out=r'{out}', chunk_rows=40), progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    chunks = out.with_name("resumed.partial") / "emb"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(chunks.glob("chunk-*.npy")) if chunks.exists() else []) < 3:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = len(list(chunks.glob("chunk-*.npy")))
+    assert 3 <= done_before < 8, "the build should have been killed part-way through embedding"
+    assert not out.exists()
+    with pytest.raises(ArtifactError, match="interrupted build"):
+        Artifacts.open(out)
+
+    build_index(IndexConfig(corpus=sample_corpus, out=out, chunk_rows=40), progress=False)
+    assert not out.with_name("resumed.partial").exists()
+    fresh = tmp_path / "fresh"
+    build_index(IndexConfig(corpus=sample_corpus, out=fresh, chunk_rows=40), progress=False)
+    a = np.load(out / "embeddings.f16.npy")
+    b = np.load(fresh / "embeddings.f16.npy")
+    assert np.array_equal(a, b)
+    ma, mb = (json.loads((p / "manifest.json").read_text())["files"] for p in (out, fresh))
+    assert ma == mb  # every file, FAISS and BM25 included, is byte-identical
+
+
+def test_compact_bm25_equals_plain_bm25s(sample_corpus):
+    import bm25s
+    import Stemmer
+
+    from indexing.corpus import iter_corpus
+    from indexing.lexical import build_bm25
+
+    texts = [f"{r['title']} {r['content'][:600]}" for b in iter_corpus(sample_corpus) for r in b.to_pylist()]
+    ours = build_bm25([texts[:100], texts[100:250], texts[250:]], len(texts), "en", "english")
+    plain = bm25s.BM25()
+    plain.index(bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english").stemWords, show_progress=False),
+                show_progress=False)
+    assert set(ours.vocab_dict) == set(plain.vocab_dict)
+    for query in (["kettl", "cordless"], ["book", "wizard"], ["waterproof"]):
+        a = ours.retrieve([query], k=5, show_progress=False, return_as="tuple")
+        b = plain.retrieve([query], k=5, show_progress=False, return_as="tuple")
+        assert a[0].tolist() == b[0].tolist()
+        assert np.allclose(a[1], b[1], rtol=1e-5)
