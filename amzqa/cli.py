@@ -122,6 +122,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     raise AmzqaError(f"eval {args.what!r} is not available yet")
 
 
+def answer_to_dict(answer) -> dict:
+    return {
+        "question": answer.question, "answer": answer.text, "abstained": answer.abstained,
+        "citations": [{"marker": c.marker, "uid": c.uid, "title": c.title, "attributed": c.attributed} for c in answer.citations],
+        "sources": [{"n": i, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4), "found_by": list(h.found_by)}
+                    for i, h in enumerate(answer.sources, 1)],
+        "removed_citations": answer.removed_citations, "unsupported_sentences": answer.unsupported_sentences,
+        "timings_s": {k: round(v, 3) for k, v in answer.timings.items()},
+    }
+
+
+def print_answer(answer, streamed: bool = False) -> None:
+    if not streamed:
+        print(answer.text)
+    if answer.citations:
+        print("\ncitations:")
+        for c in answer.citations:
+            print(f"  [{c.marker}] {c.uid}  {c.title}" + ("  (attributed)" if c.attributed else ""))
+    if answer.unsupported_sentences:
+        print(f"\nnot supported by any source: {len(answer.unsupported_sentences)} sentence(s)")
+    print("\nsources:")
+    for i, h in enumerate(answer.sources, 1):
+        print(f"  [{i}] {h.uid}  {h.product.title}  (score {h.score:.3f}; {'+'.join(h.found_by)})")
+    print("\ntimings: " + ", ".join(f"{k}={v:.2f}s" for k, v in answer.timings.items()))
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from amzqa.generation import GenerationConfig
+    from amzqa.pipeline import QA
+
+    gen_cfg = GenerationConfig.from_yaml(args.generation) if args.generation else GenerationConfig()
+    if args.max_new_tokens:
+        gen_cfg = gen_cfg.replace(max_new_tokens=args.max_new_tokens)
+    qa = QA.from_dir(args.artifacts, generator=args.generator, adapter=args.adapter, generation=gen_cfg)
+    if args.json:
+        print(json.dumps(answer_to_dict(qa.ask(args.question, k=args.k, mode=args.mode)), indent=2, ensure_ascii=False))
+        return 0
+    stream = qa.stream(args.question, k=args.k, mode=args.mode)
+    for piece in stream:
+        print(piece, end="", flush=True)
+    print()
+    print_answer(stream.answer, streamed=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from amzqa.demo import run_demo
 
@@ -185,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="hybrid")
     sp.add_argument("-k", type=int, default=10, help="number of results")
     sp.add_argument("--json", action="store_true", help="print JSON")
+
+    sp = add("ask", cmd_ask, "Answer a question from the catalog with citations (streams tokens to the terminal).")
+    sp.add_argument("question", help="the shopper's question")
+    sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
+    sp.add_argument("--generator", choices=["hf", "extractive"], help="default: hf if the model is provisioned, else extractive")
+    sp.add_argument("--adapter", help="LoRA adapter folder (amzqa train) applied to the generator")
+    sp.add_argument("--generation", type=Path, help="generation YAML (configs/generation*.yaml)")
+    sp.add_argument("--max-new-tokens", type=int, help="override max_new_tokens")
+    sp.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="retriever (default hybrid)")
+    sp.add_argument("-k", type=int, help="sources to retrieve (default 5)")
+    sp.add_argument("--json", action="store_true", help="print the answer as JSON (no streaming)")
 
     sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
     sp.add_argument("what", choices=["retrieval"], help="what to evaluate")

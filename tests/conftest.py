@@ -38,3 +38,19 @@ def retrievers(sample_artifacts):
     from amzqa.retrieval import RetrieverSet
 
     return RetrieverSet(sample_artifacts)
+
+
+@pytest.fixture(scope="session")
+def hf_generator():
+    """The provisioned SmolLM2-135M-Instruct, short answers to keep the suite fast."""
+    from amzqa.generation import GenerationConfig, HFGenerator
+
+    return HFGenerator(GenerationConfig(max_new_tokens=24))
+
+
+@pytest.fixture(scope="session")
+def qa_extractive(retrievers):
+    from amzqa.generation import ExtractiveGenerator
+    from amzqa.pipeline import QA
+
+    return QA(retrievers, ExtractiveGenerator())

@@ -26,7 +26,15 @@ TITLE_TEMPLATES = (
     "is {t} any good?",
     "{t} details please",
     "i want to buy {t}",
+    "is the {t} {a}?",
+    "{t}: {aq}",
+    "{aq} ({t})",
 )
+# What shoppers ask about a product they name; the answer may or may not be in the description.
+ATTRIBUTES = ("dishwasher safe", "waterproof", "machine washable", "suitable for kids", "good for beginners",
+              "covered by a warranty", "easy to clean", "worth the price", "a good gift", "durable")
+ATTRIBUTE_QUESTIONS = ("how long does it last?", "what size is it?", "what is it made of?", "who is it by?",
+                       "what comes in the box?", "what ages is it for?", "does it need batteries?", "how do i clean it?")
 CONTENT_TEMPLATES = (
     "which product {s}?",
     "i'm looking for something that {s}",
@@ -70,7 +78,9 @@ def noisy_title(title: str, r: random.Random) -> str:
 
 
 def title_question(p: Product, r: random.Random) -> Question:
-    return Question(r.choice(TITLE_TEMPLATES).format(t=noisy_title(p.title, r)), p.uid, p.row_id, "title")
+    template = r.choice(TITLE_TEMPLATES)
+    text = template.format(t=noisy_title(p.title, r), a=r.choice(ATTRIBUTES), aq=r.choice(ATTRIBUTE_QUESTIONS))
+    return Question(text, p.uid, p.row_id, "title")
 
 
 def content_question(p: Product, r: random.Random, min_words: int = 5, max_words: int = 12) -> Question | None:

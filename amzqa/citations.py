@@ -1,0 +1,78 @@
+"""Checking the citations in a generated answer against the sources the model was given.
+
+* every ``[n]`` (also ``[1, 2]`` and ``[1][2]``) is mapped to source n; markers to sources that were not given
+  are removed from the text and counted;
+* a sentence the model wrote without a marker is attributed post hoc to the source that best supports it
+  (``Citation.attributed=True``) when enough of its content words occur in that source;
+* a sentence no source supports is flagged;
+* an answer that says the catalog does not answer becomes an abstention.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from amzqa.prompt import ABSTAIN_MESSAGE
+from amzqa.records import Citation, Product
+from amzqa.text import content_words, split_sentences
+
+_GROUP = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
+_ABSTAIN = re.compile(
+    r"catalog does not (answer|contain|have)|(sources|catalog) (do|does) not (answer|contain|mention|say)"
+    r"|not (mentioned|found|available) in the (sources|catalog)|no (information|source) (about|on|for)", re.I)
+SUPPORT_THRESHOLD = 0.5
+
+
+@dataclass
+class CheckedAnswer:
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    removed: int = 0
+    unsupported: list[str] = field(default_factory=list)
+    abstained: bool = False
+
+
+def support(sentence: str, product: Product) -> float:
+    """Share of the sentence's content words found in the product's title and description."""
+    words = content_words(_GROUP.sub(" ", sentence))
+    if not words:
+        return 1.0  # nothing to support ("Yes.", a bare marker)
+    return len(words & content_words(f"{product.title} {product.content}")) / len(words)
+
+
+def is_abstention(text: str) -> bool:
+    return not text.strip() or bool(_ABSTAIN.search(text))
+
+
+def check(text: str, sources: list[Product] | tuple[Product, ...]) -> CheckedAnswer:
+    text = text.strip()
+    if is_abstention(text):
+        return CheckedAnswer(ABSTAIN_MESSAGE, abstained=True)
+    removed = 0
+
+    def keep_valid(m: re.Match) -> str:
+        nonlocal removed
+        nums = [int(x) for x in re.split(r"[,;]", m.group(1))]
+        valid = [n for n in nums if 1 <= n <= len(sources)]
+        removed += len(nums) - len(valid)
+        return "".join(f"[{n}]" for n in valid)
+
+    text = " ".join(_GROUP.sub(keep_valid, text).split())
+    text = re.sub(r"\s+([.,;:!?])", r"\1", text)
+    citations: dict[int, Citation] = {}
+    unsupported: list[str] = []
+    for sentence in split_sentences(text):
+        written = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
+        for n in written:
+            citations.setdefault(n, Citation(n, sources[n - 1].uid, sources[n - 1].title, attributed=False))
+        if written:
+            continue
+        best = max(range(len(sources)), key=lambda i: support(sentence, sources[i]), default=None)
+        if best is not None and support(sentence, sources[best]) >= SUPPORT_THRESHOLD:
+            n = best + 1
+            citations.setdefault(n, Citation(n, sources[best].uid, sources[best].title, attributed=True))
+        else:
+            unsupported.append(sentence)
+    ordered = sorted(citations.values(), key=lambda c: text.find(f"[{c.marker}]") if f"[{c.marker}]" in text else len(text) + c.marker)
+    return CheckedAnswer(text, ordered, removed, unsupported)

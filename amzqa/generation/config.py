@@ -1,0 +1,36 @@
+"""Settings of the language-model generator (``configs/generation*.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amzqa.config import Config, doc
+from amzqa.errors import ConfigError
+
+
+@dataclasses.dataclass
+class GenerationConfig(Config):
+    """How :class:`amzqa.generation.HFGenerator` loads and runs its model."""
+
+    model: str = doc("Causal LM folder or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct.", "smollm2")
+    adapter: str | None = doc("PEFT LoRA adapter folder (from amzqa train) applied on top of the model.", None)
+    load_in_4bit: bool = doc("Load the base weights in 4-bit NF4 with double quantisation (bitsandbytes).", False)
+    dtype: str = doc("Weights dtype: float32 (best on CPU), bfloat16 or float16 (GPU), or auto.", "float32")
+    device: str = doc("'cpu', 'cuda' or 'auto' (accelerate's device_map).", "cpu")
+    max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
+    temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
+    top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
+    repetition_penalty: float = doc("Penalty > 1 discourages loops, common in small models.", 1.1)
+    threads: int = doc("torch CPU threads (0 = torch's default).", 0)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ConfigError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if self.dtype == "float16" and self.device == "cpu":
+            raise ConfigError("float16 is not supported for CPU inference; use float32 or bfloat16")

@@ -1,0 +1,138 @@
+"""A transformers causal LM as a :class:`~amzqa.generation.base.Generator`.
+
+Optional PEFT LoRA adapter, optional 4-bit NF4 base (bitsandbytes), greedy by default, token streaming.
+The default model is the provisioned SmolLM2-135M-Instruct; on a GPU box the same class loads
+``mistralai/Mistral-7B-Instruct-v0.3`` plus our adapter (``device="auto"``, ``dtype="bfloat16"``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from amzqa.errors import ArtifactError, ConfigError
+from amzqa.generation.config import GenerationConfig
+from amzqa.models import resolve_model
+from amzqa.prompt import Prompt, render
+
+log = logging.getLogger(__name__)
+ADAPTER_PROVENANCE = "amzqa_adapter.json"
+
+
+def check_adapter(adapter: str | Path, base_path: str) -> dict:
+    """Refuse an adapter trained on another base model (its provenance records the base's fingerprint)."""
+    from amzqa.embedding import model_fingerprint
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ArtifactError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json); train one with amzqa train")
+    prov_path = adapter / ADAPTER_PROVENANCE
+    if not prov_path.is_file():
+        log.warning("%s has no %s: cannot check which base model it was trained on", adapter, ADAPTER_PROVENANCE)
+        return {}
+    prov = json.loads(prov_path.read_text())
+    if Path(base_path).is_dir():
+        got = model_fingerprint(base_path)
+        if prov.get("base_fingerprint") and prov["base_fingerprint"] != got:
+            raise ArtifactError(f"{adapter} was trained on {prov.get('base_model')!r} (fingerprint {prov['base_fingerprint']}), "
+                                f"not on {base_path} (fingerprint {got})")
+    return prov
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
+
+
+class HFGenerator:
+    name = "hf"
+
+    def __init__(self, config: GenerationConfig | None = None, **overrides) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but no CUDA GPU is available; use device='cpu'")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.path = resolve_model(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.adapter if cfg.adapter and Path(cfg.adapter, "tokenizer.json").is_file() else self.path)
+        kwargs: dict = {"dtype": _dtype(cfg.dtype)}
+        if cfg.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32 if cfg.device == "cpu" else torch.bfloat16)
+        if cfg.device == "auto":
+            kwargs["device_map"] = "auto"
+        model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
+        if cfg.device == "cuda":
+            model = model.to("cuda")
+        self.adapter_provenance: dict = {}
+        if cfg.adapter:
+            from peft import PeftModel
+
+            self.adapter_provenance = check_adapter(cfg.adapter, self.path)
+            model = PeftModel.from_pretrained(model, cfg.adapter)
+        self.model = model.eval()
+        self.device = next(self.model.parameters()).device
+        self._lock = threading.Lock()  # one generate at a time per model: safe and no thread oversubscription
+
+    def _encode(self, prompt: Prompt):
+        text = render(self.tokenizer, prompt)
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _gen_kwargs(self) -> dict:
+        cfg = self.config
+        kw = {"max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
+              "eos_token_id": self.tokenizer.eos_token_id,
+              "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id}
+        if cfg.temperature > 0:
+            kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def generate(self, prompt: Prompt) -> str:
+        import torch
+
+        enc = self._encode(prompt)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**enc, **self._gen_kwargs())
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        enc = self._encode(prompt)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**enc, **self._gen_kwargs(), streamer=streamer)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True, name="amzqa-generate")
+        thread.start()
+        first = True
+        for piece in streamer:
+            if first:
+                piece = piece.lstrip()
+                first = not piece
+            if piece:
+                yield piece
+        thread.join()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,1 @@
+"""Adapters that make amzqa components usable inside other frameworks (llama-index)."""

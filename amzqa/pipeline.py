@@ -1,0 +1,220 @@
+"""The QA pipeline: retrieve -> prompt -> generate -> check citations, with calibrated abstention.
+
+    from amzqa import QA
+    qa = QA.from_dir("runs/demo/artifacts")               # generator: "hf" if provisioned, else "extractive"
+    answer = qa.ask("Is the Lodge skillet dishwasher safe?")
+    answer.text, answer.citations[0].uid, answer.sources[0].uid, answer.abstained, answer.timings
+
+The folder is an index artifact (``amzqa index``); ``qa.save(folder)`` adds ``qa.json`` (this pipeline's
+settings and its abstention calibration) so ``QA.from_dir`` restores the same pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amzqa.atomic import write_json_atomic
+from amzqa.citations import check
+from amzqa.config import Config, doc
+from amzqa.errors import AmzqaError, ConfigError
+from amzqa.generation import GenerationConfig, Generator, load_generator
+from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
+from amzqa.records import Answer, Hit
+from amzqa.text import content_words
+
+log = logging.getLogger(__name__)
+QA_FILE = "qa.json"
+MAX_QUESTION_CHARS = 1000
+
+
+@dataclasses.dataclass
+class QAConfig(Config):
+    """Settings of :class:`QA` (saved as ``qa.json`` beside the index)."""
+
+    k: int = doc("Sources retrieved and shown to the model.", 5)
+    mode: str = doc("Retriever: dense, lexical or hybrid.", "hybrid")
+    excerpt_chars: int = doc("Characters of each description shown to the model.", DEFAULT_EXCERPT_CHARS)
+    abstain_threshold: float | None = doc("Relevance below which the pipeline abstains without generating; "
+                                          "null = calibrate on held-out questions at load.", None)
+    calibration: dict | None = doc("How abstain_threshold was calibrated (filled in by calibrate()).", None)
+    answer_rate: float = doc("Calibration target: share of answerable held-out questions that must pass the "
+                             "relevance gate. The generator can still abstain after reading the sources, so the "
+                             "gate only stops questions nothing in the catalog is close to.", 0.98)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 20:
+            raise ConfigError("k must be between 1 and 20")
+        if self.mode not in ("dense", "lexical", "hybrid"):
+            raise ConfigError(f"mode must be dense, lexical or hybrid, got {self.mode!r}")
+        if not 0.5 <= self.answer_rate <= 1.0:
+            raise ConfigError("answer_rate must be between 0.5 and 1")
+        if self.excerpt_chars < 50:
+            raise ConfigError("excerpt_chars must be >= 50")
+
+
+def check_question(question: Any) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise AmzqaError("the question is empty: ask something about a product")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise AmzqaError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return " ".join(question.split())
+
+
+class AnswerStream:
+    """Iterate for text pieces as they are generated; ``.sources`` is ready at once, ``.answer`` at the end."""
+
+    def __init__(self, pieces: Iterator[str], sources: list[Hit], finish) -> None:
+        self._pieces, self.sources, self._finish = pieces, sources, finish
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        collected = []
+        for piece in self._pieces:
+            collected.append(piece)
+            yield piece
+        self.answer = self._finish("".join(collected))
+
+
+class QA:
+    def __init__(self, retrievers, generator: Generator, config: QAConfig | None = None) -> None:
+        self.retrievers = retrievers
+        self.generator = generator
+        self.config = config or QAConfig()
+        self._title_vectors = np.load(retrievers.artifacts.path / "embeddings.f16.npy", mmap_mode="r")
+        if self.config.abstain_threshold is None:
+            self.config = self.calibrate()
+
+    # ------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_dir(cls, path: str | Path, generator: str | Generator | None = None, adapter: str | None = None,
+                 generation: GenerationConfig | None = None, **overrides: Any) -> QA:
+        from amzqa.retrieval import RetrieverSet
+
+        path = Path(path)
+        saved = json.loads((path / QA_FILE).read_text()) if (path / QA_FILE).is_file() else {}
+        config = QAConfig.from_dict({**saved, **overrides})
+        return cls(RetrieverSet(path), load_generator(generator, adapter=adapter, config=generation), config)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        path = Path(path or self.retrievers.artifacts.path)
+        write_json_atomic(path / QA_FILE, self.config.to_dict())
+        return path
+
+    # ------------------------------------------------------------ relevance and abstention
+
+    def relevance(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None) -> float:
+        """How well the best retrieved product matches: max of title cosine and question-word coverage."""
+        if not hits:
+            return 0.0
+        if query_vector is None:
+            query_vector = self.retrievers.dense.embedder.encode([question])[0]
+        rows = [h.product.row_id for h in hits]
+        cos = np.asarray(self._title_vectors[rows], dtype=np.float32) @ query_vector
+        q = content_words(question)
+        coverage = [len(q & content_words(f"{h.product.title} {h.product.content}")) / len(q) if q else 0.0 for h in hits]
+        return float(max(max(cos), max(coverage)))
+
+    def calibrate(self, n: int = 150, seed: int = 0) -> QAConfig:
+        """Set the relevance threshold from held-out questions: the score that lets ``answer_rate`` of the questions
+        whose product is retrieved through; also report how many of the same questions with that product (and its
+        editions) taken out of the results it stops."""
+        from amzqa.evaluation.questions import make_questions
+        from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
+
+        started = time.perf_counter()
+        store = self.retrievers.store
+        products = heldout_products(store, 0.15, n, seed) or [store.get(i) for i in range(min(n, len(store)))]
+        questions = make_questions(products, seed=seed)
+        random.Random(seed).shuffle(questions)
+        questions = questions[:n]
+        groups = relevant_sets(store, products)
+        retriever = self.retrievers.get(self.config.mode)
+        vectors = self.retrievers.dense.embedder.encode([q.text for q in questions])
+        pos, neg = [], []
+        for q, vec in zip(questions, vectors):
+            hits = retriever.retrieve(q.text, self.config.k + len(groups[q.uid]))
+            if any(h.uid in groups[q.uid] for h in hits[: self.config.k]):
+                pos.append(self.relevance(q.text, hits[: self.config.k], vec))
+            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: self.config.k], vec))
+        threshold = threshold_for_rate(pos, self.config.answer_rate)
+        stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
+        calibration = {"method": f"{self.config.answer_rate:.0%} of answerable held-out questions pass",
+                       "positives": len(pos), "negatives": len(neg), "answered_rate": float(np.mean(np.array(pos) >= threshold)) if pos else 0.0,
+                       "product_removed_stopped_rate": round(stopped, 4), "seconds": round(time.perf_counter() - started, 2)}
+        log.info("abstention threshold %.3f: passes %.0f%% of answerable questions, stops %.0f%% with the product removed",
+                 threshold, 100 * calibration["answered_rate"], 100 * stopped)
+        return self.config.replace(abstain_threshold=round(threshold, 4), calibration=calibration)
+
+    # ------------------------------------------------------------ asking
+
+    def _retrieve(self, question: str, k: int | None, mode: str | None) -> tuple[str, list[Hit], bool, dict[str, float]]:
+        t0 = time.perf_counter()
+        question = check_question(question)
+        hits = self.retrievers.get(mode or self.config.mode).retrieve(question, k or self.config.k)
+        t1 = time.perf_counter()
+        relevant = bool(hits) and self.relevance(question, hits) >= (self.config.abstain_threshold or 0.0)
+        t2 = time.perf_counter()
+        return question, hits, relevant, {"retrieve_s": t1 - t0, "relevance_s": t2 - t1}
+
+    def _finish(self, question: str, hits: list[Hit], raw: str, timings: dict[str, float], started: float) -> Answer:
+        checked = check(raw, [h.product for h in hits])
+        timings["total_s"] = time.perf_counter() - started
+        return Answer(question=question, text=checked.text, citations=checked.citations, sources=hits,
+                      abstained=checked.abstained, timings=timings, removed_citations=checked.removed,
+                      unsupported_sentences=checked.unsupported, raw_text=raw)
+
+    def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+        started = time.perf_counter()
+        question, hits, relevant, timings = self._retrieve(question, k, mode)
+        if not relevant:
+            timings["total_s"] = time.perf_counter() - started
+            return Answer(question, ABSTAIN_MESSAGE, [], hits, abstained=True, timings=timings)
+        t = time.perf_counter()
+        prompt = build_prompt(question, hits, self.config.excerpt_chars)
+        timings["prompt_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        raw = self.generator.generate(prompt)
+        timings["generate_s"] = time.perf_counter() - t
+        return self._finish(question, hits, raw, timings, started)
+
+    def stream(self, question: str, k: int | None = None, mode: str | None = None) -> AnswerStream:
+        started = time.perf_counter()
+        question, hits, relevant, timings = self._retrieve(question, k, mode)
+        if not relevant:
+            def done(_: str) -> Answer:
+                timings["total_s"] = time.perf_counter() - started
+                return Answer(question, ABSTAIN_MESSAGE, [], hits, abstained=True, timings=timings)
+
+            return AnswerStream(iter([ABSTAIN_MESSAGE]), hits, done)
+        t = time.perf_counter()
+        prompt = build_prompt(question, hits, self.config.excerpt_chars)
+        timings["prompt_s"] = time.perf_counter() - t
+
+        def pieces() -> Iterator[str]:
+            t_gen = time.perf_counter()
+            for i, piece in enumerate(self.generator.stream(prompt)):
+                if i == 0:
+                    timings["first_token_s"] = time.perf_counter() - started
+                yield piece
+            timings["generate_s"] = time.perf_counter() - t_gen
+
+        return AnswerStream(pieces(), hits, lambda raw: self._finish(question, hits, raw, timings, started))
+
+
+def threshold_for_rate(scores: list[float], rate: float) -> float:
+    """The largest threshold that lets at least ``rate`` of ``scores`` through (``score >= threshold``)."""
+    if not scores:
+        return 0.0
+    ordered = sorted(scores)
+    allowed_below = int(np.floor((1.0 - rate) * len(ordered) + 1e-9))
+    return float(ordered[allowed_below])

@@ -1,0 +1,66 @@
+import pytest
+
+from amzqa.errors import ArtifactError, ConfigError
+from amzqa.generation import ExtractiveGenerator, GenerationConfig, Generator, load_generator
+from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.records import Product
+
+P = [
+    Product(0, "U1", "Lodge Cast Iron Skillet", "Pre-seasoned with vegetable oil. Hand wash only, dry promptly."),
+    Product(1, "U2", "Acme Toaster", "Two slots with bagel setting. Crumb tray slides out."),
+]
+
+
+def test_extractive_answers_from_the_named_product_with_citations():
+    gen = ExtractiveGenerator()
+    assert isinstance(gen, Generator)
+    text = gen.generate(build_prompt("how do I wash the lodge skillet?", P))
+    assert "Hand wash only" in text and "[1]" in text and "[2]" not in text
+    assert "".join(gen.stream(build_prompt("how do I wash the lodge skillet?", P))) == text
+
+
+def test_extractive_abstains_when_nothing_matches():
+    assert ExtractiveGenerator().generate(build_prompt("petrol lawn mower horsepower", P)) == ABSTAIN_MESSAGE
+
+
+def test_hf_generate_and_stream_agree(hf_generator):
+    prompt = build_prompt("How should I clean the Lodge skillet?", P)
+    text = hf_generator.generate(prompt)
+    pieces = list(hf_generator.stream(prompt))
+    assert text and len(pieces) > 1
+    assert "".join(pieces).strip() == text
+
+
+def test_hf_stops_at_eos():
+    from amzqa.generation import HFGenerator
+
+    gen = HFGenerator(GenerationConfig(max_new_tokens=200))
+    prompt = build_prompt("Reply with one word: is a toaster a kitchen appliance?", P)
+    enc = gen._encode(prompt)
+    import torch
+
+    with torch.inference_mode():
+        out = gen.model.generate(**enc, **gen._gen_kwargs())
+    new = out[0, enc["input_ids"].shape[1]:]
+    assert len(new) < 200 and new[-1].item() == gen.tokenizer.eos_token_id
+
+
+def test_load_generator_by_name_and_default():
+    assert load_generator("extractive").name == "extractive"
+    assert load_generator(None).name == "hf"  # the model is provisioned by make test
+    with pytest.raises(ConfigError):
+        load_generator("gpt-17")
+
+
+def test_generation_config_contradictions():
+    with pytest.raises(ConfigError):
+        GenerationConfig(dtype="float16", device="cpu")
+    with pytest.raises(ConfigError):
+        GenerationConfig(max_new_tokens=0)
+
+
+def test_adapter_folder_is_checked(tmp_path):
+    from amzqa.generation.hf import check_adapter
+
+    with pytest.raises(ArtifactError, match="not a LoRA adapter"):
+        check_adapter(tmp_path, "unused")
