@@ -108,20 +108,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, default_out, evaluate_retrieval, markdown, write_report
-
-    if args.what == "retrieval":
-        cfg = RetrievalEvalConfig.from_dict({k: v for k, v in {"artifacts": args.artifacts, "n": args.n, "seed": args.seed,
-                                                               "out": args.out}.items() if v is not None})
-        report = evaluate_retrieval(cfg, progress=_progress(args))
-        out = write_report(report, cfg.out or default_out("retrieval"))
-        print(markdown(report))
-        print(f"report written to {out}")
-        return 0
-    raise AmzqaError(f"eval {args.what!r} is not available yet")
-
-
 def answer_to_dict(answer) -> dict:
     return {
         "question": answer.question, "answer": answer.text, "abstained": answer.abstained,
@@ -167,10 +153,64 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft_data(args: argparse.Namespace) -> int:
+    from training.sft_data import SFTDataConfig, build_sft_data
+
+    cfg = _load(SFTDataConfig, args, corpus=args.corpus, artifacts=args.artifacts, out=args.out, overwrite=args.overwrite or None)
+    man = build_sft_data(cfg, progress=_progress(args))
+    print(f"SFT data written to {cfg.out}: {man['counts']} from {man['products']} products "
+          f"({man['heldout_products']} held-out products excluded)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.train import train
+
+    cfg = _load(TrainConfig, args, data=args.data, out=args.out, max_steps=args.max_steps, overwrite=args.overwrite or None)
+    prov = train(cfg, progress=_progress(args))
+    m = prov["metrics"]
+    print(f"adapter written to {Path(cfg.out) / 'adapter'}: {prov['steps']} steps in {prov['train_seconds']:.0f} s, "
+          f"train loss {m.get('train_loss')}, eval loss {m.get('eval_loss')}, batching {prov['batching']} on {prov['device']}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from training.merge import merge_adapter
+
+    merge_adapter(args.adapter, args.out, dtype=args.dtype, base=args.base, overwrite=args.overwrite)
+    print(f"merged model written to {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from amzqa.evaluation import generation_eval as gen_eval
+    from amzqa.evaluation import retrieval_eval as ret_eval
+    from amzqa.retrieval import RetrieverSet
+
+    out = args.out or ret_eval.default_out(args.what)
+    rset = RetrieverSet(args.artifacts)
+    common = {k: v for k, v in {"artifacts": args.artifacts, "seed": args.seed, "out": out}.items() if v is not None}
+    if args.what in ("retrieval", "all"):
+        cfg = ret_eval.RetrievalEvalConfig.from_dict({**common, **({"n": args.n} if args.n and args.what == "retrieval" else {})})
+        report = ret_eval.evaluate_retrieval(cfg, rset=rset, progress=_progress(args))
+        ret_eval.write_report(report, out)
+        print(ret_eval.markdown(report))
+    if args.what in ("generation", "all"):
+        cfg = gen_eval.GenerationEvalConfig.from_dict({**common, **{k: v for k, v in {
+            "systems": args.models, "n": args.n if args.what == "generation" or args.n else None,
+            "max_new_tokens": args.max_new_tokens}.items() if v is not None}})
+        report = gen_eval.evaluate_generation(cfg, rset=rset, progress=_progress(args))
+        gen_eval.write_report(report, out)
+        print(gen_eval.markdown(report).split("## Example answers")[0])
+    print(f"report written to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from amzqa.demo import run_demo
 
-    run_demo(Path(args.workdir), progress=_progress(args))
+    run_demo(Path(args.workdir), progress=_progress(args), finetune=not args.no_finetune, eval_n=args.eval_n)
     return 0
 
 
@@ -242,15 +282,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, help="sources to retrieve (default 5)")
     sp.add_argument("--json", action="store_true", help="print the answer as JSON (no streaming)")
 
+    sp = add("sft-data", cmd_sft_data, "Build RAFT-style SFT data: questions, retrieved sources with distractors, cited answers.", True)
+    sp.add_argument("--corpus", type=Path, help="prepared corpus folder")
+    sp.add_argument("--artifacts", type=Path, help="index artifact of that corpus (distractors come from it)")
+    sp.add_argument("--out", type=Path, help="output folder")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+    sp = add("train", cmd_train, "QLoRA fine-tuning (trl SFTTrainer + peft LoRA + bitsandbytes NF4); resumes from checkpoints.", True)
+    sp.add_argument("--data", type=Path, help="SFT data folder (amzqa sft-data)")
+    sp.add_argument("--out", type=Path, help="run folder (adapter/, checkpoints/, train_log.csv)")
+    sp.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
+    sp.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+
+    sp = add("merge", cmd_merge, "Merge a LoRA adapter into 16-bit base weights (a plain transformers checkpoint).")
+    sp.add_argument("adapter", type=Path, help="adapter folder (amzqa train writes RUN/adapter)")
+    sp.add_argument("--out", type=Path, required=True, help="output folder for the merged model")
+    sp.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    sp.add_argument("--base", help="base model (default: the one recorded in the adapter's provenance)")
+    sp.add_argument("--overwrite", action="store_true")
+
     sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
-    sp.add_argument("what", choices=["retrieval"], help="what to evaluate")
+    sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--n", type=int, help="held-out products to sample (default 500)")
+    sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH (default base,extractive)")
+    sp.add_argument("--n", type=int, help="questions / products to sample (retrieval default 500, generation 60)")
+    sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
     sp.add_argument("--seed", type=int, help="random seed (default 0)")
     sp.add_argument("--out", type=Path, help="report folder (default reports/<what>-<time>)")
 
     sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog.")
     sp.add_argument("--workdir", default="runs/demo", help="where the demo writes its corpus and artifacts")
+    sp.add_argument("--no-finetune", action="store_true", help="stop after answering (skip SFT data, training, comparison, eval)")
+    sp.add_argument("--eval-n", type=int, default=40, help="questions in the demo's generation evaluation")
     return p
 
 

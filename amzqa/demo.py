@@ -9,7 +9,17 @@ from amzqa.cli import format_stats
 
 log = logging.getLogger(__name__)
 
-SAMPLE = Path(__file__).resolve().parent.parent / "indexing" / "sample" / "trn.json"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "indexing" / "sample" / "trn.json"
+CONFIGS = ROOT / "configs"
+SEARCHES = ["cordless electric kettle", "book about a boy wizard at a school of magic", "waterproof speaker for the pool"]
+QUESTIONS = [
+    "Is the Lodge cast iron skillet dishwasher safe?",
+    "How long does the battery of the Sony WH-1000XM4 headphones last?",
+    "What ages is the LEGO Classic brick box for?",
+    "Who illustrated Goodnight Moon?",
+    "Do you sell a petrol lawn mower with a 21 inch deck?",  # not in the catalog: the answer must abstain
+]
 
 
 def sample_catalog() -> Path:
@@ -17,11 +27,94 @@ def sample_catalog() -> Path:
     return SAMPLE
 
 
-def run_demo(workdir: Path, progress: bool | None = None) -> None:
+def banner(text: str) -> None:
+    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
+
+
+def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True, eval_n: int = 40,
+             reports: Path = Path("reports")) -> None:
+    from amzqa.pipeline import QA
+    from amzqa.retrieval import RetrieverSet
+    from indexing.build import IndexConfig, build_index
     from indexing.corpus import PrepareConfig, prepare
 
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus = workdir / "corpus"
-    print(f"== 1. prepare: {SAMPLE} -> {corpus}")
+    corpus, artifacts = workdir / "corpus", workdir / "artifacts"
+
+    banner(f"1. prepare: {SAMPLE} -> {corpus}")
     stats = prepare(PrepareConfig(input=SAMPLE, out=corpus, overwrite=True), progress=progress)
     print(format_stats(stats, corpus))
+
+    banner(f"2. index: {corpus} -> {artifacts}")
+    man = build_index(IndexConfig(corpus=corpus, out=artifacts, overwrite=True), progress=progress)
+    print(f"{man['counts']['products']} products; dense {man['dense']['type']} ({man['embedding']['backend']}, "
+          f"dim {man['embedding']['dim']}); BM25 over {man['lexical']['fields']}")
+
+    banner("3. search: top hits of the hybrid retriever")
+    rset = RetrieverSet(artifacts)
+    for q in SEARCHES:
+        print(f"\n? {q}")
+        for h in rset.hybrid.retrieve(q, k=3):
+            print(f"  {h.rank}. [{h.uid}] {h.product.title}  ({'+'.join(h.found_by)})")
+
+    banner("4. ask: answers with citations (base SmolLM2-135M-Instruct and the extractive baseline)")
+    from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
+
+    qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)))
+    qa.save(artifacts)  # qa.json: the calibrated abstention threshold travels with the index
+    extractive = QA(rset, ExtractiveGenerator(), qa.config)
+    print(f"abstention threshold {qa.config.abstain_threshold} ({qa.config.calibration['method']})")
+    for q in QUESTIONS:
+        print(f"\n? {q}")
+        for name, pipeline in ((qa.generator.name, qa), ("extractive", extractive)):
+            answer = pipeline.ask(q)
+            print(f"\n--- {name}: " + answer.text)
+            cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
+            print(f"    citations: {cites or '-'}; abstained: {answer.abstained}; {answer.timings['total_s']:.1f}s")
+    if not finetune:
+        return
+    from amzqa.config import config_class
+    from amzqa.generation import HFGenerator
+    from training.config import TrainConfig
+    from training.sft_data import SFTDataConfig, build_sft_data
+    from training.train import train
+
+    sft, run = workdir / "sft", workdir / "train"
+    banner(f"5. sft-data: RAFT-style examples from the sample index -> {sft}")
+    sft_cfg = config_class("sft").from_yaml(CONFIGS / "sft-cpu.yaml", corpus=corpus, artifacts=artifacts, out=sft, overwrite=True)
+    man = build_sft_data(sft_cfg, progress=progress, retrievers=rset)
+    print(f"{man['counts']} from {man['products']} products; {man['heldout_products']} held-out products never used")
+
+    banner(f"6. train: QLoRA (NF4 + LoRA all-linear) on SmolLM2-135M, CPU recipe -> {run}")
+    train_cfg = TrainConfig.from_yaml(CONFIGS / "train" / "smollm2-135m-qlora.yaml", data=sft, out=run, overwrite=True)
+    prov = train(train_cfg, progress=progress)
+    print(f"{prov['steps']} steps in {prov['train_seconds']:.0f} s ({prov['train_tokens']} tokens, {prov['batching']}); "
+          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}")
+
+    banner("7. compare: base vs fine-tuned, same prompts (the adapter's 3 sources x 150 characters)")
+    adapter = run / "adapter"
+    shape = {"k": sft_cfg.k, "excerpt_chars": sft_cfg.excerpt_chars}
+    base_qa = QA(rset, HFGenerator(GenerationConfig(max_new_tokens=64)), qa.config.replace(**shape))
+    tuned_qa = QA(rset, HFGenerator(GenerationConfig(max_new_tokens=64, adapter=str(adapter))), qa.config.replace(**shape))
+    for q in QUESTIONS:
+        print(f"\n? {q}")
+        for name, pipeline in (("base", base_qa), ("fine-tuned", tuned_qa)):
+            answer = pipeline.ask(q)
+            cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
+            print(f"--- {name}: {answer.text}\n    citations: {cites or '-'}; abstained: {answer.abstained}")
+
+    banner("8. eval all: retrieval + generation (base, fine-tuned, extractive) on held-out products")
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report
+    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
+    from amzqa.evaluation.retrieval_eval import write_report as write_retrieval
+
+    out = reports / "demo"
+    write_retrieval(evaluate_retrieval(RetrievalEvalConfig(artifacts=artifacts, out=out), rset=rset, progress=progress), out)
+    gen_cfg = GenerationEvalConfig(artifacts=artifacts, systems=f"base,adapter:{adapter},extractive", n=eval_n,
+                                   max_new_tokens=64, out=out, **shape)
+    report = evaluate_generation(gen_cfg, rset=rset, progress=progress)
+    write_report(report, out)
+    print(markdown(report).split("## Example answers")[0])
+    print(f"report: {out / 'report.md'} (plots: metrics.png, latency.png)")
+    print(f"\nDemo artifacts are in {workdir}. Try: amzqa ask \"is the JBL Flip 5 waterproof?\" --artifacts {artifacts} "
+          f"--adapter {adapter}")

@@ -102,7 +102,9 @@ class QA:
 
         path = Path(path)
         saved = json.loads((path / QA_FILE).read_text()) if (path / QA_FILE).is_file() else {}
-        config = QAConfig.from_dict({**saved, **overrides})
+        # A fine-tuned adapter answers best with the prompt shape it was trained on (recorded in its provenance).
+        trained = adapter_prompt(adapter)
+        config = QAConfig.from_dict({**saved, **trained, **overrides})
         return cls(RetrieverSet(path), load_generator(generator, adapter=adapter, config=generation), config)
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -209,6 +211,15 @@ class QA:
             timings["generate_s"] = time.perf_counter() - t_gen
 
         return AnswerStream(pieces(), hits, lambda raw: self._finish(question, hits, raw, timings, started))
+
+
+def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:
+    from amzqa.generation.hf import ADAPTER_PROVENANCE
+
+    if not adapter or not (Path(adapter) / ADAPTER_PROVENANCE).is_file():
+        return {}
+    prompt = json.loads((Path(adapter) / ADAPTER_PROVENANCE).read_text()).get("data", {}).get("prompt", {})
+    return {k: prompt[k] for k in ("k", "excerpt_chars") if k in prompt}
 
 
 def threshold_for_rate(scores: list[float], rate: float) -> float:

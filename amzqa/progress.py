@@ -22,3 +22,21 @@ def bar(progress: bool | None = None, **kwargs: Any):
     from tqdm.auto import tqdm
 
     return tqdm(disable=not enabled(progress), dynamic_ncols=True, **kwargs)
+
+
+def quiet_transformers(progress: bool | None = None) -> None:
+    """Align transformers' own bars (weight loading, dataset maps) with ours."""
+    if enabled(progress):
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:
+        pass

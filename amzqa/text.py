@@ -31,5 +31,16 @@ def content_words(text: str) -> set[str]:
     return {_stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1}
 
 
+_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|No|Vol|vs|Inc|Ltd|Co|approx|e\.g|i\.e)|\b[A-Z])\.$")
+
+
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+    out: list[str] = []
+    for piece in (s.strip() for s in _SENTENCE.split(text.strip())):
+        if not piece:
+            continue
+        if out and _ABBREVIATION.search(out[-1]):  # "Mr. Darcy", "J. R. R. Tolkien": not a sentence end
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out

@@ -55,6 +55,9 @@ class HFGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from amzqa.progress import quiet_transformers
+
+        quiet_transformers()
         self.config = cfg = (config or GenerationConfig()).replace(**overrides) if overrides else (config or GenerationConfig())
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device='cuda' but no CUDA GPU is available; use device='cpu'")

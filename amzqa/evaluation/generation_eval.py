@@ -1,0 +1,286 @@
+"""``amzqa eval generation``: is a model or adapter better? Numbers with bootstrap intervals, and a readable report.
+
+Every system answers the same prompts: held-out products' questions with retrieved distractors and the product
+itself among the sources (generation is judged apart from retrieval, which ``eval retrieval`` measures), plus
+abstention cases — the same kind of question with the product and its editions removed from the sources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amzqa.atomic import write_json_atomic, write_text_atomic
+from amzqa.citations import SUPPORT_THRESHOLD, check, support
+from amzqa.config import Config, doc
+from amzqa.errors import ConfigError
+from amzqa.evaluation.questions import make_questions
+from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
+from amzqa.evaluation.split import HELDOUT_RATE
+from amzqa.evaluation.text_metrics import chrf, precision_recall, rouge_l, strip_markers
+from amzqa.progress import bar
+from amzqa.prompt import build_prompt
+from amzqa.text import split_sentences
+
+ANSWER_METRICS = ("rouge_l", "chrf", "embedding_similarity", "cites_gold", "support")
+ALL_METRICS = ("cites_only_given", "answer_words", "latency_s")
+
+
+@dataclasses.dataclass
+class GenerationEvalConfig(Config):
+    """Settings of ``amzqa eval generation``."""
+
+    artifacts: Path | None = doc("Index artifact folder.", None)
+    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter).", "base,extractive")
+    n: int = doc("Questions (answerable + abstention cases).", 60)
+    abstain_fraction: float = doc("Share of questions whose product is removed from the sources.", 0.25)
+    k: int = doc("Sources per prompt (an adapter's recorded prompt shape overrides k and excerpt_chars).", 5)
+    excerpt_chars: int = doc("Description characters per source.", 300)
+    max_new_tokens: int = doc("Generation budget per answer.", 96)
+    bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
+    seed: int = doc("Seed for products, questions, gold position and the bootstrap.", 0)
+    heldout_rate: float = doc("Held-out split rate (must match training's).", HELDOUT_RATE)
+    out: Path | None = doc("Report folder; default reports/generation-<time>.", None)
+
+    def __post_init__(self) -> None:
+        if self.n < 2 or not 0 <= self.abstain_fraction < 1 or self.bootstrap < 10:
+            raise ConfigError("n >= 2, abstain_fraction in [0, 1) and bootstrap >= 10 are required")
+
+
+@dataclasses.dataclass
+class Case:
+    question: str
+    uid: str
+    gold_text: str
+    sources: list
+    gold_position: int  # 0 = the product was removed: the right answer is to abstain
+
+
+def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
+    r = random.Random(cfg.seed)
+    store = rset.store
+    products = [p for p in heldout_products(store, cfg.heldout_rate, cfg.n * 3, cfg.seed) if p.content]
+    questions = make_questions(products, seed=cfg.seed)
+    r.shuffle(questions)
+    questions = questions[: cfg.n]
+    groups = relevant_sets(store, products)
+    cases = []
+    for i, q in enumerate(questions):
+        hits = [h.product for h in rset.hybrid.retrieve(q.text, k + len(groups[q.uid]) + 1)]
+        others = [p for p in hits if p.uid not in groups[q.uid]]
+        gold = store.by_uid(q.uid)
+        if i < round(cfg.abstain_fraction * len(questions)):
+            cases.append(Case(q.text, q.uid, gold.content, others[:k], 0))
+        else:
+            sources = others[: k - 1]
+            pos = r.randint(1, len(sources) + 1)
+            sources.insert(pos - 1, gold)
+            cases.append(Case(q.text, q.uid, gold.content, sources, pos))
+    r.shuffle(cases)
+    return cases
+
+
+def make_system(spec: str, cfg: GenerationEvalConfig):
+    """(name, generator, k, excerpt_chars) for one system spec."""
+    from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
+    from amzqa.pipeline import adapter_prompt
+
+    spec = spec.strip()
+    if spec == "extractive":
+        return "extractive", ExtractiveGenerator(), cfg.k, cfg.excerpt_chars
+    if spec == "base":
+        return "base", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens)), cfg.k, cfg.excerpt_chars
+    if spec.startswith("adapter:"):
+        path = spec.split(":", 1)[1]
+        shape = adapter_prompt(path)
+        gen = HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens, adapter=path))
+        return f"adapter:{Path(path).parent.name or path}", gen, shape.get("k", cfg.k), shape.get("excerpt_chars", cfg.excerpt_chars)
+    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH")
+
+
+def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
+    checked = check(raw, case.sources)
+    text = strip_markers(checked.text)
+    row: dict[str, Any] = {
+        "question": case.question, "uid": case.uid, "should_abstain": case.gold_position == 0, "abstained": checked.abstained,
+        "answer": checked.text, "cites_only_given": float(checked.removed == 0), "answer_words": len(text.split()),
+        "latency_s": seconds, "citations": [c.marker for c in checked.citations if not c.attributed],
+    }
+    if case.gold_position and not checked.abstained:
+        row["rouge_l"] = rouge_l(text, case.gold_text)
+        row["chrf"] = chrf(text, case.gold_text)
+        row["cites_gold"] = float(case.gold_position in row["citations"])
+        sentences = split_sentences(checked.text)
+        supported = 0
+        for s in sentences:
+            cited = [int(m) for m in re.findall(r"\[(\d+)\]", s)]
+            supported += any(support(s, case.sources[m - 1]) >= SUPPORT_THRESHOLD for m in cited if 1 <= m <= len(case.sources))
+        row["support"] = supported / len(sentences) if sentences else 0.0
+        row["_embed_pair"] = (text, case.gold_text)
+    elif case.gold_position:  # abstained although the answer was there: the worst score on answer quality
+        row.update(rouge_l=0.0, chrf=0.0, cites_gold=0.0, support=0.0, embedding_similarity=0.0)
+    return row
+
+
+def aggregate(rows: list[dict[str, Any]], idx: np.ndarray | None = None) -> dict[str, float]:
+    rows = rows if idx is None else [rows[i] for i in idx]
+    out = {}
+    for m in ANSWER_METRICS:
+        vals = [r[m] for r in rows if m in r]
+        out[m] = float(np.mean(vals)) if vals else 0.0
+    for m in ALL_METRICS:
+        out[m] = float(np.mean([r[m] for r in rows]))
+    p, rec = precision_recall([r["abstained"] for r in rows], [r["should_abstain"] for r in rows])
+    out["abstain_precision"], out["abstain_recall"] = p, rec
+    out["abstain_accuracy"] = float(np.mean([r["abstained"] == r["should_abstain"] for r in rows]))
+    return out
+
+
+def bootstrap(results: dict[str, list[dict[str, Any]]], b: int, seed: int) -> dict[str, Any]:
+    """Paired bootstrap over questions: 95% intervals per system and for each system's difference to the first."""
+    rng = np.random.default_rng(seed)
+    names = list(results)
+    n = len(results[names[0]])
+    draws = {name: [] for name in names}
+    for _ in range(b):
+        idx = rng.integers(0, n, n)
+        for name in names:
+            draws[name].append(aggregate(results[name], idx))
+    out: dict[str, Any] = {"systems": {}, "differences": {}}
+    for name in names:
+        point = aggregate(results[name])
+        out["systems"][name] = {m: {"value": v, "ci95": [float(np.percentile([d[m] for d in draws[name]], 2.5)),
+                                                         float(np.percentile([d[m] for d in draws[name]], 97.5))]}
+                                for m, v in point.items()}
+    ref = names[0]
+    for name in names[1:]:
+        diff = {}
+        for m in out["systems"][name]:
+            deltas = [a[m] - r_[m] for a, r_ in zip(draws[name], draws[ref])]
+            diff[m] = {"value": out["systems"][name][m]["value"] - out["systems"][ref][m]["value"],
+                       "ci95": [float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))]}
+        out["differences"][f"{name} - {ref}"] = diff
+    return out
+
+
+def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | None = None, systems=None) -> dict[str, Any]:
+    from amzqa.retrieval import RetrieverSet
+
+    if cfg.artifacts is None:
+        raise ConfigError("eval generation needs artifacts")
+    started = time.perf_counter()
+    rset = rset or RetrieverSet(cfg.artifacts)
+    embed = rset.dense.embedder
+    systems = systems or [make_system(s, cfg) for s in cfg.systems.split(",") if s.strip()]
+    results: dict[str, list[dict[str, Any]]] = {}
+    cases_by_k: dict[int, list[Case]] = {}
+    for name, gen, k, excerpt in systems:
+        cases = cases_by_k.setdefault(k, build_cases(rset, cfg, k))
+        rows = []
+        for case in bar(progress, iterable=cases, desc=f"eval {name}", unit="q"):
+            t = time.perf_counter()
+            raw = gen.generate(build_prompt(case.question, case.sources, excerpt))
+            rows.append(score_answer(case, raw, time.perf_counter() - t))
+        pairs = [r.pop("_embed_pair") for r in rows if "_embed_pair" in r]
+        if pairs:
+            a = embed.encode([p[0] for p in pairs])
+            g = embed.encode([p[1][:1000] for p in pairs])
+            sims = iter((a * g).sum(1).tolist())
+            for r in rows:
+                if r["should_abstain"] is False and not r["abstained"]:
+                    r["embedding_similarity"] = next(sims)
+        results[name] = rows
+    stats = bootstrap(results, cfg.bootstrap, cfg.seed)
+    latencies = {name: [r["latency_s"] for r in rows] for name, rows in results.items()}
+    return {
+        "config": cfg.to_dict(), "n_questions": len(next(iter(results.values()))),
+        "abstention_cases": sum(r["should_abstain"] for r in next(iter(results.values()))),
+        **stats,
+        "latency": {n: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))} for n, v in latencies.items()},
+        "examples": {n: rows[:4] for n, rows in results.items()},
+        "rows": results, "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+METRIC_LABELS = {
+    "rouge_l": "ROUGE-L vs gold", "chrf": "chrF vs gold", "embedding_similarity": "embedding sim. to gold",
+    "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources", "support": "supported sentences",
+    "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
+    "answer_words": "answer length (words)", "latency_s": "latency (s)",
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    names = list(report["systems"])
+    lines = ["# Generation evaluation", "",
+             f"{report['n_questions']} questions from held-out products, {report['abstention_cases']} of them with the product "
+             "removed from the sources (the right answer is to abstain). 95% bootstrap intervals in brackets.", "",
+             "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for m, label in METRIC_LABELS.items():
+        cells = []
+        for n in names:
+            v = report["systems"][n][m]
+            cells.append(f"{v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| latency p50 / p95 (s) | " + " | ".join(f"{report['latency'][n]['p50']:.2f} / {report['latency'][n]['p95']:.2f}" for n in names) + " |")
+    for pair, diff in report["differences"].items():
+        lines += ["", f"**{pair}** (difference, 95% interval):", ""]
+        lines += [f"- {METRIC_LABELS[m]}: {d['value']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                  + (" — significant" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "") for m, d in diff.items()]
+    lines += ["", "## Example answers"]
+    for n, rows in report["examples"].items():
+        lines += ["", f"### {n}", ""]
+        for r in rows:
+            lines.append(f"- **Q:** {r['question']}  \n  **A:** {r['answer'][:300]}"
+                         + ("  \n  *(product removed: should abstain)*" if r["should_abstain"] else ""))
+    return "\n".join(lines) + "\n"
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["systems"])
+    metrics = [m for m in METRIC_LABELS if m not in ("answer_words", "latency_s")]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        vals = [report["systems"][n][m]["value"] for m in metrics]
+        lo = [v - report["systems"][n][m]["ci95"][0] for v, m in zip(vals, metrics)]
+        hi = [report["systems"][n][m]["ci95"][1] - v for v, m in zip(vals, metrics)]
+        ax.bar(np.arange(len(metrics)) + i * width, vals, width, yerr=[lo, hi], capsize=3, label=n)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(names) - 1) / 2)
+    ax.set_xticklabels([METRIC_LABELS[m] for m in metrics], rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Generation quality (95% bootstrap intervals)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.boxplot([[r["latency_s"] for r in report["rows"][n]] for n in names], tick_labels=names)
+    ax.set_ylabel("seconds per answer")
+    ax.set_title("Generation latency")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+    return [out / "metrics.png", out / "latency.png"]
+
+
+def write_report(report: dict[str, Any], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "report.json", report)
+    text = markdown(report)
+    if (out / "retrieval.md").is_file():  # eval all: one readable report
+        text += "\n" + (out / "retrieval.md").read_text()
+    write_text_atomic(out / "report.md", text)
+    plots(report, out)
+    return out

@@ -1,0 +1,75 @@
+"""Metrics on hand-made cases with known values, including the edge cases."""
+
+import math
+
+import pytest
+
+from amzqa.evaluation.generation_eval import Case, aggregate, bootstrap, score_answer
+from amzqa.evaluation.metrics import first_relevant_rank, mrr, ndcg_at, ranking_report, recall_at
+from amzqa.evaluation.text_metrics import chrf, precision_recall, rouge_l
+from amzqa.prompt import ABSTAIN_MESSAGE
+from amzqa.records import Product
+
+
+def test_ranking_metrics_by_hand():
+    ranks = [1, 3, None, 10, 11]
+    assert recall_at(ranks, 1) == 0.2 and recall_at(ranks, 5) == 0.4 and recall_at(ranks, 10) == 0.6
+    assert mrr(ranks, 10) == pytest.approx((1 + 1 / 3 + 1 / 10) / 5)
+    assert ndcg_at(ranks, 10) == pytest.approx((1 + 1 / math.log2(4) + 1 / math.log2(11)) / 5)
+    assert ndcg_at([1], 10) == 1.0  # ideal DCG is 1 with one relevant item
+    assert first_relevant_rank(["a", "b", "c"], {"c", "z"}) == 3 and first_relevant_rank([], {"a"}) is None
+    assert ranking_report([])["recall@10"] == 0.0
+
+
+def test_rouge_l_by_hand():
+    # LCS("the cat sat on the mat", "the cat is on the mat") = "the cat on the mat" = 5; P = 5/6, R = 5/6
+    assert rouge_l("The cat sat on the mat [1].", "the cat is on the mat") == pytest.approx(5 / 6)
+    assert rouge_l("", "reference") == 0.0 and rouge_l("x y", "") == 0.0
+    assert rouge_l("a b c", "a b c") == 1.0
+
+
+def test_chrf_by_hand():
+    assert chrf("abc", "abc") == pytest.approx(1.0)
+    assert chrf("", "abc") == 0.0 and chrf("xyz", "abc") == 0.0
+    # "ab" vs "abc": 1-grams P=1, R=2/3; 2-grams P=1, R=1/2 -> P=1, R=7/12, F2 = 5*P*R/(4P+R)
+    p, r = 1.0, (2 / 3 + 1 / 2) / 2
+    assert chrf("ab", "abc", n=2) == pytest.approx(5 * p * r / (4 * p + r))
+
+
+def test_precision_recall_edge_cases():
+    assert precision_recall([True, True, False], [True, False, True]) == (0.5, 0.5)
+    assert precision_recall([False, False], [False, False]) == (0.0, 0.0)
+
+
+SOURCES = [Product(0, "G", "Kettle", "Boils 1.7 liters fast. Auto shut-off."), Product(1, "D", "Toaster", "Two slots.")]
+CASE = Case("does the kettle boil fast?", "G", "Boils 1.7 liters fast. Auto shut-off.", SOURCES, gold_position=1)
+
+
+def test_scores_of_a_good_answer():
+    row = score_answer(CASE, "It boils 1.7 liters fast [1].", 0.5)
+    assert row["cites_gold"] == 1.0 and row["cites_only_given"] == 1.0 and row["support"] == 1.0
+    assert not row["abstained"] and row["answer_words"] == 5
+
+
+def test_scores_of_empty_uncited_and_invalid_answers():
+    empty = score_answer(CASE, "", 0.1)
+    assert empty["abstained"] and empty["rouge_l"] == 0.0 and empty["cites_gold"] == 0.0  # abstained on an answerable case
+    uncited = score_answer(CASE, "It boils 1.7 liters fast.", 0.1)
+    assert uncited["cites_gold"] == 0.0 and uncited["support"] == 0.0  # attributed post hoc, but not cited
+    invalid = score_answer(CASE, "It boils fast [7]. Two slots [9].", 0.1)
+    assert invalid["cites_only_given"] == 0.0 and invalid["cites_gold"] == 0.0
+
+
+def test_abstention_metrics_and_bootstrap_are_deterministic():
+    removed = Case("q", "G", "gold", SOURCES[1:], gold_position=0)
+    rows = [score_answer(CASE, "Boils fast [1].", 0.1), score_answer(removed, ABSTAIN_MESSAGE, 0.1),
+            score_answer(removed, "Two slots [1].", 0.1), score_answer(CASE, ABSTAIN_MESSAGE, 0.1)]
+    agg = aggregate(rows)
+    assert agg["abstain_precision"] == 0.5 and agg["abstain_recall"] == 0.5 and agg["abstain_accuracy"] == 0.5
+    a = bootstrap({"x": rows, "y": rows}, 50, seed=1)
+    b = bootstrap({"x": rows, "y": rows}, 50, seed=1)
+    assert a == b
+    d = a["differences"]["y - x"]["cites_gold"]
+    assert d["value"] == 0.0 and d["ci95"] == [0.0, 0.0]  # a system against itself: no difference, no spread
+    lo, hi = a["systems"]["x"]["abstain_accuracy"]["ci95"]
+    assert 0.0 <= lo <= 0.5 <= hi <= 1.0

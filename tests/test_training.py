@@ -1,0 +1,171 @@
+"""Real QLoRA (bitsandbytes NF4 on CPU) on SmolLM2-135M for a few steps, on SFT data built from the sample index."""
+
+import json
+
+import pytest
+import torch
+
+from amzqa.errors import ConfigError
+from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render
+from training.config import TrainConfig
+from training.sft_data import SFTDataConfig, build_sft_data, cite, target_answer
+
+
+@pytest.fixture(scope="module")
+def sft_dir(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "data"
+    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,
+                                 max_products=40, questions_per_product=1, abstain_fraction=0.25, eval_fraction=0.1),
+                   retrievers=retrievers)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(sft_dir, tmp_path_factory):
+    return TrainConfig(data=sft_dir, out=tmp_path_factory.mktemp("run") / "r", max_steps=6, per_device_train_batch_size=4,
+                       learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler_type="constant", logging_steps=1, save_steps=3,
+                       eval_steps=0, max_length=512, device="cpu", lora_r=8, lora_alpha=16)
+
+
+def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
+    from datasets import load_from_disk
+
+    from amzqa.evaluation.split import is_heldout
+
+    man = json.loads((sft_dir / "manifest.json").read_text())
+    ds = load_from_disk(str(sft_dir / "dataset"))
+    uids = {split: set(ds[split]["uid"]) for split in ds}
+    assert not (uids["train"] & uids.get("eval", set()))
+    heldout = set(json.loads((sft_dir / "heldout.json").read_text())["uids"])
+    assert heldout and not (uids["train"] & heldout) and not any(is_heldout(u) for u in uids["train"])
+    ex = [e for e in ds["train"] if not e["abstain"]][0]
+    assert ex["source_uids"][ex["gold_position"] - 1] == ex["uid"] and len(ex["source_uids"]) == 2
+    assert f"[{ex['gold_position']}]" in ex["completion"][0]["content"]
+    ab = [e for e in ds["train"] if e["abstain"]]
+    assert ab and all(e["completion"][0]["content"] == ABSTAIN_MESSAGE and e["uid"] not in e["source_uids"] for e in ab)
+    assert man["prompt"] == {"k": 2, "excerpt_chars": 80, "system_sha256": man["prompt"]["system_sha256"]}
+    assert 0.1 < man["counts"]["abstain"] / (man["counts"]["train"] + man["counts"].get("eval", 0)) < 0.45
+
+
+def test_sft_prompt_is_the_inference_prompt(sft_dir, hf_generator, retrievers):
+    """The prompt trl trains on is byte-identical to what QA renders for the same question and sources."""
+    from datasets import load_from_disk
+
+    ex = load_from_disk(str(sft_dir / "dataset"))["train"][0]
+    tok = hf_generator.tokenizer
+    sources = [retrievers.store.by_uid(u) for u in ex["source_uids"]]
+    at_inference = render(tok, build_prompt(ex["question"], sources, excerpt_chars=80))
+    at_training = tok.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+    assert at_training == at_inference
+
+
+def test_target_answers_cite_before_the_full_stop():
+    from amzqa.records import Product
+
+    gold = Product(0, "U", "Lodge Skillet", "Pre-seasoned with oil. Hand wash only, dry promptly. Made in Tennessee.")
+    assert target_answer("how do I wash the lodge skillet?", gold, 3) == "Hand wash only, dry promptly [3]."
+    assert cite("No full stop", 2) == "No full stop [2]."
+
+
+def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
+    from peft import PeftModel
+
+    from amzqa.generation import GenerationConfig, HFGenerator
+    from training.train import adapter_provenance, build_trainer, read_log, train
+
+    # Loss on the same training examples before and after: it must fall.
+    trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
+    before = trainer.evaluate(trainer.train_dataset.select(range(8)))["eval_loss"]
+    lora_b = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(bool((p == 0).all()) for p in lora_b.values())  # LoRA B starts at zero
+    assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())  # really NF4 (bitsandbytes)
+    del trainer
+
+    prov = train(tiny_cfg, progress=False)
+    assert prov["steps"] == 6 and prov["qlora"]["quant_type"] == "nf4" and prov["batching"] == "length_grouped"
+    adapter = tiny_cfg.out / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and not list(adapter.glob("*.bin"))
+    assert adapter_provenance(adapter)["data"]["prompt"]["k"] == 2
+    rows = read_log(tiny_cfg.out)
+    assert [int(r["step"]) for r in rows if r["loss"]][:6] == [1, 2, 3, 4, 5, 6]
+
+    trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
+    trainer.model = PeftModel.from_pretrained(trainer.model.get_base_model(), str(adapter))
+    after = trainer.evaluate(trainer.train_dataset.select(range(8)))["eval_loss"]
+    assert after < before - 0.1, (before, after)
+    changed = {n: p for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    assert any(bool((p != 0).any()) for p in changed.values())
+
+    prompt = build_prompt("Is the JBL Flip 5 waterproof?", [])
+    base = HFGenerator(GenerationConfig(max_new_tokens=16)).generate(prompt)
+    tuned = HFGenerator(GenerationConfig(max_new_tokens=16, adapter=str(adapter), load_in_4bit=True)).generate(prompt)
+    assert tuned != base
+
+
+def test_eos_is_a_trained_label(tiny_cfg):
+    from training.train import build_trainer
+
+    trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
+    batch = next(iter(trainer.get_train_dataloader()))
+    eos = trainer.processing_class.eos_token_id
+    for labels in batch["labels"]:
+        kept = labels[labels != -100]
+        assert len(kept) > 0 and eos in kept.tolist()  # the model learns to stop
+
+
+def test_every_label_masked_is_refused(tiny_cfg):
+    """trl's real collator, fed an example whose completion mask lost every token (as a template mismatch would)."""
+    from training.train import build_trainer
+
+    trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
+    good = dict(trainer.train_dataset[0])
+    bad = dict(good, labels=[-100] * len(good["labels"]))
+    assert trainer.data_collator([good])["labels"].ne(-100).any()
+    with pytest.raises(ConfigError, match="every label masked"):
+        trainer.data_collator([good, bad])
+
+
+def test_training_resumes_from_the_last_checkpoint(tiny_cfg):
+    from training.train import read_log, train
+
+    if not (tiny_cfg.out / "checkpoints" / "checkpoint-6").is_dir():  # when run on its own
+        train(tiny_cfg, progress=False)
+    # The first run saved checkpoint-3 and checkpoint-6; ask for 8 steps: it continues from 6.
+    prov = train(tiny_cfg.replace(max_steps=8), progress=False)
+    assert prov["steps"] == 8
+    steps = [int(r["step"]) for r in read_log(tiny_cfg.out) if r["loss"]]
+    assert steps.count(7) == 1 and steps.count(1) == 1  # steps 1..6 were not trained again
+
+
+def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.merge import load_adapter_model, merge_adapter
+
+    adapter = tiny_cfg.out / "adapter"
+    merge_adapter(adapter, tmp_path / "merged", dtype="float32")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    reference, _, _ = load_adapter_model(adapter, dtype="float32")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    prompts = ["Is the JBL Flip 5 waterproof?", "Who illustrated Goodnight Moon?", "What ages is the LEGO box for?"]
+    for p in prompts:
+        ids = tok(render(tok, build_prompt(p, [])), return_tensors="pt")
+        with torch.no_grad():
+            a, b = merged(**ids).logits, reference(**ids).logits
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+        assert torch.equal(a.argmax(-1), b.argmax(-1))
+        out_a = merged.generate(**ids, max_new_tokens=12, do_sample=False)
+        out_b = reference.generate(**ids, max_new_tokens=12, do_sample=False)
+        assert torch.equal(out_a, out_b)
+
+
+def test_gpu_recipe_is_refused_on_cpu():
+    from tests.conftest import ROOT
+
+    cfg = TrainConfig.from_yaml(ROOT / "configs/train/mistral-7b-instruct-v0.3-qlora.yaml")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="CUDA GPU"):
+        cfg.check_machine()
+    with pytest.raises(ConfigError, match="need a GPU"):
+        TrainConfig(device="cpu", bf16=True)

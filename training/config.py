@@ -1,0 +1,78 @@
+"""``TrainConfig``: one QLoRA fine-tuning recipe (``configs/train/*.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from amzqa.config import Config, doc
+from amzqa.errors import ConfigError
+
+BATCHING = ("auto", "padded", "length_grouped", "padding_free")
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    """Settings of ``amzqa train``. GPU-only options are checked against the machine when training starts."""
+
+    model: str = doc("Base causal LM: 'smollm2' (provisioned) or a folder / hub id such as mistralai/Mistral-7B-Instruct-v0.3.", "smollm2")
+    data: Path | None = doc("SFT data folder (amzqa sft-data).", None)
+    out: Path | None = doc("Run folder: checkpoints/, adapter/, train_log.csv, train_config.yaml.", None)
+    load_in_4bit: bool = doc("QLoRA: NF4 base weights (bitsandbytes). False trains LoRA on full-precision weights.", True)
+    double_quant: bool = doc("Quantise the NF4 quantisation constants too (saves ~0.4 bit/parameter).", True)
+    lora_r: int = doc("LoRA rank.", 16)
+    lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r).", 32)
+    lora_dropout: float = doc("Dropout on the LoRA path.", 0.05)
+    target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
+    batching: str = doc("auto (padding_free with FlashAttention, else length_grouped), padded (trl's default), "
+                        "length_grouped (padded batches of similar length), padding_free (flattened, position ids).", "auto")
+    max_length: int = doc("Token limit per example (prompt + answer).", 1024)
+    per_device_train_batch_size: int = doc("Examples per device per step.", 8)
+    gradient_accumulation_steps: int = doc("Steps accumulated per optimizer update.", 1)
+    learning_rate: float = doc("Peak learning rate.", 2e-4)
+    lr_scheduler_type: str = doc("transformers scheduler name.", "cosine")
+    warmup_ratio: float = doc("Share of steps spent warming up.", 0.05)
+    weight_decay: float = doc("AdamW weight decay.", 0.0)
+    max_steps: int = doc("Optimizer steps (-1 = use num_train_epochs).", -1)
+    num_train_epochs: float = doc("Epochs when max_steps = -1.", 1.0)
+    gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, ~30% more compute.", False)
+    bf16: bool = doc("bfloat16 mixed precision (GPU).", False)
+    optim: str = doc("Optimizer: adamw_torch (CPU-safe) or paged_adamw_8bit (GPU, bitsandbytes).", "adamw_torch")
+    device: str = doc("cpu, cuda or auto.", "auto")
+    eval_steps: int = doc("Evaluate the eval split every N steps (0 = only at the end).", 0)
+    save_steps: int = doc("Checkpoint every N steps (resume starts from the last one).", 50)
+    logging_steps: int = doc("Log loss every N steps (train_log.csv).", 5)
+    resume: bool = doc("Resume from the last checkpoint in out/checkpoints if one exists.", True)
+    seed: int = doc("Seed for data order, LoRA init and dropout.", 0)
+    overwrite: bool = doc("Discard an existing run folder instead of resuming it.", False)
+
+    def __post_init__(self) -> None:
+        if self.batching not in BATCHING:
+            raise ConfigError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
+        if self.double_quant and not self.load_in_4bit:
+            raise ConfigError("double_quant only applies with load_in_4bit")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            raise ConfigError("set max_steps > 0, or max_steps = -1 with num_train_epochs > 0")
+        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1 or self.max_length < 64:
+            raise ConfigError("batch size and accumulation must be >= 1 and max_length >= 64")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if self.device == "cpu" and (self.bf16 or self.optim.startswith("paged_")):
+            raise ConfigError("bf16 and paged optimizers need a GPU; this recipe says device: cpu")
+
+    def check_machine(self) -> str:
+        """The device to train on; refuses GPU-only options on a machine without CUDA, with a clear message."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        device = ("cuda" if cuda else "cpu") if self.device == "auto" else self.device
+        if device == "cuda" and not cuda:
+            raise ConfigError("this recipe needs a CUDA GPU (device: cuda) but none is available")
+        if device == "cpu":
+            needs_gpu = [name for name, on in (("bf16", self.bf16), (f"optim={self.optim}", self.optim.startswith("paged_"))) if on]
+            if needs_gpu:
+                raise ConfigError(f"{', '.join(needs_gpu)} need(s) a CUDA GPU; none is available. "
+                                  "Use configs/train/smollm2-135m-qlora.yaml on a CPU.")
+        return device

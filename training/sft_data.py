@@ -1,0 +1,167 @@
+"""``amzqa sft-data``: RAFT-style supervised examples — a question, k retrieved sources, a cited answer.
+
+For a product with a description: a shopper question about it (the evaluation's question generator: title-mention
+and content-only, with noise), a context of k sources made with the shared prompt template from the product plus
+hard-negative distractors retrieved from our own index (the product at a random position), and a target answer
+drawn from the product's own description, citing its ``[n]``. A share of examples (default 20%) leave the
+product out: their target is the abstention message. Products are split train/eval by product; held-out
+products (the evaluation split) are never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
+from amzqa.config import Config, doc
+from amzqa.errors import ConfigError
+from amzqa.evaluation.questions import content_question, title_question
+from amzqa.evaluation.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
+from amzqa.progress import bar
+from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, SYSTEM, build_prompt, sanitize
+from amzqa.records import Product
+from amzqa.retrieval.base import title_key
+from amzqa.text import content_words, split_sentences
+
+log = logging.getLogger(__name__)
+SFT_FORMAT = "amzqa-sft/1"
+EVAL_SALT = "amzqa-sft-eval-v1"
+
+
+@dataclasses.dataclass
+class SFTDataConfig(Config):
+    """Settings of ``amzqa sft-data`` (``configs/sft.yaml``)."""
+
+    corpus: Path | None = doc("Prepared corpus folder (amzqa prepare).", None)
+    artifacts: Path | None = doc("Index artifact of that corpus (amzqa index); distractors come from it.", None)
+    out: Path | None = doc("Output folder: dataset/ (datasets, Arrow), manifest.json, heldout.json.", None)
+    max_products: int = doc("Products with a description to use at most (0 = all eligible).", 0)
+    questions_per_product: int = doc("Questions written per product (title-mention and content-only alternate).", 2)
+    k: int = doc("Sources per example; keep equal to the k used at inference (QAConfig.k).", 5)
+    excerpt_chars: int = doc("Description characters per source; keep equal to QAConfig.excerpt_chars.", DEFAULT_EXCERPT_CHARS)
+    abstain_fraction: float = doc("Share of examples without the gold source, answered with the abstention message.", 0.2)
+    eval_fraction: float = doc("Share of products whose examples go to the eval split.", 0.1)
+    max_answer_sentences: int = doc("Sentences of the gold description in a target answer.", 2)
+    heldout_rate: float = doc("Held-out (evaluation) split rate; must match the evaluation's.", HELDOUT_RATE)
+    seed: int = doc("Seed for sampling, questions, distractor order and gold position.", 0)
+    overwrite: bool = doc("Replace an existing output folder.", False)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k <= 20:
+            raise ConfigError("k must be between 2 and 20 (the gold plus at least one distractor)")
+        if not 0 <= self.abstain_fraction < 1 or not 0 <= self.eval_fraction < 1:
+            raise ConfigError("abstain_fraction and eval_fraction must be in [0, 1)")
+        if self.questions_per_product < 1 or self.max_products < 0 or self.max_answer_sentences < 1:
+            raise ConfigError("questions_per_product and max_answer_sentences must be >= 1, max_products >= 0")
+        if self.excerpt_chars < 50:
+            raise ConfigError("excerpt_chars must be >= 50")
+
+
+def cite(sentence: str, n: int) -> str:
+    """Put the marker before the closing punctuation: 'Boils fast.' -> 'Boils fast [1].'"""
+    sentence = sentence.strip()
+    if sentence and sentence[-1] in ".!?":
+        return f"{sentence[:-1].rstrip()} [{n}]{sentence[-1]}"
+    return f"{sentence} [{n}]."
+
+
+def target_answer(question: str, gold: Product, n: int, max_sentences: int = 2) -> str:
+    """The answer, drawn faithfully from the gold description: its sentences most relevant to the question."""
+    sentences = [s for s in split_sentences(sanitize(gold.content)) if len(s) > 2]
+    if not sentences:
+        return cite(gold.title, n)
+    q = content_words(question)
+    ranked = sorted(range(len(sentences)), key=lambda i: (-len(q & content_words(sentences[i])), i))
+    chosen = [ranked[0]]
+    for i in ranked[1:max_sentences]:
+        if len(q & content_words(sentences[i])) > 0 and sum(len(sentences[j]) for j in chosen) < 240:
+            chosen.append(i)
+    return " ".join(cite(sentences[i], n) for i in sorted(chosen))
+
+
+def in_eval_split(uid: str, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.blake2b(f"{EVAL_SALT}:{uid}".encode(), digest_size=8).digest(), "little") / 2**64
+    return h < fraction
+
+
+def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=None) -> dict[str, Any]:
+    from datasets import Dataset, DatasetDict
+
+    from amzqa.retrieval import Artifacts, RetrieverSet
+
+    if cfg.corpus is None or cfg.artifacts is None or cfg.out is None:
+        raise ConfigError("sft-data needs corpus, artifacts and out")
+    started = time.perf_counter()
+    arts = Artifacts.open(cfg.artifacts, corpus=cfg.corpus)  # refuses an index of another corpus
+    rset = retrievers or RetrieverSet(arts)
+    store = rset.store
+    r = random.Random(cfg.seed)
+    uids = store.table.column("uid").to_pylist()
+    has_content = [bool(c) for c in store.table.column("content").to_pylist()]
+    heldout = [u for u in uids if is_heldout(u, cfg.heldout_rate)]
+    eligible = [i for i, (u, c) in enumerate(zip(uids, has_content)) if c and not is_heldout(u, cfg.heldout_rate)]
+    r.shuffle(eligible)
+    if cfg.max_products:
+        eligible = eligible[: cfg.max_products]
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    for row in bar(progress, iterable=sorted(eligible), desc="sft examples", unit="product"):
+        gold = store.get(row)
+        for j in range(cfg.questions_per_product):
+            q = (content_question(gold, r) if j % 2 else None) or title_question(gold, r)
+            key = title_key(gold.title)
+            hits = rset.hybrid.retrieve(q.text, k=cfg.k + 3)
+            negatives = [h.product for h in hits if h.uid != gold.uid and title_key(h.product.title) != key]
+            abstain = r.random() < cfg.abstain_fraction
+            if abstain:
+                sources, target, position = negatives[: cfg.k], ABSTAIN_MESSAGE, 0
+            else:
+                sources = negatives[: cfg.k - 1]
+                position = r.randint(1, len(sources) + 1)
+                sources.insert(position - 1, gold)
+                target = target_answer(q.text, gold, position, cfg.max_answer_sentences)
+            prompt = build_prompt(q.text, sources, cfg.excerpt_chars)
+            split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
+            splits[split].append({
+                "prompt": list(prompt.messages),
+                "completion": [{"role": "assistant", "content": target}],
+                "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
+                "abstain": abstain, "source_uids": [p.uid for p in sources],
+            })
+    if not splits["train"]:
+        raise ConfigError("no training examples: the corpus has no eligible products with descriptions")
+    with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        DatasetDict({k: Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(str(tmp / "dataset"))
+        write_json_atomic(tmp / "heldout.json", {"rate": cfg.heldout_rate, "salt": HELDOUT_SALT, "uids": heldout})
+        files = sorted(p for p in (tmp / "dataset").rglob("*") if p.is_file())
+        checksum = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
+        counts = {k: len(v) for k, v in splits.items()}
+        counts["abstain"] = sum(e["abstain"] for v in splits.values() for e in v)
+        manifest = {
+            "format": SFT_FORMAT, "counts": counts, "products": len(eligible), "heldout_products": len(heldout),
+            "checksum": checksum, "prompt": {"k": cfg.k, "excerpt_chars": cfg.excerpt_chars,
+                                              "system_sha256": hashlib.sha256(SYSTEM.encode()).hexdigest()},
+            "corpus_fingerprint": arts.manifest["corpus"]["fingerprint"], "config": cfg.to_dict(),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        write_json_atomic(tmp / "manifest.json", manifest)
+    log.info("SFT data: %s", counts)
+    return manifest
+
+
+def load_sft_manifest(path: str | Path) -> dict[str, Any]:
+    from amzqa.errors import ArtifactError
+
+    man = Path(path) / "manifest.json"
+    if not man.is_file():
+        raise ArtifactError(f"{path}: not an SFT data folder (no manifest.json); build one with amzqa sft-data")
+    data = json.loads(man.read_text())
+    if data.get("format") != SFT_FORMAT:
+        raise ArtifactError(f"{path}: SFT data format {data.get('format')!r}, expected {SFT_FORMAT!r}")
+    return data

@@ -1,0 +1,212 @@
+"""``amzqa train``: QLoRA fine-tuning with trl's SFTTrainer + peft LoRA (all linear layers) + bitsandbytes NF4.
+
+Loss is on the answer tokens only (prompt-completion data; every batch is checked to hold unmasked labels, so a
+template mismatch cannot silently train on nothing). Outputs in ``out``: ``adapter/`` (safetensors, tokenizer,
+``amzqa_adapter.json`` provenance), ``train_log.csv``, ``train_config.yaml``, ``checkpoints/`` (resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from amzqa.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from amzqa.errors import ConfigError
+from amzqa.generation.hf import ADAPTER_PROVENANCE
+from amzqa.models import resolve_model
+from amzqa.optional import require
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class LabelGuard:
+    """Wraps a data collator: refuses a batch in which an example has no unmasked label."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+        self.batches = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        labels = batch["labels"]
+        if "position_ids" in batch and labels.shape[0] == 1:  # padding-free: one row, examples start at position 0
+            starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [labels.shape[1]]
+            rows = [labels[0, a:b] for a, b in zip(starts, starts[1:])]
+        else:
+            rows = list(labels)
+        empty = [i for i, row in enumerate(rows) if not bool((row != -100).any())]
+        if empty:
+            raise ConfigError(f"batch {self.batches}: example(s) {empty} have every label masked (-100): the answer "
+                              "was cut off by max_length or the completion mask is wrong; nothing would be learned")
+        self.batches += 1
+        return batch
+
+
+def resolve_batching(cfg: TrainConfig, device: str) -> str:
+    if cfg.batching != "auto":
+        return cfg.batching
+    if device == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "padding_free"
+        except ImportError:
+            pass
+    # On CPU (and GPUs without FlashAttention) one flattened sequence pays quadratic attention over all of it;
+    # padded batches of similar length waste neither padding nor attention.
+    return "length_grouped"
+
+
+def load_base(cfg: TrainConfig, device: str, batching: str):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    path = resolve_model(cfg.model)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cfg.bf16 else torch.float32}
+    if cfg.load_in_4bit:
+        require("bitsandbytes", "train")
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=cfg.double_quant,
+            bnb_4bit_compute_dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    if device == "cuda":
+        kwargs["device_map"] = {"": 0}
+    if batching == "padding_free" and device == "cuda":
+        kwargs["attn_implementation"] = "flash_attention_2"
+    return path, AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+class CsvLog:
+    """TrainerCallback that appends every log record (loss, eval_loss, lr, tokens) to train_log.csv."""
+
+    FIELDS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "num_tokens", "seconds")
+
+    def __new__(cls, path: Path):
+        from transformers import TrainerCallback
+
+        class _CsvLog(TrainerCallback):
+            def __init__(self) -> None:
+                self.path, self.start = path, time.perf_counter()
+                if not path.exists():
+                    with open(path, "w", newline="") as f:
+                        csv.writer(f).writerow(CsvLog.FIELDS)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                logs = logs or {}
+                row = {"step": state.global_step, "epoch": state.epoch, "seconds": round(time.perf_counter() - self.start, 2),
+                       "num_tokens": state.num_input_tokens_seen or logs.get("num_tokens")}
+                row.update({k: logs[k] for k in ("loss", "eval_loss", "learning_rate", "grad_norm") if k in logs})
+                with open(self.path, "a", newline="") as f:
+                    csv.DictWriter(f, CsvLog.FIELDS).writerow(row)
+
+        return _CsvLog()
+
+
+def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int | None = None):
+    """The configured SFTTrainer (not yet trained) and the facts needed to save its adapter."""
+    from datasets import load_from_disk
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from amzqa.progress import enabled, quiet_transformers
+    from training.sft_data import load_sft_manifest
+
+    quiet_transformers(progress)
+    if cfg.data is None or cfg.out is None:
+        raise ConfigError("train needs data and out")
+    device = cfg.check_machine()
+    batching = resolve_batching(cfg, device)
+    data_manifest = load_sft_manifest(cfg.data)
+    dataset = load_from_disk(str(Path(cfg.data) / "dataset"))
+    path, model = load_base(cfg, device, batching)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [m.strip() for m in cfg.target_modules.split(",")]
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
+                      task_type="CAUSAL_LM", bias="none")
+    has_eval = "eval" in dataset
+    args = SFTConfig(
+        output_dir=str(Path(cfg.out) / "checkpoints"),
+        max_steps=max_steps if max_steps is not None else cfg.max_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, optim=cfg.optim, bf16=cfg.bf16, seed=cfg.seed, data_seed=cfg.seed,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        max_length=cfg.max_length, completion_only_loss=True,
+        padding_free=batching == "padding_free",
+        train_sampling_strategy="group_by_length" if batching == "length_grouped" else "random",
+        eval_strategy=("steps" if cfg.eval_steps else "no") if has_eval else "no",
+        eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        logging_steps=cfg.logging_steps, report_to=[], disable_tqdm=not enabled(progress),
+        use_cpu=device == "cpu", dataloader_num_workers=0, include_num_input_tokens_seen=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset["train"],
+                         eval_dataset=dataset["eval"] if has_eval else None, processing_class=tokenizer, peft_config=lora)
+    trainer.data_collator = LabelGuard(trainer.data_collator)
+    return trainer, {"device": device, "batching": batching, "base_path": path, "data_manifest": data_manifest}
+
+
+def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
+    """Run the recipe; return the provenance written beside the adapter."""
+    from amzqa.embedding import model_fingerprint
+    from amzqa.versions import library_versions
+
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and out.exists() and cfg.overwrite:
+        shutil.rmtree(out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    trainer, facts = build_trainer(cfg, progress)
+    trainer.add_callback(CsvLog(out / "train_log.csv"))
+    write_text_atomic(out / "train_config.yaml", cfg.to_yaml())
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resume = str(checkpoints[-1]) if cfg.resume and checkpoints else None
+    if resume:
+        log.info("resuming from %s", resume)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    metrics = dict(result.metrics)
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    tokens = trainer.state.num_input_tokens_seen
+    provenance = {
+        "base_model": cfg.model, "base_path": facts["base_path"], "base_fingerprint": model_fingerprint(facts["base_path"]),
+        "qlora": {"load_in_4bit": cfg.load_in_4bit, "double_quant": cfg.double_quant, "quant_type": "nf4"},
+        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules},
+        "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
+                 "prompt": facts["data_manifest"]["prompt"]},
+        "device": facts["device"], "batching": facts["batching"], "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1), "train_tokens": tokens,
+        "metrics": {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
+        "config": cfg.to_dict(), "versions": library_versions(),
+    }
+    with atomic_dir(out / "adapter", overwrite=True) as tmp:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        trainer.processing_class.save_pretrained(str(tmp))
+        write_json_atomic(tmp / ADAPTER_PROVENANCE, provenance)
+    log.info("adapter saved to %s (%d steps, %.0f s)", out / "adapter", trainer.state.global_step, seconds)
+    return provenance
+
+
+def read_log(path: str | Path) -> list[dict[str, str]]:
+    with open(Path(path) / "train_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def adapter_provenance(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / ADAPTER_PROVENANCE).read_text())
