@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow models install app bench lint clean
+.PHONY: demo test test-slow models install browser app bench lint clean
 
 # torch first, pinned to the local CPU wheel: otherwise a dependency pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -25,7 +25,12 @@ models: $(STAMP)
 demo: models
 	$(VENV)/bin/amzqa demo --workdir runs/demo
 
-test: models
+# Debian's Chromium for the end-to-end page test; where it cannot be installed the test is skipped and says so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "make: Chromium could not be installed; the browser end-to-end test will be skipped"; }
+
+test: models browser
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: models

@@ -207,6 +207,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from amzqa.retrieval import Artifacts
+
+    Artifacts.open(args.artifacts)  # fail here, clearly, rather than inside the page
+    app = Path(__file__).resolve().parent.parent / "apps" / "streamlit_app.py"
+    env = dict(os.environ, AMZQA_ARTIFACTS=str(args.artifacts))
+    if args.adapter:
+        env["AMZQA_ADAPTER"] = str(args.adapter)
+    if args.generator:
+        env["AMZQA_GENERATOR"] = args.generator
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address",
+           args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"serving on http://{args.address}:{args.port}")
+    return subprocess.call(cmd, env=env, cwd=app.parent.parent)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from amzqa.demo import run_demo
 
@@ -309,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
     sp.add_argument("--seed", type=int, help="random seed (default 0)")
     sp.add_argument("--out", type=Path, help="report folder (default reports/<what>-<time>)")
+
+    sp = add("app", cmd_app, "Serve the Streamlit search-and-answer page on localhost.")
+    sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="artifact folder (amzqa index)")
+    sp.add_argument("--adapter", type=Path, help="fine-tuned adapter offered in the generator menu")
+    sp.add_argument("--generator", choices=["base", "adapter", "extractive"], help="default generator choice")
+    sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--address", default="127.0.0.1", help="bind address (default loopback only)")
 
     sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog.")
     sp.add_argument("--workdir", default="runs/demo", help="where the demo writes its corpus and artifacts")

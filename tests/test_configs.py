@@ -9,7 +9,8 @@ from amzqa.errors import ConfigError
 from indexing.corpus import PrepareConfig
 from tests.conftest import ROOT
 
-RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "accelerate")
+ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
 
 def test_there_are_recipes():
@@ -42,3 +43,11 @@ def test_describe_documents_every_field():
 def test_paths_are_coerced():
     cfg = PrepareConfig.from_dict({"input": "a/trn.json", "out": "b"})
     assert isinstance(cfg.input, Path)
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.name)
+def test_accelerate_configs_load_with_accelerate(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(str(path))
+    assert cfg.num_processes >= 2 and cfg.mixed_precision == "bf16"

@@ -1,0 +1,117 @@
+"""The amzqa search-and-answer page: ``amzqa app --artifacts DIR`` (or ``make app``).
+
+A thin shell over :class:`amzqa.QA`; the pipeline and generators load once per process (st.cache_resource).
+Configuration comes from the environment so ``amzqa app`` and tests can point it anywhere:
+``AMZQA_ARTIFACTS`` (index folder), ``AMZQA_ADAPTER`` (fine-tuned adapter), ``AMZQA_GENERATOR`` (default choice).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from apps.render import answer_markdown, card_title, escape, excerpt
+
+ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
+ADAPTER = Path(os.environ.get("AMZQA_ADAPTER", "runs/demo/train/adapter"))
+EXAMPLES = [
+    "Is the JBL Flip 5 waterproof?",
+    "What ages is the LEGO Classic brick box for?",
+    "How long does the Sony WH-1000XM4 battery last?",
+    "Who illustrated Goodnight Moon?",
+]
+GENERATORS = {"base": "base model", "adapter": "fine-tuned adapter", "extractive": "extractive (no model)"}
+
+
+@st.cache_resource(show_spinner="Loading the index…")
+def retrievers(path: str):
+    from amzqa.retrieval import RetrieverSet
+
+    return RetrieverSet(path)
+
+
+@st.cache_resource(show_spinner="Loading the generator…")
+def generator(kind: str, adapter: str):
+    from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
+
+    if kind == "extractive":
+        return ExtractiveGenerator()
+    return HFGenerator(GenerationConfig(max_new_tokens=96, adapter=adapter if kind == "adapter" else None))
+
+
+@st.cache_resource(show_spinner="Calibrating…")
+def pipeline(path: str, kind: str, adapter: str):
+    from amzqa.pipeline import QA
+
+    return QA.from_dir(path, generator=generator(kind, adapter), adapter=adapter if kind == "adapter" else None)
+
+
+st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")
+st.title("Ask the catalog")
+
+if not (ARTIFACTS / "manifest.json").is_file():
+    st.error(f"No index artifact at `{escape(str(ARTIFACTS))}`. Build it with `make demo`, or with "
+             f"`amzqa prepare --input trn.json.gz --out runs/corpus` then "
+             f"`amzqa index --corpus runs/corpus --out {escape(str(ARTIFACTS))}`.")
+    st.stop()
+
+with st.sidebar:
+    st.header("Settings")
+    k = st.slider("Sources (k)", 1, 10, 5, key="k")
+    mode = st.radio("Retriever", ["hybrid", "dense", "lexical"], key="mode")
+    choices = [g for g in GENERATORS if g != "adapter" or (ADAPTER / "adapter_config.json").is_file()]
+    default = os.environ.get("AMZQA_GENERATOR", "base")
+    kind = st.selectbox("Generator", choices, index=choices.index(default) if default in choices else 0,
+                        format_func=GENERATORS.get, key="generator")
+    st.caption(f"Index: `{escape(str(ARTIFACTS))}`")
+
+st.caption("Examples: " + " · ".join(escape(q) for q in EXAMPLES))
+cols = st.columns(len(EXAMPLES))
+for i, (col, q) in enumerate(zip(cols, EXAMPLES)):
+    if col.button(q, key=f"example-{i}"):
+        st.session_state["question"] = q
+question = st.text_input("Your question", key="question", placeholder="e.g. Is the Lodge skillet dishwasher safe?")
+asked = st.button("Ask", key="ask", type="primary")
+
+if (asked or st.session_state.get("_last") != (question, k, mode, kind)) and question.strip():
+    st.session_state["_last"] = (question, k, mode, kind)
+    from amzqa.errors import AmzqaError
+
+    qa = pipeline(str(ARTIFACTS), kind, str(ADAPTER))
+    try:
+        stream = qa.stream(question, k=k, mode=mode)
+    except AmzqaError as exc:
+        st.error(escape(str(exc)))
+        st.stop()
+    placeholder = st.empty()
+    text = ""
+    for piece in stream:  # stream tokens as text (escaped), then replace with the linked, checked answer
+        text += piece
+        placeholder.markdown(escape(text))
+    placeholder.empty()  # the checked answer, with linked citations, replaces the raw stream below
+    st.session_state["answer"] = stream.answer
+answer = st.session_state.get("answer")
+
+if answer is not None and question.strip():
+    st.subheader("Answer")
+    if answer.abstained:
+        st.info(escape(answer.text))
+    else:
+        st.markdown(answer_markdown(answer))
+        if answer.unsupported_sentences:
+            st.warning(f"{len(answer.unsupported_sentences)} sentence(s) are not supported by any source.")
+    t = answer.timings
+    st.caption("Timings: " + ", ".join(f"{escape(k_)} {v * 1000:.0f} ms" for k_, v in t.items()))
+    cited = {c.marker: c for c in answer.citations}
+    st.subheader("Sources")
+    for n, hit in enumerate(answer.sources, 1):
+        with st.container(border=True):
+            # The heading's anchor is the target of the answer's [n] links; no raw HTML anywhere on the page.
+            st.subheader(escape(card_title(n, hit.product.title)) + (" — cited" if n in cited else ""), anchor=f"source-{n}")
+            st.caption(f"uid {escape(hit.uid)} · score {hit.score:.3f} · found by {escape(', '.join(hit.found_by))}")
+            st.markdown(escape(excerpt(hit.product.content)) if hit.product.content else "_no description_")
+    st.subheader("Retrieved products")
+    st.dataframe([{"rank": h.rank, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4),
+                   "found by": ", ".join(h.found_by)} for h in answer.sources], hide_index=True)

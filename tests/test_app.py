@@ -1,0 +1,202 @@
+"""The Streamlit page: AppTest for the interactions, headless Chromium (Playwright) end to end."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amzqa.records import Answer, Citation, Hit, Product
+from apps.render import answer_markdown, escape
+from tests.conftest import ROOT
+
+APP = str(ROOT / "apps" / "streamlit_app.py")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_escape_keeps_markup_inert():
+    out = escape("<script>alert(1)</script> ![x](http://e/x.png) [link](http://e) # head")
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert "![x](" not in out and "\\!\\[x\\]\\(" in out and "\\#" in out
+
+
+def test_answer_markers_link_to_source_cards():
+    p = Product(0, "U1", "T", "c")
+    a = Answer("q", "Boils fast [1]. Also <b>bold</b> [3].", [Citation(1, "U1", "T")], [Hit(p, 1.0, 1)])
+    md = answer_markdown(a)
+    assert "[\\[1\\]](#source-1)" in md and "source-3" not in md and "&lt;b&gt;" in md
+
+
+INJECTED = ("A 5 x 7 inch wooden picture frame. <script>document.title='pwned'</script>"
+            "<img src=x onerror=\"alert('xss')\"> [evil](javascript:alert(1)) Wall-mountable.")
+
+
+@pytest.fixture(scope="module")
+def injected_artifacts(sample_artifacts, tmp_path_factory):
+    """The sample index with raw markup put back into one product's stored text (the corpus cleaner strips tags,
+    so this is what a page must survive from any other source of product text)."""
+    import pyarrow as pa
+
+    from amzqa.retrieval.store import PRODUCTS_FILE
+
+    out = tmp_path_factory.mktemp("injected") / "artifacts"
+    shutil.copytree(sample_artifacts, out)
+    table = pa.ipc.open_file(pa.memory_map(str(sample_artifacts / PRODUCTS_FILE))).read_all()  # not the file we rewrite
+    uids = table.column("uid").to_pylist()
+    content = table.column("content").to_pylist()
+    content[uids.index("B0MESSY005")] = INJECTED
+    table = table.set_column(2, "content", pa.array(content))
+    with pa.OSFile(str(out / PRODUCTS_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return out
+
+
+@pytest.fixture()
+def app_env(injected_artifacts, monkeypatch):
+    sample_artifacts = injected_artifacts
+    monkeypatch.setenv("AMZQA_ARTIFACTS", str(sample_artifacts))
+    monkeypatch.setenv("AMZQA_GENERATOR", "extractive")
+    monkeypatch.setenv("AMZQA_ADAPTER", str(sample_artifacts / "no-adapter"))
+    monkeypatch.chdir(ROOT)
+
+
+def _run(question, **sidebar):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    for key, value in sidebar.items():
+        at.sidebar.slider(key=key).set_value(value) if key == "k" else at.sidebar.radio(key=key).set_value(value)
+    at.text_input(key="question").input(question)
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_page_answers_with_linked_citations_and_source_cards(app_env):
+    at = _run("Is the JBL Flip 5 waterproof?")
+    texts = [m.value for m in at.markdown]
+    answer = next(t for t in texts if "IPX7" in t)
+    assert "(#source-1)" in answer
+    assert any("JBL Flip 5" in h.value and "cited" in h.value for h in at.subheader)
+    assert len(at.dataframe) == 1 and at.dataframe[0].value.iloc[0]["uid"] == "B07QXV6N1B"
+    assert any("Timings" in c.value for c in at.caption)
+
+
+def test_sidebar_controls_change_retrieval(app_env):
+    at = _run("waterproof speaker", k=3, mode="lexical")
+    table = at.dataframe[0].value
+    assert len(table) == 3 and set(table["found by"]) == {"lexical"}
+
+
+def test_out_of_catalog_question_shows_abstention(app_env):
+    at = _run("Do you sell a petrol lawn mower?")
+    assert any("does not answer" in i.value for i in at.info)
+
+
+def test_injected_markup_is_rendered_as_text(app_env):
+    at = _run("Harmless wooden picture frame 5 x 7")
+    texts = [m.value for m in at.markdown]
+    assert any("&lt;script&gt;" in t and "&lt;img src=x" in t for t in texts)
+    assert not any("<script" in t or "<img" in t or "](javascript:" in t for t in texts)
+    assert not [m.value for m in at.markdown if getattr(m.proto, "allow_html", False)]  # no element allows raw HTML
+    assert any("alert" in h.value and "Harmless Picture Frame" in h.value for h in at.subheader)
+
+
+def test_missing_artifacts_say_how_to_build(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AMZQA_ARTIFACTS", str(tmp_path / "nothing"))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert "make demo" in at.error[0].value and "amzqa index" in at.error[0].value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(injected_artifacts):
+    port = _free_port()
+    env = dict(os.environ, AMZQA_ARTIFACTS=str(injected_artifacts), AMZQA_GENERATOR="extractive",
+               AMZQA_ADAPTER=str(injected_artifacts / "no-adapter"))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address",
+                             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium; "
+                                             "it could not be installed on this machine)")
+def test_browser_end_to_end(server, tmp_path):
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    async def ask(page, question):
+        await page.goto(server)
+        box = page.get_by_label("Your question")
+        await box.fill(question)
+        await box.press("Enter")
+        await page.get_by_role("button", name="Ask").click()
+        await page.get_by_text("Retrieved products").wait_for(timeout=90_000)
+
+    async def main():
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1400, "height": 1800})
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+            await ask(page, "Is the JBL Flip 5 waterproof?")
+            body = await page.inner_text("body")
+            assert "IPX7" in body and "[1] JBL Flip 5" in body and "B07QXV6N1B" in body
+            assert await page.locator("a[href='#source-1']").count() >= 1
+            shot = ROOT / "reports" / "app-screenshot.png"
+            shot.parent.mkdir(exist_ok=True)
+            await page.screenshot(path=str(shot), full_page=True)
+
+            await ask(page, "Harmless wooden picture frame 5 x 7")
+            body = await page.inner_text("body")
+            assert "Harmless Picture Frame" in body
+            assert "<script>document.title='pwned'</script>" in body  # shown as text, not run
+            assert await page.locator("img[src='x']").count() == 0
+            assert await page.locator("a[href^='javascript']").count() == 0
+            assert await page.title() != "pwned" and not dialogs
+
+            # 8 sessions at once, each must get its own answer.
+            questions = {"Is the JBL Flip 5 waterproof?": "B07QXV6N1B", "Who illustrated Goodnight Moon?": "0064430170",
+                         "What ages is the LEGO Classic brick box for?": "B000068CKY", "How many players for Catan?": "B00D8STBHY",
+                         "Is the Yeti Rambler tumbler dishwasher safe?": "B07JWBMNLB", "Lodge cast iron skillet size": "B00004OCKR",
+                         "Sony WH-1000XM4 battery life": "B08N5WRWNW", "Rubik's cube for ages": "B0006TTPVQ"}
+            pages = [await (await browser.new_context()).new_page() for _ in questions]
+            await asyncio.gather(*(ask(p, q) for p, q in zip(pages, questions)))
+            for p, (q, uid) in zip(pages, questions.items()):
+                first_card = await p.get_by_text("[1] ").first.inner_text()
+                body = await p.inner_text("body")
+                assert uid in body and q in (await p.get_by_label("Your question").input_value()), (q, first_card)
+            await browser.close()
+        return shot
+
+    shot = asyncio.run(main())
+    assert shot.stat().st_size > 10_000
