@@ -39,8 +39,14 @@ test-slow: models
 app: models
 	$(VENV)/bin/amzqa app --artifacts runs/demo/artifacts
 
+# Each script prints a markdown table comparing our way with its issue's baseline (see README, Performance).
 bench: models
 	$(PY) benchmarks/bench_corpus.py
+	$(PY) benchmarks/bench_build.py
+	$(PY) benchmarks/bench_embed.py
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_ask.py
+	$(PY) benchmarks/bench_train.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check amzqa indexing training apps tests benchmarks

@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog.")
     sp.add_argument("--workdir", default="runs/demo", help="where the demo writes its corpus and artifacts")
     sp.add_argument("--no-finetune", action="store_true", help="stop after answering (skip SFT data, training, comparison, eval)")
-    sp.add_argument("--eval-n", type=int, default=40, help="questions in the demo's generation evaluation")
+    sp.add_argument("--eval-n", type=int, default=24, help="questions in the demo's generation evaluation")
     return p
 
 

@@ -31,7 +31,7 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
 
 
-def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True, eval_n: int = 40,
+def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True, eval_n: int = 24,
              reports: Path = Path("reports")) -> None:
     from amzqa.pipeline import QA
     from amzqa.retrieval import RetrieverSet

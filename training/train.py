@@ -152,7 +152,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         eval_strategy=("steps" if cfg.eval_steps else "no") if has_eval else "no",
         eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         logging_steps=cfg.logging_steps, report_to=[], disable_tqdm=not enabled(progress),
-        use_cpu=device == "cpu", dataloader_num_workers=0, include_num_input_tokens_seen=True,
+        use_cpu=device == "cpu", dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset["train"],
                          eval_dataset=dataset["eval"] if has_eval else None, processing_class=tokenizer, peft_config=lora)

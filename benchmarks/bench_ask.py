@@ -1,0 +1,71 @@
+"""Issue #4: latency of ``QA.ask`` per stage, and time to first token, with the default model on this CPU.
+
+    python benchmarks/bench_ask.py [--sample runs/demo/artifacts] [--large runs/bench/artifacts-full] [--n 20]
+
+Questions come from the evaluation's question generator (held-out products); each is asked once through
+``QA.stream`` (which records the first-token time) with at most ``--max-new-tokens`` new tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import ROOT, table  # noqa: E402
+
+
+def measure(artifacts: Path, n: int, max_new_tokens: int, generator) -> dict[str, list[float]]:
+    from amzqa.evaluation.questions import make_questions
+    from amzqa.evaluation.retrieval_eval import heldout_products
+    from amzqa.pipeline import QA
+    from amzqa.retrieval import RetrieverSet
+
+    rset = RetrieverSet(artifacts)
+    qa = QA(rset, generator)
+    products = heldout_products(rset.store, 0.15, n, seed=1)
+    questions = [q for q in make_questions(products, seed=1) if q.kind == "title"][:n]
+    qa.ask(questions[0].text)  # warm-up
+    stages: dict[str, list[float]] = {}
+    for q in questions:
+        t = time.perf_counter()
+        stream = qa.stream(q.text)
+        for _ in stream:
+            pass
+        answer = stream.answer
+        answer.timings["total_s"] = time.perf_counter() - t
+        for k_, v in answer.timings.items():
+            stages.setdefault(k_, []).append(v)
+    return stages
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sample", type=Path, default=ROOT / "runs" / "demo" / "artifacts")
+    ap.add_argument("--large", type=Path, default=ROOT / "runs" / "bench" / "artifacts-full")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from amzqa.generation import GenerationConfig, HFGenerator
+
+    gen = HFGenerator(GenerationConfig(max_new_tokens=args.max_new_tokens))
+    rows = []
+    for name, path in (("sample (313 products)", args.sample), ("synthetic full (>= 1M products)", args.large)):
+        if not (path / "manifest.json").is_file():
+            print(f"skipping {name}: no artifact at {path}")
+            continue
+        stages = measure(path, args.n, args.max_new_tokens, gen)
+        for stage in ("retrieve_s", "relevance_s", "prompt_s", "first_token_s", "generate_s", "total_s"):
+            if stage in stages:
+                v = np.array(stages[stage]) * 1000
+                rows.append([name, stage.removesuffix("_s"), f"{np.percentile(v, 50):,.0f}", f"{np.percentile(v, 95):,.0f}", len(v)])
+    print(table(["index", "stage", "p50 ms", "p95 ms", "questions"], rows))
+
+
+if __name__ == "__main__":
+    main()
