@@ -17,14 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, table  # noqa: E402
 
 
-def measure(artifacts: Path, n: int, max_new_tokens: int, generator) -> dict[str, list[float]]:
+def measure(artifacts: Path, n: int, max_new_tokens: int, generator, k: int = 5, excerpt_chars: int = 300) -> dict[str, list[float]]:
     from amzqa.evaluation.questions import make_questions
     from amzqa.evaluation.retrieval_eval import heldout_products
     from amzqa.pipeline import QA
     from amzqa.retrieval import RetrieverSet
 
     rset = RetrieverSet(artifacts)
-    qa = QA(rset, generator)
+    from amzqa.pipeline import QAConfig
+
+    qa = QA(rset, generator, QAConfig(k=k, excerpt_chars=excerpt_chars))
     products = heldout_products(rset.store, 0.15, n, seed=1)
     questions = [q for q in make_questions(products, seed=1) if q.kind == "title"][:n]
     qa.ask(questions[0].text)  # warm-up
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("--large", type=Path, default=ROOT / "runs" / "bench" / "artifacts-full")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--k", type=int, default=5, help="sources per prompt")
+    ap.add_argument("--excerpt-chars", type=int, default=300, help="description characters per source")
     args = ap.parse_args()
 
     import numpy as np
@@ -59,11 +63,12 @@ def main() -> None:
         if not (path / "manifest.json").is_file():
             print(f"skipping {name}: no artifact at {path}")
             continue
-        stages = measure(path, args.n, args.max_new_tokens, gen)
+        stages = measure(path, args.n, args.max_new_tokens, gen, args.k, args.excerpt_chars)
         for stage in ("retrieve_s", "relevance_s", "prompt_s", "first_token_s", "generate_s", "total_s"):
             if stage in stages:
                 v = np.array(stages[stage]) * 1000
                 rows.append([name, stage.removesuffix("_s"), f"{np.percentile(v, 50):,.0f}", f"{np.percentile(v, 95):,.0f}", len(v)])
+    print(f"k={args.k} sources x {args.excerpt_chars} characters, max_new_tokens={args.max_new_tokens}\n")
     print(table(["index", "stage", "p50 ms", "p95 ms", "questions"], rows))
 
 
