@@ -111,7 +111,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     out = reports / "demo"
     write_retrieval(evaluate_retrieval(RetrievalEvalConfig(artifacts=artifacts, out=out), rset=rset, progress=progress), out)
     gen_cfg = GenerationEvalConfig(artifacts=artifacts, systems=f"base,adapter:{adapter},extractive", n=eval_n,
-                                   max_new_tokens=64, out=out, **shape)
+                                   max_new_tokens=64, out=out)  # prompt shape: the adapter's (3 x 150)
     report = evaluate_generation(gen_cfg, rset=rset, progress=progress)
     write_report(report, out)
     print(markdown(report).split("## Example answers")[0])

@@ -40,8 +40,9 @@ class GenerationEvalConfig(Config):
     systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter).", "base,extractive")
     n: int = doc("Questions (answerable + abstention cases).", 60)
     abstain_fraction: float = doc("Share of questions whose product is removed from the sources.", 0.25)
-    k: int = doc("Sources per prompt (an adapter's recorded prompt shape overrides k and excerpt_chars).", 5)
-    excerpt_chars: int = doc("Description characters per source.", 300)
+    k: int | None = doc("Sources per prompt, the same for every system; null = the prompt shape recorded with the "
+                        "first adapter compared (what it was trained on), else 5.", None)
+    excerpt_chars: int | None = doc("Description characters per source; null as for k (else 300).", None)
     max_new_tokens: int = doc("Generation budget per answer.", 96)
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     seed: int = doc("Seed for products, questions, gold position and the bootstrap.", 0)
@@ -87,21 +88,26 @@ def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
 
 
 def make_system(spec: str, cfg: GenerationEvalConfig):
-    """(name, generator, k, excerpt_chars) for one system spec."""
+    """(name, generator) for one system spec."""
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
-    from amzqa.pipeline import adapter_prompt
 
     spec = spec.strip()
     if spec == "extractive":
-        return "extractive", ExtractiveGenerator(), cfg.k, cfg.excerpt_chars
+        return "extractive", ExtractiveGenerator()
     if spec == "base":
-        return "base", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens)), cfg.k, cfg.excerpt_chars
+        return "base", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens))
     if spec.startswith("adapter:"):
         path = spec.split(":", 1)[1]
-        shape = adapter_prompt(path)
-        gen = HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens, adapter=path))
-        return f"adapter:{Path(path).parent.name or path}", gen, shape.get("k", cfg.k), shape.get("excerpt_chars", cfg.excerpt_chars)
+        return f"adapter:{Path(path).parent.name or path}", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens, adapter=path))
     raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH")
+
+
+def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:
+    """One prompt shape for every system, so all answer the very same prompts (paired comparison)."""
+    from amzqa.pipeline import adapter_prompt
+
+    trained = next((adapter_prompt(s.split(":", 1)[1]) for s in cfg.systems.split(",") if s.strip().startswith("adapter:")), {})
+    return cfg.k or trained.get("k", 5), cfg.excerpt_chars or trained.get("excerpt_chars", 300)
 
 
 def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
@@ -178,10 +184,10 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     rset = rset or RetrieverSet(cfg.artifacts)
     embed = rset.dense.embedder
     systems = systems or [make_system(s, cfg) for s in cfg.systems.split(",") if s.strip()]
+    k, excerpt = prompt_shape(cfg)
+    cases = build_cases(rset, cfg, k)
     results: dict[str, list[dict[str, Any]]] = {}
-    cases_by_k: dict[int, list[Case]] = {}
-    for name, gen, k, excerpt in systems:
-        cases = cases_by_k.setdefault(k, build_cases(rset, cfg, k))
+    for name, gen in systems:
         rows = []
         for case in bar(progress, iterable=cases, desc=f"eval {name}", unit="q"):
             t = time.perf_counter()
@@ -199,7 +205,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     stats = bootstrap(results, cfg.bootstrap, cfg.seed)
     latencies = {name: [r["latency_s"] for r in rows] for name, rows in results.items()}
     return {
-        "config": cfg.to_dict(), "n_questions": len(next(iter(results.values()))),
+        "config": cfg.to_dict(), "prompt": {"k": k, "excerpt_chars": excerpt}, "n_questions": len(next(iter(results.values()))),
         "abstention_cases": sum(r["should_abstain"] for r in next(iter(results.values()))),
         **stats,
         "latency": {n: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))} for n, v in latencies.items()},
@@ -220,7 +226,9 @@ def markdown(report: dict[str, Any]) -> str:
     names = list(report["systems"])
     lines = ["# Generation evaluation", "",
              f"{report['n_questions']} questions from held-out products, {report['abstention_cases']} of them with the product "
-             "removed from the sources (the right answer is to abstain). 95% bootstrap intervals in brackets.", "",
+             "removed from the sources (the right answer is to abstain). Every system answers the same prompts "
+             f"({report['prompt']['k']} sources x {report['prompt']['excerpt_chars']} characters). "
+             "95% bootstrap intervals in brackets.", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m, label in METRIC_LABELS.items():
         cells = []
