@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=ROOT / "runs" / "bench" / "corpus-full")
     ap.add_argument("--eval-rows", type=int, default=50_000)
     ap.add_argument("--questions", type=int, default=1000)
+    ap.add_argument("--skip-recall", action="store_true", help="measure throughput only")
     args = ap.parse_args()
 
     import numpy as np
@@ -98,8 +99,10 @@ def main() -> None:
     print(f"{len(titles):,} titles from {args.corpus}\n")
     print(table(["encoder", "titles/s", "vs baseline", "mean cosine to baseline"], rows))
 
+    if args.skip_recall:
+        return
+    from amzqa.demo import SAMPLE  # the bundled catalog
     from indexing.corpus import PrepareConfig, prepare
-    from tests.conftest import SAMPLE  # the bundled catalog
 
     rec_rows = []
     with tempfile.TemporaryDirectory() as tmp:

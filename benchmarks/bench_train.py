@@ -43,6 +43,7 @@ def main() -> None:
             tps = tokens / seconds
             base = base or tps
             rows.append([label, args.steps, args.batch, f"{tokens:,}", f"{seconds:.0f}", f"{tps:,.0f}", f"{tps / base:.2f}×"])
+            print("row:", " | ".join(str(c) for c in rows[-1]), flush=True)
             del trainer
     print(table(["batching", "steps", "batch", "real tokens", "seconds", "real tokens/s", "vs trl default"], rows))
 

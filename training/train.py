@@ -147,7 +147,8 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         max_length=cfg.max_length, completion_only_loss=True,
-        padding_free=batching == "padding_free",
+        # trl enforces max_length under padding-free only through packing: BFD keeps example boundaries.
+        padding_free=batching == "padding_free", packing=batching == "padding_free", packing_strategy="bfd",
         train_sampling_strategy="group_by_length" if batching == "length_grouped" else "random",
         eval_strategy=("steps" if cfg.eval_steps else "no") if has_eval else "no",
         eval_steps=cfg.eval_steps or None, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
