@@ -51,7 +51,8 @@ class IndexConfig(Config):
     dense_type: str = doc("FAISS index: auto (flat up to exact_max_rows, ivf_sq8 above), flat, ivf_sq8, ivf_flat, hnsw.", "auto")
     exact_max_rows: int = doc("With dense_type=auto, catalogs up to this size get exact inner-product search.", 200_000)
     nlist: int = doc("IVF lists; 0 = about 4*sqrt(n) rounded to a power of two.", 0)
-    nprobe: int = doc("IVF lists searched per query (stored as the default for queries).", 32)
+    nprobe: int = doc("IVF lists searched per query (stored as the default for queries); 96 gives recall@10 ~0.96 "
+                      "against exact search at 1M products (benchmarks/bench_search.py).", 96)
     hnsw_m: int = doc("HNSW graph degree (dense_type=hnsw).", 32)
     train_sample: int = doc("Vectors sampled to train IVF centroids.", 200_000)
     bm25_fields: str = doc("What BM25 indexes: 'title' or 'title+content' (descriptions cut to bm25_content_chars). "
