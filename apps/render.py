@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from amzqa.prompt import excerpt  # noqa: F401 - re-exported for the page
 from amzqa.records import Answer
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
@@ -35,6 +36,3 @@ def answer_markdown(answer: Answer) -> str:
 def card_title(n: int, title: str) -> str:
     return f"[{n}] {title}"
 
-
-def excerpt(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"

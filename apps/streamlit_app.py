@@ -111,7 +111,7 @@ if answer is not None and question.strip():
             # The heading's anchor is the target of the answer's [n] links; no raw HTML anywhere on the page.
             st.subheader(escape(card_title(n, hit.product.title)) + (" — cited" if n in cited else ""), anchor=f"source-{n}")
             st.caption(f"uid {escape(hit.uid)} · score {hit.score:.3f} · found by {escape(', '.join(hit.found_by))}")
-            st.markdown(escape(excerpt(hit.product.content)) if hit.product.content else "_no description_")
+            st.markdown(escape(excerpt(hit.product.content, 400)) if hit.product.content else "_no description_")
     st.subheader("Retrieved products")
     st.dataframe([{"rank": h.rank, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4),
                    "found by": ", ".join(h.found_by)} for h in answer.sources], hide_index=True)
