@@ -94,6 +94,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from amzqa.retrieval import RetrieverSet
+    from amzqa.retrieval.calibrate import calibrate_fusion, save_calibration
+
+    result = calibrate_fusion(RetrieverSet(args.artifacts, fusion="weighted"), args.n, args.seed, progress=_progress(args))
+    path = save_calibration(args.artifacts, result)
+    for row in result["grid"]:
+        print(f"  {row['fusion']:<28} MRR@10 {row['mrr@10']:.3f}  recall@10 {row['recall@10']:.3f}")
+    print(f"chosen: {RetrieverSet(args.artifacts).hybrid.describe()} on {result['questions']} questions; written to {path}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from amzqa.retrieval import load_retriever
 
@@ -282,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=["onnx", "onnx-fp32", "torch"], help="embedding backend (default onnx int8)")
     sp.add_argument("--dense-type", choices=["auto", "flat", "ivf_sq8", "ivf_flat", "hnsw"], help="FAISS index type")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+
+    sp = add("calibrate", cmd_calibrate, "Choose the hybrid fusion for an artifact's catalog on questions about "
+             "non-held-out products (amzqa index does this at build time); writes fusion.json.")
+    sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
+    sp.add_argument("--n", type=int, default=300, help="products to write calibration questions for")
+    sp.add_argument("--seed", type=int, default=0, help="question seed")
 
     sp = add("search", cmd_search, "Show the products a question retrieves (no generation).")
     sp.add_argument("query", help="the question or product description")

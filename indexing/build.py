@@ -60,7 +60,9 @@ class IndexConfig(Config):
     bm25_content_chars: int = doc("Characters of each description indexed by BM25 (bounds index size).", 600)
     bm25_stopwords: str | None = doc("Stopword list for BM25 tokenisation ('en' or null).", "en")
     bm25_stemmer: str | None = doc("Snowball stemmer language for BM25 (null = none).", "english")
-    seed: int = doc("Seed for IVF training samples.", 0)
+    calibrate_products: int = doc("Non-held-out products whose questions calibrate the hybrid fusion for this catalog "
+                                  "(fusion.json; see amzqa.retrieval.calibrate); 0 = keep the default fusion.", 300)
+    seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,8 @@ class IndexConfig(Config):
             raise ConfigError("bm25_content_chars must be >= 0")
         if self.nlist < 0:
             raise ConfigError("nlist must be >= 0 (0 = automatic)")
+        if self.calibrate_products < 0 or 0 < self.calibrate_products < 10:
+            raise ConfigError("calibrate_products must be 0 (off) or >= 10")
         if self.nlist and self.nprobe > self.nlist:
             raise ConfigError(f"nprobe ({self.nprobe}) cannot exceed nlist ({self.nlist})")
         if self.nlist and self.train_sample < self.nlist:
@@ -269,5 +273,13 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
+    if cfg.calibrate_products:
+        from amzqa.retrieval import RetrieverSet
+        from amzqa.retrieval.calibrate import calibrate_fusion, save_calibration
+
+        t = time.perf_counter()
+        rset = RetrieverSet(out, embedder=embedder, fusion="weighted")
+        save_calibration(out, calibrate_fusion(rset, cfg.calibrate_products, cfg.seed, progress=progress))
+        manifest["timings"]["calibrate_s"] = round(time.perf_counter() - t, 2)
     log.info("index built at %s in %.1f s (%s)", out, time.perf_counter() - started, manifest["timings"])
     return manifest

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import itertools
 import json
 import math
 import random
@@ -90,6 +91,10 @@ _SIZES = ("Small", "Medium", "Large", "XL", "1.7 L", "500 ml", "10 inch", "Pack 
 _FEATURES = ("dishwasher safe", "BPA free", "machine washable", "water resistant", "rechargeable", "hand made",
              "lightweight", "durable", "non-stick", "eco-friendly", "adjustable", "foldable", "hypoallergenic")
 _BOOK_SENT = (
+    "{first} {surname} tells the story of {name}, a {adj_l} {noun_l} keeper in {place}.",
+    "When {name} meets {name2}, nothing in {place} stays the same.",
+    "{first} {surname} is the author of the {name} books and lives in {city}.",
+    "\"{name} is unforgettable,\" wrote the {place} Review.",
     "{first} {last} tells the story of a {adj_l} {noun_l} and the people who live beside it.",
     "\"A {adj_l} and moving novel,\" wrote the {city} Evening Mail.",
     "This edition includes a new introduction by {first} {last}.",
@@ -104,6 +109,10 @@ _BOOK_SENT = (
     "First published in {year}, it remains a favourite of book clubs.",
 )
 _ITEM_SENT = (
+    "The {pbrand} {model} is {feature} and {feature2}.",
+    "Every {pbrand} product is designed in {place}.",
+    "Model {model}: {color}, {size}.",
+    "{pbrand} {name} series, made for {feature2} everyday use.",
     "The {brand} {product} is {feature} and {feature2}.",
     "Available in {color}; size {size}.",
     "Made from high quality materials for everyday use.",
@@ -121,14 +130,57 @@ _ENTITIES = (("'", "&#x2019;"), ("&", "&amp;"), (" - ", " &#8211; "), ('"', "&qu
 _TAGS = ("<b>{}</b>", "<br />{}", "<p>{}</p>", "<i>{}</i>", "{}<br>")
 
 
+_ONSETS = ("b", "br", "c", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "kr", "l", "m", "n", "p", "pr",
+           "r", "s", "sh", "sk", "st", "t", "th", "tr", "v", "w", "z", "")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou", "y", "ie", "oa")
+_CODAS = ("", "", "n", "r", "l", "s", "th", "ck", "m", "nd", "rt", "x", "ll")
+LEXICON_SIZE = 500_000
+ZIPF_S, ZIPF_Q = 1.0, 100  # Zipf-Mandelbrot: the commonest name ~0.1% of draws, as for surnames
+
+
+class _Lexicon:
+    """Seeded pseudo-words with Zipf-distributed use: the long tail of names real titles are full of.
+
+    Real catalogs owe their retrievability to rare, product-specific words (authors, characters, places,
+    brands, model names) that recur in the product's own description. A synthetic catalog drawn from a few
+    hundred stock words makes millions of near-identical titles instead, which no retriever can tell apart.
+    """
+
+    def __init__(self, seed: int, size: int = LEXICON_SIZE) -> None:
+        r = random.Random(f"lexicon-{seed}")
+        words: dict[str, None] = {}
+        while len(words) < size:
+            word = "".join(r.choice(_ONSETS) + r.choice(_VOWELS) for _ in range(r.choice((1, 2, 2, 3)))) + r.choice(_CODAS)
+            if len(word) >= 4:
+                words.setdefault(word.capitalize())
+        self.words = list(words)
+        self.cum = list(itertools.accumulate(1.0 / (rank + ZIPF_Q) ** ZIPF_S for rank in range(1, size + 1)))
+
+    def draw(self, r: random.Random) -> str:
+        return r.choices(self.words, cum_weights=self.cum)[0]
+
+
 class _Maker:
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, lexicon: _Lexicon | None = None) -> None:
         self.r = rng
+        self.lex = lexicon or _Lexicon(0)
+        self.identity: dict[str, str] = {}
+
+    def new_identity(self) -> None:
+        """The rare words of one product, shared by its title and its description."""
+        r, w = self.r, self.lex.draw
+        self.identity = {
+            "name": w(r), "name2": w(r), "place": w(r), "surname": w(r), "brand": w(r),
+            "model": f"{r.choice('ABCDEFGHJKLMNPRSTVWXZ')}{r.choice('ABCDEFGHJKLMNPRSTVWXZ0123456789')}-{r.randint(10, 9999)}",
+        }
 
     def _fill(self, template: str) -> str:
         r = self.r
         c = r.choice
+        ident = self.identity
         return template.format(
+            name=ident["name"], name2=ident["name2"], place=ident["place"], surname=ident["surname"],
+            pbrand=ident["brand"], model=ident["model"],
             first=c(_FIRST), last=c(_LAST), first2=c(_FIRST), last2=c(_LAST), adj_l=c(_ADJ).lower(),
             noun_l=c(_NOUN).lower(), city=c(_CITIES), topic_l=c(_TOPIC).lower(), series=c(_SERIES),
             nth=c(("first", "second", "third", "fourth")), fmt_w=c(("Paperback", "Hardcover", "Kindle")),
@@ -139,17 +191,21 @@ class _Maker:
 
     def title(self, kind: str, target: int) -> str:
         r, c = self.r, self.r.choice
+        ident = self.identity
         if kind == "book":
-            base = c((f"The {c(_ADJ)} {c(_NOUN)}", f"{c(_NOUN)} of {c(_FIRST)}", f"The {c(_TOPIC)} {c(_NOUN)}",
-                      f"{c(_ADJ)} {c(_NOUN)}s", f"{c(_FIRST)} and the {c(_ADJ)} {c(_NOUN)}"))
+            base = c((f"The {c(_ADJ)} {c(_NOUN)}", f"{c(_NOUN)} of {ident['name']}", f"The {c(_TOPIC)} {c(_NOUN)}",
+                      f"{ident['name']} and the {c(_ADJ)} {c(_NOUN)}", f"The {ident['place']} {c(_NOUN)}",
+                      f"{c(_ADJ)} {c(_NOUN)}s of {ident['place']}", f"{ident['name']}"))
             extras = [f": A Guide to {c(_TOPIC)}", f" ({c(_SERIES)}, Book {r.randint(1, 12)})", f" ({c(_SERIES)})",
-                      f": {c(_ADJ)} Stories from {c(_CITIES)}", f" by {c(_FIRST)} {c(_LAST)}", " " + c(_FORMAT)]
+                      f": {c(_ADJ)} Stories from {c(_CITIES)}", f" by {c(_FIRST)} {ident['surname']}", " " + c(_FORMAT)]
         elif kind == "media":
-            base = c((f"{c(_ADJ)} {c(_NOUN)}", f"Worship with {c(_FIRST)} {c(_LAST)}", f"The {c(_NOUN)} Sessions"))
+            base = c((f"{c(_ADJ)} {c(_NOUN)} of {ident['place']}", f"Worship with {c(_FIRST)} {ident['surname']}",
+                      f"The {ident['name']} Sessions"))
             extras = [" " + c(_FORMAT), f" - Live in {c(_CITIES)}", f" (Special Edition)", f": Season {r.randint(1, 9)}"]
         else:
             cat = c(tuple(_PRODUCTS))
-            base = f"{c(_BRAND)} {c(_PRODUCTS[cat])}"
+            base = c((f"{ident['brand']} {c(_PRODUCTS[cat])}", f"{c(_BRAND)} {ident['model']} {c(_PRODUCTS[cat])}",
+                      f"{ident['brand']} {ident['name']} {c(_PRODUCTS[cat])}"))
             extras = [f", {c(_COLOR)}", f", {c(_SIZES)}", f" - {c(_FEATURES).title()}", f" for {c(('Kids', 'Women', 'Men', 'Toddlers', 'Home'))}",
                       f" with {c(_FEATURES).title()} Design", f" ({c(_SIZES)})"]
         r.shuffle(extras)
@@ -205,7 +261,7 @@ def _lognormal(r: random.Random, mu: float, sigma: float, lo: int, hi: int) -> i
 def iter_records(cfg: SynthConfig):
     """Yield record dicts in file order (deterministic for ``cfg.seed``)."""
     r = random.Random(cfg.seed)
-    m = _Maker(r)
+    m = _Maker(r, _Lexicon(cfg.seed))
     kinds = ("book",) * 55 + ("media",) * 12 + ("item",) * 33
     recent: list[tuple[str, str, str]] = []  # (kind, title, content) to draw editions and duplicate content from
     uids: list[str] = []
@@ -223,6 +279,7 @@ def iter_records(cfg: SynthConfig):
             # Another edition: same description, the title differs by its format (or not at all).
             title = f"{base_title.split(' [')[0].split(' (')[0]} {r.choice(_FORMAT)}" if r.random() < 0.7 else base_title
         else:
+            m.new_identity()
             title = m.title(kind, _lognormal(r, TITLE_MU, TITLE_SIGMA, 3, TITLE_MAX))
             content = "" if r.random() < cfg.empty_content_rate else m.content(
                 kind, _lognormal(r, CONTENT_MU, CONTENT_SIGMA, 12, CONTENT_MAX))

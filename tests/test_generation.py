@@ -59,6 +59,19 @@ def test_generation_config_contradictions():
         GenerationConfig(max_new_tokens=0)
 
 
+def test_auto_dtype_follows_the_hardware(monkeypatch):
+    import torch
+
+    from amzqa.generation import hf
+
+    assert hf.resolve_dtype("float32", "cpu") is torch.float32
+    assert hf.resolve_dtype("auto", "cuda") is torch.bfloat16
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    assert hf.resolve_dtype("auto", "cpu") is torch.float32  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert hf.resolve_dtype("auto", "cpu") is torch.bfloat16
+
+
 def test_adapter_folder_is_checked(tmp_path):
     from amzqa.generation.hf import check_adapter
 

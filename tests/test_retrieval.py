@@ -10,7 +10,7 @@ import pytest
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.records import Hit, Product
 from amzqa.retrieval import Artifacts, Retriever, RetrieverSet, title_key
-from amzqa.retrieval.hybrid import rrf, weighted
+from amzqa.retrieval.hybrid import convex, rrf, weighted
 from indexing.build import IndexConfig, auto_nlist, build_index
 from tests.conftest import ROOT
 
@@ -84,6 +84,17 @@ def test_weighted_fusion_keeps_a_peaked_lexical_lead():
     fused = weighted({"dense": dense, "lexical": lexical}, {"dense": 1.0, "lexical": 1.0})
     assert fused[0][0] == 3  # 0.48 + 1.0 beats 0.50 + 0.2
     assert fused[0][1] == pytest.approx(1.48)
+
+
+def test_convex_fusion_normalises_each_ranking():
+    dense = [(1, 0.60), (2, 0.55), (3, 0.50)]  # min-max: 1.0, 0.5, 0.0
+    lexical = [(3, 12.0), (2, 10.0), (4, 2.0)]  # min-max: 1.0, 0.8, 0.0
+    fused = convex({"dense": dense, "lexical": lexical}, alpha=0.4)
+    scores = {row: s for row, s, _ in fused}
+    assert scores == pytest.approx({1: 0.4, 2: 0.4 * 0.5 + 0.6 * 0.8, 3: 0.6, 4: 0.0})
+    assert [r for r, _, _ in fused] == [2, 3, 1, 4]
+    assert fused[0][2] == {"dense": 0.55, "lexical": 10.0}
+    assert [r for r, _, _ in convex({"dense": dense, "lexical": lexical}, alpha=1.0)][:3] == [1, 2, 3]
 
 
 def test_manifest_describes_the_artifact(sample_artifacts):
@@ -207,3 +218,47 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
         b = plain.retrieve([query], k=5, show_progress=False, return_as="tuple")
         assert a[0].tolist() == b[0].tolist()
         assert np.allclose(a[1], b[1], rtol=1e-5)
+
+
+def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
+    from amzqa.evaluation.split import HELDOUT_RATE, is_heldout
+    from amzqa.retrieval.calibrate import FUSION_FILE, calibration_products, grid
+
+    result = json.loads((sample_artifacts / FUSION_FILE).read_text())
+    assert len(result["grid"]) == len(grid())
+    assert result["score"] == max(row["score"] for row in result["grid"])  # the best of the grid was kept
+    assert result["questions"] > result["products"] > 100
+    assert not any(is_heldout(p.uid, HELDOUT_RATE) for p in calibration_products(retrievers.store, 300, 0, HELDOUT_RATE))
+    hybrid = retrievers.hybrid
+    assert hybrid.calibrated and hybrid.fusion == result["fusion"]
+    assert hybrid.weights == result["weights"] and "calibrated" in hybrid.describe()
+
+
+def test_calibration_of_another_corpus_is_refused(sample_artifacts, tmp_path):
+    from amzqa.retrieval.calibrate import FUSION_FILE
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_artifacts, copy)
+    stored = json.loads((copy / FUSION_FILE).read_text())
+    (copy / FUSION_FILE).write_text(json.dumps({**stored, "corpus_fingerprint": "0" * 64}))
+    with pytest.raises(ArtifactError, match="another corpus"):
+        RetrieverSet(copy)
+    assert RetrieverSet(copy, fusion="rrf").hybrid.fusion == "rrf"  # an explicit fusion needs no calibration
+
+
+def test_retrieval_evaluation_reports_every_mode(sample_artifacts, retrievers, tmp_path):
+    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval, markdown, write_report
+
+    report = evaluate_retrieval(RetrievalEvalConfig(artifacts=sample_artifacts, n=60), rset=retrievers, progress=False)
+    assert report["questions"]["title"] == 60 and report["questions"]["content"] > 20
+    for mode in ("dense", "lexical", "hybrid"):
+        assert set(report["results"][mode]) == {"all", "title", "content"}
+        assert 0 < report["results"][mode]["all"]["recall@10"] <= 1
+    gain, res = report["hybrid_vs_best_single"], report["results"]
+    best = gain["best_single"]
+    assert res[best]["all"]["recall@10"] == max(res[m]["all"]["recall@10"] for m in ("dense", "lexical"))
+    assert gain["mrr@10"] == pytest.approx(res["hybrid"]["all"]["mrr@10"] - res[best]["all"]["mrr@10"])
+    text = markdown(report)
+    assert "| hybrid | all" in text and "calibrated on this catalog" in text
+    write_report(report, tmp_path)
+    assert json.loads((tmp_path / "retrieval.json").read_text())["results"] == report["results"]

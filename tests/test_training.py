@@ -8,7 +8,7 @@ import torch
 from amzqa.errors import ConfigError
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render
 from training.config import TrainConfig
-from training.sft_data import SFTDataConfig, build_sft_data, cite, target_answer
+from training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,11 @@ def test_target_answers_cite_before_the_full_stop():
     gold = Product(0, "U", "Lodge Skillet", "Pre-seasoned with oil. Hand wash only, dry promptly. Made in Tennessee.")
     assert target_answer("how do I wash the lodge skillet?", gold, 3) == "Hand wash only, dry promptly [3]."
     assert cite("No full stop", 2) == "No full stop [2]."
+    named = target_answer("how do I wash the lodge skillet?", gold, 3, name_product=True)
+    assert named == "Lodge Skillet [3]: Hand wash only, dry promptly [3]."
+    assert product_name("The Road (Oprah's Book Club) [Paperback]") == "The Road (Oprah's Book Club)"
+    assert product_name("Lodge 10.25 Inch Cast Iron Skillet, Pre-Seasoned") == "Lodge 10.25 Inch Cast Iron Skillet"
+    assert len(product_name("word " * 40)) <= 60
 
 
 def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):

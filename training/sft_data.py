@@ -25,7 +25,7 @@ from amzqa.errors import ConfigError
 from amzqa.evaluation.questions import content_question, title_question
 from amzqa.evaluation.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.progress import bar
-from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, SYSTEM, build_prompt, sanitize
+from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, SYSTEM, build_prompt, excerpt, sanitize
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
 from amzqa.text import content_words, split_sentences
@@ -49,6 +49,9 @@ class SFTDataConfig(Config):
     abstain_fraction: float = doc("Share of examples without the gold source, answered with the abstention message.", 0.2)
     eval_fraction: float = doc("Share of products whose examples go to the eval split.", 0.1)
     max_answer_sentences: int = doc("Sentences of the gold description in a target answer.", 2)
+    name_product: bool = doc("Start each answer by naming its product, cited ('Lodge Skillet [3]: ...'): the model "
+                             "commits to the source matching the question before writing from it, and the shopper "
+                             "sees which product the answer is about.", True)
     heldout_rate: float = doc("Held-out (evaluation) split rate; must match the evaluation's.", HELDOUT_RATE)
     seed: int = doc("Seed for sampling, questions, distractor order and gold position.", 0)
     overwrite: bool = doc("Replace an existing output folder.", False)
@@ -72,11 +75,30 @@ def cite(sentence: str, n: int) -> str:
     return f"{sentence} [{n}]."
 
 
-def target_answer(question: str, gold: Product, n: int, max_sentences: int = 2) -> str:
-    """The answer, drawn faithfully from the gold description: its sentences most relevant to the question."""
+def product_name(title: str, limit: int = 60) -> str:
+    """A title short enough to name a product in an answer: up to its first subtitle/edition mark, <= limit chars."""
+    title = sanitize(title).strip()
+    for mark in (" (", " [", ": ", " - ", ", "):
+        head = title.split(mark, 1)[0]
+        if 12 <= len(head) < len(title):
+            title = head
+            break
+    return excerpt(title, limit).removesuffix(" …")
+
+
+def target_answer(question: str, gold: Product, n: int, max_sentences: int = 2, name_product: bool = False) -> str:
+    """The answer, drawn faithfully from the gold description: its sentences most relevant to the question.
+
+    With ``name_product`` it starts by naming the product: ``Lodge Skillet [3]: Hand wash only [3].``
+    """
     sentences = [s for s in split_sentences(sanitize(gold.content)) if len(s) > 2]
     if not sentences:
         return cite(gold.title, n)
+    body = _answer_body(question, sentences, n, max_sentences)
+    return f"{product_name(gold.title)} [{n}]: {body}" if name_product else body
+
+
+def _answer_body(question: str, sentences: list[str], n: int, max_sentences: int) -> str:
     q = content_words(question)
     ranked = sorted(range(len(sentences)), key=lambda i: (-len(q & content_words(sentences[i])), i))
     chosen = [ranked[0]]
@@ -125,7 +147,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
                 sources = negatives[: cfg.k - 1]
                 position = r.randint(1, len(sources) + 1)
                 sources.insert(position - 1, gold)
-                target = target_answer(q.text, gold, position, cfg.max_answer_sentences)
+                target = target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product)
             prompt = build_prompt(q.text, sources, cfg.excerpt_chars)
             split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
             splits[split].append({

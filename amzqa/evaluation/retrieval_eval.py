@@ -60,19 +60,25 @@ def relevant_sets(store, golds: list[Product]) -> dict[str, set[str]]:
     return groups
 
 
-def evaluate_questions(rset, questions: list[Question], relevant: dict[str, set[str]], k: int = 10,
-                       progress: bool | None = None) -> dict[str, list[int | None]]:
-    """Rank of the first relevant hit per question for each mode; each retriever searches each question once."""
+def question_rankings(rset, questions: list[Question], k: int = 10,
+                      progress: bool | None = None) -> list[dict[str, list[tuple[int, float]]]]:
+    """Dense and lexical candidate rankings per question (each retriever searches each question once)."""
     n = candidates(k)
     vectors = rset.dense.embedder.encode([q.text for q in questions])
     dense_all = rset.dense.search_vectors(vectors, n)
+    return [{"dense": dense, "lexical": rset.lexical.search(q.text, n)}
+            for q, dense in zip(questions, bar(progress, iterable=dense_all, desc="search", unit="q"))]
+
+
+def evaluate_questions(rset, questions: list[Question], relevant: dict[str, set[str]], k: int = 10,
+                       progress: bool | None = None) -> dict[str, list[int | None]]:
+    """Rank of the first relevant hit per question for each mode."""
     ranks: dict[str, list[int | None]] = {m: [] for m in MODES}
-    for q, dense in zip(questions, bar(progress, iterable=dense_all, desc="eval retrieval", unit="q")):
-        lexical = rset.lexical.search(q.text, n)
+    for q, ranking in zip(questions, question_rankings(rset, questions, k, progress)):
         ranked = {
-            "dense": [(r, s, {"dense": s}) for r, s in dense],
-            "lexical": [(r, s, {"lexical": s}) for r, s in lexical],
-            "hybrid": rset.hybrid.fuse({"dense": dense, "lexical": lexical}),
+            "dense": [(r, s, {"dense": s}) for r, s in ranking["dense"]],
+            "lexical": [(r, s, {"lexical": s}) for r, s in ranking["lexical"]],
+            "hybrid": rset.hybrid.fuse(ranking),
         }
         for mode in MODES:
             hits = to_hits(rset.store, ranked[mode], k)
@@ -105,6 +111,7 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, rset=None, progress: bool | Non
         "questions": {"total": len(questions), "title": sum(q.kind == "title" for q in questions),
                       "content": sum(q.kind == "content" for q in questions), "products": len(products)},
         "results": results,
+        "hybrid_fusion": rset.hybrid.describe(),
         "hybrid_vs_best_single": {
             "best_single": best_single,
             **{m: results["hybrid"]["all"][m] - results[best_single]["all"][m] for m in ("recall@1", "recall@10", "mrr@10", "ndcg@10")},
@@ -133,6 +140,8 @@ def markdown(report: dict[str, Any]) -> str:
     g = report["hybrid_vs_best_single"]
     lines += ["", f"Hybrid vs the better single retriever ({g['best_single']}): recall@10 {g['recall@10']:+.3f}, "
               f"MRR@10 {g['mrr@10']:+.3f}, nDCG@10 {g['ndcg@10']:+.3f}."]
+    if report.get("hybrid_fusion"):
+        lines += ["", f"Hybrid fusion: {report['hybrid_fusion']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -42,10 +42,21 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
     return prov
 
 
-def _dtype(name: str):
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     import torch
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def resolve_dtype(name: str, device: str):
+    """The torch dtype for a config's ``dtype``; ``auto`` picks bf16 where it is fast (GPU, native-bf16 CPU)."""
+    import torch
+
+    if name == "auto":
+        name = "bfloat16" if device != "cpu" or cpu_has_native_bf16() else "float32"
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class HFGenerator:
@@ -65,13 +76,14 @@ class HFGenerator:
             torch.set_num_threads(cfg.threads)
         self.path = resolve_model(cfg.model)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.adapter if cfg.adapter and Path(cfg.adapter, "tokenizer.json").is_file() else self.path)
-        kwargs: dict = {"dtype": _dtype(cfg.dtype)}
+        self.dtype = resolve_dtype(cfg.dtype, cfg.device)
+        kwargs: dict = {"dtype": self.dtype}
         if cfg.load_in_4bit:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.float32 if cfg.device == "cpu" else torch.bfloat16)
+                bnb_4bit_compute_dtype=self.dtype)
         if cfg.device == "auto":
             kwargs["device_map"] = "auto"
         model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)

@@ -22,7 +22,9 @@ __all__ = ["MODES", "Artifacts", "ProductStore", "Retriever", "RetrieverSet", "l
 class RetrieverSet:
     """The three retrievers over one artifact, sharing one product store and one embedder (loaded once)."""
 
-    def __init__(self, artifacts: str | Path | Artifacts, embedder=None, fusion: str = "weighted", nprobe: int | None = None) -> None:
+    def __init__(self, artifacts: str | Path | Artifacts, embedder=None, fusion: str | None = None, nprobe: int | None = None) -> None:
+        """``fusion``: None = the artifact's calibrated fusion (``fusion.json``) or weighted by default; or 'rrf'/'weighted'."""
+        from amzqa.retrieval.calibrate import load_calibration
         from amzqa.retrieval.dense import DenseRetriever
         from amzqa.retrieval.hybrid import HybridRetriever
         from amzqa.retrieval.lexical import LexicalRetriever
@@ -31,7 +33,9 @@ class RetrieverSet:
         self.store = ProductStore(self.artifacts.path)
         self.dense = DenseRetriever(self.artifacts, self.store, embedder=embedder, nprobe=nprobe)
         self.lexical = LexicalRetriever(self.artifacts, self.store)
-        self.hybrid = HybridRetriever(self.dense, self.lexical, fusion=fusion)
+        calibration = load_calibration(self.artifacts) if fusion is None else None
+        self.hybrid = (HybridRetriever.from_calibration(self.dense, self.lexical, calibration) if calibration
+                       else HybridRetriever(self.dense, self.lexical, fusion=fusion or "weighted"))
 
     def get(self, mode: str) -> Retriever:
         if mode not in MODES:
