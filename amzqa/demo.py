@@ -76,7 +76,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     from amzqa.config import config_class
     from amzqa.generation import HFGenerator
     from training.config import TrainConfig
-    from training.sft_data import SFTDataConfig, build_sft_data
+    from training.sft_data import build_sft_data
     from training.train import train
 
     sft, run = workdir / "sft", workdir / "train"

@@ -201,7 +201,7 @@ class _Maker:
         elif kind == "media":
             base = c((f"{c(_ADJ)} {c(_NOUN)} of {ident['place']}", f"Worship with {c(_FIRST)} {ident['surname']}",
                       f"The {ident['name']} Sessions"))
-            extras = [" " + c(_FORMAT), f" - Live in {c(_CITIES)}", f" (Special Edition)", f": Season {r.randint(1, 9)}"]
+            extras = [" " + c(_FORMAT), f" - Live in {c(_CITIES)}", " (Special Edition)", f": Season {r.randint(1, 9)}"]
         else:
             cat = c(tuple(_PRODUCTS))
             base = c((f"{ident['brand']} {c(_PRODUCTS[cat])}", f"{c(_BRAND)} {ident['model']} {c(_PRODUCTS[cat])}",
