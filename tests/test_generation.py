@@ -31,6 +31,22 @@ def test_hf_generate_and_stream_agree(hf_generator):
     assert "".join(pieces).strip() == text
 
 
+def test_stream_decodes_exactly_the_tokens_generate_picks():
+    import torch
+
+    from amzqa.generation import HFGenerator
+
+    gen = HFGenerator(GenerationConfig(max_new_tokens=40))
+    for question in ("Is the toaster good for bagels?", "Reply with one word: is a skillet a pan?"):
+        enc = gen._encode(build_prompt(question, P))
+        with torch.inference_mode():
+            reference = gen.model.generate(**enc, **gen._gen_kwargs())[0, enc["input_ids"].shape[1]:].tolist()
+            stepped = list(gen._decode(enc))
+        eos = gen.tokenizer.eos_token_id
+        assert stepped == [t for t in reference if t != eos][: len(stepped)] and len(stepped) >= len(reference) - 1
+        assert "".join(gen.stream(build_prompt(question, P))) == gen.generate(build_prompt(question, P))
+
+
 def test_hf_stops_at_eos():
     from amzqa.generation import HFGenerator
 
