@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH (default base,extractive)")
+    sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
+                    "@int8 or @none (weight quantisation; default int8 on CPU). Default base,extractive")
     sp.add_argument("--n", type=int, help="questions / products to sample (retrieval default 500, generation 60)")
     sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
     sp.add_argument("--seed", type=int, help="random seed (default 0)")

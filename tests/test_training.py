@@ -105,6 +105,17 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     base = HFGenerator(GenerationConfig(max_new_tokens=16)).generate(prompt)
     tuned = HFGenerator(GenerationConfig(max_new_tokens=16, adapter=str(adapter), load_in_4bit=True)).generate(prompt)
     assert tuned != base
+    # The CPU default (int8 base weights) keeps the adapter's LoRA matrices as trained, and they still matter.
+    int8 = HFGenerator(GenerationConfig(max_new_tokens=16, adapter=str(adapter)))
+    from safetensors.torch import load_file
+
+    saved = load_file(adapter / "adapter_model.safetensors")
+    loaded = {n: p for n, p in int8.model.named_parameters() if "lora_" in n}
+    assert len(loaded) == len(saved)
+    for name, value in saved.items():
+        match = [p for n, p in loaded.items() if n.replace(".default", "").endswith(name.split("base_model.model.", 1)[-1])]
+        assert len(match) == 1 and torch.allclose(match[0].float(), value.float(), atol=1e-2, rtol=1e-2), name
+    assert int8.weight_quant in ("int8", "none") and int8.generate(prompt) != base
 
 
 def test_eos_is_a_trained_label(tiny_cfg):

@@ -37,7 +37,9 @@ class GenerationEvalConfig(Config):
     """Settings of ``amzqa eval generation``."""
 
     artifacts: Path | None = doc("Index artifact folder.", None)
-    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter).", "base,extractive")
+    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter); an HF system may "
+                       "end in @int8 or @none to fix its weight quantisation (default: the CPU default, int8).",
+                       "base,extractive")
     n: int = doc("Questions (answerable + abstention cases).", 60)
     abstain_fraction: float = doc("Share of questions whose product is removed from the sources.", 0.25)
     k: int | None = doc("Sources per prompt, the same for every system; null = the prompt shape recorded with the "
@@ -88,18 +90,23 @@ def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
 
 
 def make_system(spec: str, cfg: GenerationEvalConfig):
-    """(name, generator) for one system spec."""
+    """(name, generator) for one system spec; an ``@int8`` / ``@none`` suffix sets the HF weight quantisation."""
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
 
-    spec = spec.strip()
+    spec = name = spec.strip()
+    quant = "auto"
+    if spec.rsplit("@", 1)[-1] in ("int8", "none") and "@" in spec:
+        spec, quant = spec.rsplit("@", 1)
+    gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, weight_quant=quant)
     if spec == "extractive":
         return "extractive", ExtractiveGenerator()
     if spec == "base":
-        return "base", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens))
+        return name, HFGenerator(gen_cfg)
     if spec.startswith("adapter:"):
         path = spec.split(":", 1)[1]
-        return f"adapter:{Path(path).parent.name or path}", HFGenerator(GenerationConfig(max_new_tokens=cfg.max_new_tokens, adapter=path))
-    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH")
+        label = f"adapter:{Path(path).parent.name or path}" + (f"@{quant}" if quant != "auto" else "")
+        return label, HFGenerator(gen_cfg.replace(adapter=path))
+    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH (optionally @int8 / @none)")
 
 
 def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:

@@ -95,6 +95,20 @@ class HFGenerator:
 
             self.adapter_provenance = check_adapter(cfg.adapter, self.path)
             model = PeftModel.from_pretrained(model, cfg.adapter)
+        self.weight_quant = "none"
+        if cfg.weight_quant == "int8" or (cfg.weight_quant == "auto" and cfg.device == "cpu" and not cfg.load_in_4bit):
+            from amzqa.generation.quant import int8_supported, quantize_int8
+
+            if int8_supported():
+                quantize_int8(model)
+                self.weight_quant = "int8"
+            elif cfg.weight_quant == "int8":
+                raise ConfigError(f"weight_quant='int8' needs torch's CPU int8 kernel, missing in torch {torch.__version__}")
+        self.fast_decode = cfg.fast_decode and cfg.device == "cpu"
+        if self.fast_decode:  # CPU only: GPU kernels (SDPA/flash) already handle one-row queries well
+            from amzqa.generation.fastdecode import use_decode_attention
+
+            use_decode_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
         self.model = model.eval()
         self.device = next(self.model.parameters()).device
         self._lock = threading.Lock()  # one generate at a time per model: safe and no thread oversubscription
@@ -104,9 +118,18 @@ class HFGenerator:
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        if self.fast_decode:
+            from amzqa.generation.fastdecode import growing_cache
+
+            return growing_cache()
+        return DynamicCache()
+
     def _gen_kwargs(self) -> dict:
         cfg = self.config
-        kw = {"max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
+        kw = {"past_key_values": self._new_cache(), "max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
               "eos_token_id": self.tokenizer.eos_token_id,
               "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id}
         if cfg.temperature > 0:
@@ -162,11 +185,10 @@ class HFGenerator:
     def _decode(self, enc) -> Iterator[int]:
         """Token ids one at a time (greedy or sampled as configured), stopping at EOS or max_new_tokens."""
         import torch
-        from transformers import DynamicCache
 
         procs, cfg = self._processors(), self.config
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        cache = DynamicCache()
+        cache = self._new_cache()
         step_ids = ids
         for _ in range(cfg.max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
