@@ -9,6 +9,7 @@ so it cannot fake a new section of the prompt.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -50,7 +51,9 @@ def excerpt(text: str, limit: int) -> str:
 
 def format_source(n: int, product: Product, excerpt_chars: int = DEFAULT_EXCERPT_CHARS) -> str:
     description = excerpt(sanitize(product.content), excerpt_chars) if product.content else "(no description)"
-    return f"[{n}] uid: {product.uid} | title: {sanitize(product.title)} | description: {description}"
+    # The number is repeated right after the title: an answer that names the product ("Lodge Skillet [3]: ...")
+    # then finds the right marker by copying what followed that title in the prompt, which even small models do.
+    return f"[{n}] uid: {product.uid} | title: {sanitize(product.title)} [{n}] | description: {description}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ def build_prompt(question: str, sources: list[Hit] | list[Product], excerpt_char
     lines += ["", f"Question: {' '.join(question.split())}"]
     messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)})
     return Prompt(question, products, messages)
+
+
+def template_fingerprint() -> str:
+    """A hash of the system text and of one rendered source: it changes whenever the prompt format does.
+
+    Stored with SFT data and adapters, so an adapter trained on another format is reported when loaded.
+    """
+    probe = build_prompt("Question?", [Product(0, "UID", "Title", "Description.")])
+    return hashlib.sha256(f"{SYSTEM}\n{probe.user_text}".encode()).hexdigest()[:16]
 
 
 def render(tokenizer, prompt: Prompt, answer: str | None = None) -> str:

@@ -73,3 +73,31 @@ def test_abstention_metrics_and_bootstrap_are_deterministic():
     assert d["value"] == 0.0 and d["ci95"] == [0.0, 0.0]  # a system against itself: no difference, no spread
     lo, hi = a["systems"]["x"]["abstain_accuracy"]["ci95"]
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+
+
+def test_abstention_auc_by_hand():
+    from amzqa.evaluation.generation_eval import abstention_auc
+
+    # Removed-product cases score 3 and 1, answerable ones 2 and 0: 3 of the 4 pairs are ordered right.
+    assert abstention_auc([3.0, 2.0, 1.0, 0.0], [True, False, True, False]) == 0.75
+    assert abstention_auc([1.0, 1.0], [True, False]) == 0.5
+    assert abstention_auc([1.0, 2.0], [False, False]) is None
+
+
+def test_generation_evaluation_end_to_end(retrievers, sample_artifacts, hf_generator, tmp_path):
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report
+    from amzqa.generation import ExtractiveGenerator
+
+    cfg = GenerationEvalConfig(artifacts=sample_artifacts, n=4, abstain_fraction=0.5, bootstrap=20, max_new_tokens=24)
+    report = evaluate_generation(cfg, rset=retrievers, progress=False,
+                                 systems=[("extractive", ExtractiveGenerator()), ("base", hf_generator)])
+    assert report["n_questions"] == 4 and report["abstention_cases"] == 2
+    assert set(report["systems"]) == {"extractive", "base"} and "base - extractive" in report["differences"]
+    assert 0.0 <= report["abstention_auc"]["base"] <= 1.0 and "extractive" not in report["abstention_auc"]
+    rows = report["rows"]["base"]
+    assert [r["question"] for r in rows] == [r["question"] for r in report["rows"]["extractive"]]  # same prompts
+    assert sum(r["should_abstain"] for r in rows) == 2
+    text = markdown(report)
+    assert "abstention AUC" in text and "| ROUGE-L vs gold |" in text
+    write_report(report, tmp_path / "rep")
+    assert (tmp_path / "rep" / "report.json").is_file() and (tmp_path / "rep" / "report.md").is_file()

@@ -93,3 +93,18 @@ def test_adapter_folder_is_checked(tmp_path):
 
     with pytest.raises(ArtifactError, match="not a LoRA adapter"):
         check_adapter(tmp_path, "unused")
+
+
+def test_adapter_trained_on_another_prompt_format_is_reported(tmp_path, caplog):
+    import json
+
+    from amzqa.generation.hf import ADAPTER_PROVENANCE, check_adapter
+    from amzqa.prompt import template_fingerprint
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    for template, warned in (("0123456789abcdef", True), (template_fingerprint(), False)):
+        (tmp_path / ADAPTER_PROVENANCE).write_text(json.dumps({"data": {"prompt": {"template": template}}}))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="amzqa.generation.hf"):
+            check_adapter(tmp_path, str(tmp_path / "no-such-base"))
+        assert ("another prompt format" in caplog.text) is warned

@@ -17,9 +17,9 @@ def test_prompt_numbers_sources_and_ends_with_the_question():
     assert prompt.messages[0] == {"role": "system", "content": SYSTEM}
     lines = user.splitlines()
     assert lines[0] == "Sources:"
-    assert lines[1].startswith("[1] uid: U1 | title: Acme Electric Kettle 1.7 L | description: Boils")
+    assert lines[1].startswith("[1] uid: U1 | title: Acme Electric Kettle 1.7 L [1] | description: Boils")
     assert lines[1].endswith("…") and len(lines[1].split("description: ")[1]) <= 42  # capped excerpt
-    assert lines[3] == "[3] uid: U3 | title: Title Only Product | description: (no description)"
+    assert lines[3] == "[3] uid: U3 | title: Title Only Product [3] | description: (no description)"
     assert lines[-1] == "Question: Is the kettle dishwasher safe?"
     assert ABSTAIN_MESSAGE in SYSTEM and "[1]" in SYSTEM
 

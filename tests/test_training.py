@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from amzqa.errors import ConfigError
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render
+from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render, template_fingerprint
 from training.config import TrainConfig
 from training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
 
@@ -43,7 +43,8 @@ def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
     assert f"[{ex['gold_position']}]" in ex["completion"][0]["content"]
     ab = [e for e in ds["train"] if e["abstain"]]
     assert ab and all(e["completion"][0]["content"] == ABSTAIN_MESSAGE and e["uid"] not in e["source_uids"] for e in ab)
-    assert man["prompt"] == {"k": 2, "excerpt_chars": 80, "system_sha256": man["prompt"]["system_sha256"]}
+    assert man["prompt"] == {"k": 2, "excerpt_chars": 80, "system_sha256": man["prompt"]["system_sha256"],
+                             "template": template_fingerprint()}
     assert 0.1 < man["counts"]["abstain"] / (man["counts"]["train"] + man["counts"].get("eval", 0)) < 0.45
 
 
@@ -67,8 +68,12 @@ def test_target_answers_cite_before_the_full_stop():
     assert cite("No full stop", 2) == "No full stop [2]."
     named = target_answer("how do I wash the lodge skillet?", gold, 3, name_product=True)
     assert named == "Lodge Skillet [3]: Hand wash only, dry promptly [3]."
-    assert product_name("The Road (Oprah's Book Club) [Paperback]") == "The Road (Oprah's Book Club)"
-    assert product_name("Lodge 10.25 Inch Cast Iron Skillet, Pre-Seasoned") == "Lodge 10.25 Inch Cast Iron Skillet"
+    # The name is the title as the prompt shows it, so the source's "[n]" follows the same words in both places.
+    assert product_name("The Road (Oprah's Book Club) [Paperback]") == "The Road (Oprah's Book Club) [Paperback]"
+    prompt_line = build_prompt("q", [gold]).user_text.splitlines()[1]
+    assert f"{product_name(gold.title)} [1]" in prompt_line
+    long = "Lodge 10.25 Inch Cast Iron Skillet, Pre-Seasoned, Ready for Stove Top or Oven Use, Black, Made in USA"
+    assert product_name(long) == "Lodge 10.25 Inch Cast Iron Skillet"
     assert len(product_name("word " * 40)) <= 60
 
 
@@ -184,4 +189,52 @@ def test_gpu_recipe_is_refused_on_cpu():
     with pytest.raises(ConfigError, match="CUDA GPU"):
         cfg.check_machine()
     with pytest.raises(ConfigError, match="need a GPU"):
-        TrainConfig(device="cpu", bf16=True)
+        TrainConfig(device="cpu", optim="paged_adamw_8bit")
+
+
+def test_bf16_on_cpu_only_where_native(monkeypatch):
+    from amzqa.generation import hf
+
+    cfg = TrainConfig(device="cpu", bf16=True)
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="emulated"):
+        cfg.check_machine()
+    assert TrainConfig(device="cpu", bf16="auto").use_bf16("cpu") is False
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert cfg.check_machine() == "cpu" and TrainConfig(device="cpu", bf16="auto").use_bf16("cpu") is True
+    with pytest.raises(ConfigError, match="bf16 must be"):
+        TrainConfig(bf16="yes")
+
+
+def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
+    import math
+
+    from amzqa.generation.hf import cpu_has_native_bf16
+    from training.train import build_trainer
+
+    if torch.cuda.is_available() or not cpu_has_native_bf16():
+        pytest.skip("needs a CPU with native bf16 (AVX512-BF16/AMX)")
+    cfg = tiny_cfg.replace(bf16="auto", out=tmp_path / "bf16", max_steps=2, save_steps=10)
+    trainer, _ = build_trainer(cfg, progress=False)
+    assert trainer.args.bf16
+    assert trainer.model.get_base_model().config.quantization_config.bnb_4bit_compute_dtype == torch.bfloat16
+    out = trainer.train()
+    assert math.isfinite(out.training_loss)
+    assert any(bool((p != 0).any()) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+
+
+def test_abstention_examples_can_come_with_answerable_twins(sample_corpus, sample_artifacts, retrievers, tmp_path):
+    from datasets import load_from_disk
+
+    out = tmp_path / "pairs"
+    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=3, excerpt_chars=80,
+                                 max_products=40, questions_per_product=1, abstain_fraction=0.5, eval_fraction=0.0,
+                                 abstain_pairs=True), retrievers=retrievers)
+    rows = list(load_from_disk(str(out / "dataset"))["train"])
+    abstains = [e for e in rows if e["abstain"]]
+    assert abstains and len(rows) == 40 + len(abstains)  # every product answered once, plus its abstention twin
+    for ab in abstains:
+        twin = [e for e in rows if e["question"] == ab["question"] and not e["abstain"]]
+        assert len(twin) == 1 and twin[0]["uid"] == ab["uid"] and ab["uid"] not in ab["source_uids"]
+        # Same distractors: the twin drops the last one to make room for the product.
+        assert [u for u in twin[0]["source_uids"] if u != ab["uid"]] == ab["source_uids"][:2]

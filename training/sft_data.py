@@ -25,7 +25,15 @@ from amzqa.errors import ConfigError
 from amzqa.evaluation.questions import content_question, title_question
 from amzqa.evaluation.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.progress import bar
-from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, SYSTEM, build_prompt, excerpt, sanitize
+from amzqa.prompt import (
+    ABSTAIN_MESSAGE,
+    DEFAULT_EXCERPT_CHARS,
+    SYSTEM,
+    build_prompt,
+    excerpt,
+    sanitize,
+    template_fingerprint,
+)
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
 from amzqa.text import content_words, split_sentences
@@ -52,6 +60,9 @@ class SFTDataConfig(Config):
     name_product: bool = doc("Start each answer by naming its product, cited ('Lodge Skillet [3]: ...'): the model "
                              "commits to the source matching the question before writing from it, and the shopper "
                              "sees which product the answer is about.", True)
+    abstain_pairs: bool = doc("Give every abstention example an answerable twin: the same question over the same "
+                              "distractors with the product among them, so the only difference between answering "
+                              "and abstaining is whether the product is there.", False)
     heldout_rate: float = doc("Held-out (evaluation) split rate; must match the evaluation's.", HELDOUT_RATE)
     seed: int = doc("Seed for sampling, questions, distractor order and gold position.", 0)
     overwrite: bool = doc("Replace an existing output folder.", False)
@@ -75,15 +86,18 @@ def cite(sentence: str, n: int) -> str:
     return f"{sentence} [{n}]."
 
 
-def product_name(title: str, limit: int = 60) -> str:
-    """A title short enough to name a product in an answer: up to its first subtitle/edition mark, <= limit chars."""
+def product_name(title: str, limit: int = 80) -> str:
+    """How an answer names a product: its title as the prompt shows it (then ``[n]`` follows it in both places);
+    a title over ``limit`` characters is cut at its first subtitle/edition mark, and to 60 characters."""
     title = sanitize(title).strip()
+    if len(title) <= limit:
+        return title
     for mark in (" (", " [", ": ", " - ", ", "):
         head = title.split(mark, 1)[0]
         if 12 <= len(head) < len(title):
             title = head
             break
-    return excerpt(title, limit).removesuffix(" …")
+    return excerpt(title, 60).removesuffix(" …")
 
 
 def target_answer(question: str, gold: Product, n: int, max_sentences: int = 2, name_product: bool = False) -> str:
@@ -111,6 +125,16 @@ def _answer_body(question: str, sentences: list[str], n: int, max_sentences: int
 def in_eval_split(uid: str, fraction: float) -> bool:
     h = int.from_bytes(hashlib.blake2b(f"{EVAL_SALT}:{uid}".encode(), digest_size=8).digest(), "little") / 2**64
     return h < fraction
+
+
+def _example(q, gold: Product, sources: list[Product], position: int, target: str, cfg: SFTDataConfig) -> dict[str, Any]:
+    prompt = build_prompt(q.text, sources, cfg.excerpt_chars)
+    return {
+        "prompt": list(prompt.messages),
+        "completion": [{"role": "assistant", "content": target}],
+        "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
+        "abstain": position == 0, "source_uids": [p.uid for p in sources],
+    }
 
 
 def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=None) -> dict[str, Any]:
@@ -141,21 +165,15 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
             hits = rset.hybrid.retrieve(q.text, k=cfg.k + 3)
             negatives = [h.product for h in hits if h.uid != gold.uid and title_key(h.product.title) != key]
             abstain = r.random() < cfg.abstain_fraction
+            split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
             if abstain:
-                sources, target, position = negatives[: cfg.k], ABSTAIN_MESSAGE, 0
-            else:
+                splits[split].append(_example(q, gold, negatives[: cfg.k], 0, ABSTAIN_MESSAGE, cfg))
+            if not abstain or cfg.abstain_pairs:
                 sources = negatives[: cfg.k - 1]
                 position = r.randint(1, len(sources) + 1)
                 sources.insert(position - 1, gold)
                 target = target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product)
-            prompt = build_prompt(q.text, sources, cfg.excerpt_chars)
-            split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
-            splits[split].append({
-                "prompt": list(prompt.messages),
-                "completion": [{"role": "assistant", "content": target}],
-                "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
-                "abstain": abstain, "source_uids": [p.uid for p in sources],
-            })
+                splits[split].append(_example(q, gold, sources, position, target, cfg))
     if not splits["train"]:
         raise ConfigError("no training examples: the corpus has no eligible products with descriptions")
     with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
@@ -168,7 +186,8 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
         manifest = {
             "format": SFT_FORMAT, "counts": counts, "products": len(eligible), "heldout_products": len(heldout),
             "checksum": checksum, "prompt": {"k": cfg.k, "excerpt_chars": cfg.excerpt_chars,
-                                              "system_sha256": hashlib.sha256(SYSTEM.encode()).hexdigest()},
+                                              "system_sha256": hashlib.sha256(SYSTEM.encode()).hexdigest(),
+                                              "template": template_fingerprint()},
             "corpus_fingerprint": arts.manifest["corpus"]["fingerprint"], "config": cfg.to_dict(),
             "seconds": round(time.perf_counter() - started, 2),
         }

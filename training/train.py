@@ -69,12 +69,13 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     path = resolve_model(cfg.model)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cfg.bf16 else torch.float32}
+    bf16 = cfg.use_bf16(device)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
     if cfg.load_in_4bit:
         require("bitsandbytes", "train")
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=cfg.double_quant,
-            bnb_4bit_compute_dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
     if device == "cuda":
         kwargs["device_map"] = {"": 0}
     if batching == "padding_free" and device == "cuda":
@@ -143,7 +144,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, optim=cfg.optim, bf16=cfg.bf16, seed=cfg.seed, data_seed=cfg.seed,
+        weight_decay=cfg.weight_decay, optim=cfg.optim, bf16=cfg.use_bf16(device), seed=cfg.seed, data_seed=cfg.seed,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         max_length=cfg.max_length, completion_only_loss=True,

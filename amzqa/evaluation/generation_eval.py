@@ -25,7 +25,7 @@ from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
 from amzqa.evaluation.split import HELDOUT_RATE
 from amzqa.evaluation.text_metrics import chrf, precision_recall, rouge_l, strip_markers
 from amzqa.progress import bar
-from amzqa.prompt import build_prompt
+from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.text import split_sentences
 
 ANSWER_METRICS = ("rouge_l", "chrf", "embedding_similarity", "cites_gold", "support")
@@ -194,6 +194,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     k, excerpt = prompt_shape(cfg)
     cases = build_cases(rset, cfg, k)
     results: dict[str, list[dict[str, Any]]] = {}
+    auc: dict[str, float | None] = {}
     for name, gen in systems:
         rows = []
         for case in bar(progress, iterable=cases, desc=f"eval {name}", unit="q"):
@@ -209,12 +210,15 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
                 if r["should_abstain"] is False and not r["abstained"]:
                     r["embedding_similarity"] = next(sims)
         results[name] = rows
+        if hasattr(gen, "answer_logprob"):
+            readiness = [gen.answer_logprob(build_prompt(c.question, c.sources, excerpt), ABSTAIN_MESSAGE) for c in cases]
+            auc[name] = abstention_auc(readiness, [c.gold_position == 0 for c in cases])
     stats = bootstrap(results, cfg.bootstrap, cfg.seed)
     latencies = {name: [r["latency_s"] for r in rows] for name, rows in results.items()}
     return {
         "config": cfg.to_dict(), "prompt": {"k": k, "excerpt_chars": excerpt}, "n_questions": len(next(iter(results.values()))),
         "abstention_cases": sum(r["should_abstain"] for r in next(iter(results.values()))),
-        **stats,
+        **stats, "abstention_auc": auc,
         "latency": {n: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))} for n, v in latencies.items()},
         "examples": {n: rows[:4] for n, rows in results.items()},
         "rows": results, "seconds": round(time.perf_counter() - started, 1),
@@ -227,6 +231,16 @@ METRIC_LABELS = {
     "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
     "answer_words": "answer length (words)", "latency_s": "latency (s)",
 }
+
+
+def abstention_auc(readiness: list[float], should_abstain: list[bool]) -> float | None:
+    """Threshold-free abstention skill: the chance that a case whose product was removed gets a higher
+    log P(abstention message) than one whose product is there (0.5 = no discrimination; Mann-Whitney AUC)."""
+    pos = [s for s, y in zip(readiness, should_abstain) if y]
+    neg = [s for s, y in zip(readiness, should_abstain) if not y]
+    if not pos or not neg:
+        return None
+    return float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -244,6 +258,9 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append(f"{v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| latency p50 / p95 (s) | " + " | ".join(f"{report['latency'][n]['p50']:.2f} / {report['latency'][n]['p95']:.2f}" for n in names) + " |")
+    auc = report.get("abstention_auc", {})
+    lines.append("| abstention AUC (log P(abstain), 0.5 = chance) | "
+                 + " | ".join("-" if auc.get(n) is None else f"{auc[n]:.3f}" for n in names) + " |")
     for pair, diff in report["differences"].items():
         lines += ["", f"**{pair}** (difference, 95% interval):", ""]
         lines += [f"- {METRIC_LABELS[m]}: {d['value']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"

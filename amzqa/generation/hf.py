@@ -34,6 +34,12 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
         log.warning("%s has no %s: cannot check which base model it was trained on", adapter, ADAPTER_PROVENANCE)
         return {}
     prov = json.loads(prov_path.read_text())
+    from amzqa.prompt import template_fingerprint
+
+    trained_on = prov.get("data", {}).get("prompt", {}).get("template")
+    if trained_on != template_fingerprint():
+        log.warning("%s was trained on another prompt format (template %s, now %s): its answers may cite poorly; "
+                    "rebuild the SFT data and retrain", adapter, trained_on or "unrecorded", template_fingerprint())
     if Path(base_path).is_dir():
         got = model_fingerprint(base_path)
         if prov.get("base_fingerprint") and prov["base_fingerprint"] != got:
@@ -145,6 +151,17 @@ class HFGenerator:
         with self._lock, torch.inference_mode():
             out = self.model.generate(**enc, **self._gen_kwargs())
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    def answer_logprob(self, prompt: Prompt, answer: str) -> float:
+        """log P(answer | prompt) under the model, teacher-forced (e.g. how ready it is to abstain)."""
+        import torch
+
+        enc = self._encode(prompt)
+        ans = self.tokenizer(answer, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
+        ids = torch.cat([enc["input_ids"], ans], dim=1)
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=ids).logits[0, enc["input_ids"].shape[1] - 1:-1].float()
+        return float(torch.log_softmax(logits, -1).gather(1, ans[0][:, None]).sum())
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
         """Yield text pieces as tokens are decoded, in the caller's thread.
