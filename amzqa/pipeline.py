@@ -27,9 +27,8 @@ from amzqa.citations import check
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
-from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
+from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
-from amzqa.text import content_words
 
 log = logging.getLogger(__name__)
 QA_FILE = "qa.json"
@@ -122,9 +121,8 @@ class QA:
             query_vector = self.retrievers.dense.embedder.encode([question])[0]
         rows = [h.product.row_id for h in hits]
         cos = np.asarray(self._title_vectors[rows], dtype=np.float32) @ query_vector
-        q = content_words(question)
-        coverage = [len(q & content_words(f"{h.product.title} {h.product.content}")) / len(q) if q else 0.0 for h in hits]
-        return float(max(max(cos), max(coverage)))
+        covered = [coverage(question, f"{h.product.title} {h.product.content}") for h in hits]
+        return float(max(max(cos), max(covered)))
 
     def calibrate(self, n: int = 150, seed: int = 0) -> QAConfig:
         """Set the relevance threshold from held-out questions: the score that lets ``answer_rate`` of the questions

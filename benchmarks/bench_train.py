@@ -3,9 +3,11 @@
     python benchmarks/bench_train.py [--data runs/demo/sft] [--steps 4] [--batch 8]
 
 Throughput counts real (non-padding) tokens. Rows: trl's default (random order, each batch padded to its
-longest example), our batching on CPU (length-grouped batches), the CPU recipe as shipped (length-grouped plus
-bf16 where the CPU has native bf16: not batching, shown separately), and padding-free (one flattened sequence per batch,
-what we use with FlashAttention on a GPU; on a CPU its attention spans the whole flattened batch).
+longest example, trl's fused LM head over every position), each of our two changes alone — length-grouped batches,
+and the LM head run only at answer positions (on devices without Triton trl scores every position and masks the
+prompt afterwards) — then both together (what `amzqa train` does on CPU), the CPU recipe as shipped (plus bf16 where
+the CPU has native bf16: precision, not batching, shown separately), and padding-free (one flattened sequence per
+batch, what we use with FlashAttention on a GPU; on a CPU its attention spans the whole flattened batch).
 """
 
 from __future__ import annotations
@@ -69,24 +71,28 @@ def main() -> None:
     from training.train import build_trainer
 
     rows, base = [], None
-    variants = [("trl default: padded, random order, fp32", "padded", False),
-                ("amzqa batching on CPU: length-grouped, fp32", "length_grouped", False),
-                ("padding-free (GPU path), on CPU, fp32", "padding_free", False)]
+    # (label, batching, answer-only head, bf16)
+    variants = [("trl default: padded, random order, head on every position, fp32", "padded", False, False),
+                ("length-grouped batches only, fp32", "length_grouped", False, False),
+                ("answer-only LM head only, fp32", "padded", True, False),
+                ("amzqa on CPU: length-grouped + answer-only head, fp32", "length_grouped", True, False),
+                ("padding-free (GPU path) + answer-only head, on CPU, fp32", "padding_free", True, False)]
     if not args.padding_free:
         # On CPU the flattened batch runs masked attention over all of it: slower, and at batch 8 it was killed for
         # memory on this 24 GiB machine. Opt in with --padding-free.
         variants = [v for v in variants if v[1] != "padding_free"]
     if TrainConfig(bf16="auto", device="cpu").use_bf16("cpu"):
-        variants.insert(2, ("amzqa CPU recipe: length-grouped + bf16 (native)", "length_grouped", True))
+        variants.insert(4, ("amzqa CPU recipe: the above + bf16 (native)", "length_grouped", True, True))
     # Warm-up (discarded): the first training run in a process pays one-time costs (kernel selection, allocator).
     with tempfile.TemporaryDirectory() as tmp:
         warm, _ = build_trainer(TrainConfig(data=args.data, out=Path(tmp), max_steps=1, device="cpu", save_steps=10_000,
                                             per_device_train_batch_size=2, seed=0), progress=False)
         warm.train()
         del warm
-    for label, batching, bf16 in variants:
+    for label, batching, answer_head, bf16 in variants:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(data=args.data, out=Path(tmp), batching=batching, max_steps=args.steps, device="cpu", bf16=bf16,
+                              answer_only_head=answer_head,
                               per_device_train_batch_size=args.batch, save_steps=10_000, logging_steps=1, seed=0)
             trainer, _ = build_trainer(cfg, progress=False)
             t = time.perf_counter()

@@ -1,7 +1,16 @@
 import pytest
 
 from amzqa.citations import check, support
-from amzqa.prompt import ABSTAIN_MESSAGE, SYSTEM, build_prompt, format_source, render, sanitize
+from amzqa.prompt import (
+    ABSTAIN_MESSAGE,
+    SYSTEM,
+    build_prompt,
+    coverage,
+    format_source,
+    matching_sources,
+    render,
+    sanitize,
+)
 from amzqa.records import Product
 
 P = [
@@ -20,8 +29,23 @@ def test_prompt_numbers_sources_and_ends_with_the_question():
     assert lines[1].startswith("[1] uid: U1 | title: Acme Electric Kettle 1.7 L [1] | description: Boils")
     assert lines[1].endswith("…") and len(lines[1].split("description: ")[1]) <= 42  # capped excerpt
     assert lines[3] == "[3] uid: U3 | title: Title Only Product [3] | description: (no description)"
-    assert lines[-1] == "Question: Is the kettle dishwasher safe?"
+    assert lines[-2] == "Question: Is the kettle dishwasher safe?"
+    # Only the excerpt the model sees counts: "dishwasher safe" lies beyond the 40 characters shown.
+    assert lines[-1] == "Sources matching the question: none"
     assert ABSTAIN_MESSAGE in SYSTEM and "[1]" in SYSTEM
+
+
+def test_matching_sources_line_lists_the_sources_covering_the_question_best_first():
+    assert coverage("Is the kettle dishwasher safe?", "Acme Electric Kettle. Not dishwasher safe.") == 1.0
+    assert coverage("Is the kettle dishwasher safe?", "Acme kettles") == pytest.approx(1 / 3)  # plural folded
+    assert coverage("is it the?", "anything") == 0.0  # no content words: nothing matches
+    assert build_prompt("Is the kettle dishwasher safe?", P).user_text.splitlines()[-1] == "Sources matching the question: [1]"
+    toaster = build_prompt("acme toaster bagel setting", P)
+    assert toaster.user_text.splitlines()[-1] == "Sources matching the question: [2]"
+    both = [Product(0, "A", "Acme Toaster Bagel", ""), Product(1, "B", "Acme Toaster", "Bagel setting.")]
+    assert matching_sources("acme toaster bagel setting", tuple(both), 300) == [2, 1]  # 4/4 before 3/4
+    assert build_prompt("a petrol lawn mower", P).user_text.splitlines()[-1] == "Sources matching the question: none"
+    assert "The last line lists" in SYSTEM
 
 
 def test_training_text_extends_the_inference_text_byte_for_byte(hf_generator):

@@ -123,6 +123,40 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     assert int8.weight_quant in ("int8", "none") and int8.generate(prompt) != base
 
 
+def test_answer_only_head_gives_the_full_heads_loss_and_gradients(tiny_cfg):
+    """Our head scores only answer positions; loss and every LoRA gradient must equal the model's own full-vocabulary
+    loss with the prompt masked (trl's path), on a real padded batch, with LoRA B non-zero so all gradients flow."""
+    from training.answer_head import answer_only_loss
+    from training.train import build_trainer
+
+    trainer, _ = build_trainer(tiny_cfg.replace(lora_dropout=0.0), progress=False, max_steps=1)
+    assert type(trainer).__name__ == "AnswerHeadSFTTrainer"
+    model = trainer.model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["attention_mask"] == 0).any()  # padded rows: the mask must keep their padding out of the loss
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in params]
+
+    answer_tokens = (batch["labels"][:, 1:] != -100).sum()
+    ours, g_ours = grads(answer_only_loss(model, dict(batch), answer_tokens)[0])
+    full, g_full = grads(model(**batch, use_cache=False).loss)
+    assert ours == pytest.approx(full, rel=1e-5)
+    assert sum(bool(g.abs().sum() > 0) for g in g_full) == len(params)
+    for a, b in zip(g_ours, g_full):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    # Normalised by a larger count (gradient accumulation), the loss scales down accordingly.
+    assert answer_only_loss(model, dict(batch), 2 * answer_tokens)[0].item() == pytest.approx(ours / 2, rel=1e-5)
+
+
 def test_eos_is_a_trained_label(tiny_cfg):
     from training.train import build_trainer
 
@@ -156,6 +190,57 @@ def test_training_resumes_from_the_last_checkpoint(tiny_cfg):
     assert prov["steps"] == 8
     steps = [int(r["step"]) for r in read_log(tiny_cfg.out) if r["loss"]]
     assert steps.count(7) == 1 and steps.count(1) == 1  # steps 1..6 were not trained again
+
+
+def test_best_threshold_separates_and_prefers_answering():
+    from training.abstention import best_threshold
+
+    assert best_threshold([-5.0, -4.0, -1.0, -0.5], [False, False, True, True]) == (-2.5, 1.0)
+    threshold, accuracy = best_threshold([-3.0, -2.0], [False, False])
+    assert threshold > -2.0 and accuracy == 1.0  # nothing to abstain on: the cut lies above every score
+    # Two cuts are equally accurate (3 of 4): the one that abstains on fewer questions wins.
+    assert best_threshold([-1.0, -2.0, -3.0, -4.0], [True, False, True, False]) == (-1.5, 0.75)
+    with pytest.raises(ConfigError):
+        best_threshold([], [])
+
+
+def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_path):
+    import shutil
+
+    from datasets import load_from_disk
+
+    from amzqa.generation import GenerationConfig, HFGenerator
+    from amzqa.generation.hf import ABSTENTION_CALIBRATION
+    from training.abstention import calibrate_abstention
+    from training.train import train
+
+    if not (tiny_cfg.out / "adapter").is_dir():  # when run on its own
+        train(tiny_cfg, progress=False)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_cfg.out / "adapter", adapter)
+    (adapter / ABSTENTION_CALIBRATION).unlink(missing_ok=True)
+    cfg = GenerationConfig(max_new_tokens=12, adapter=str(adapter))
+    prompt = build_prompt("Is the JBL Flip 5 waterproof?", [])
+
+    uncalibrated = HFGenerator(cfg)
+    assert uncalibrated.abstain_threshold is None and uncalibrated.abstains(prompt) is None
+    # Fitted on the eval split with the real model: saved beside the adapter, or nothing when a class is missing.
+    labels = set(load_from_disk(str(sft_dir / "dataset"))["eval"]["abstain"])
+    result = calibrate_abstention(adapter, sft_dir, uncalibrated)
+    assert (result is not None) == (labels == {True, False}) == (adapter / ABSTENTION_CALIBRATION).is_file()
+
+    ready = uncalibrated.answer_logprob(prompt, ABSTAIN_MESSAGE)
+    for threshold, abstains in ((ready - 1.0, True), (ready + 1.0, False)):
+        (adapter / ABSTENTION_CALIBRATION).write_text(json.dumps({"threshold": threshold}))
+        gen = HFGenerator(cfg)
+        assert gen.abstain_threshold == threshold and gen.abstains(prompt) is abstains
+        text = gen.generate(prompt)
+        assert "".join(gen.stream(prompt)) == text
+        if abstains:
+            assert text == ABSTAIN_MESSAGE
+        else:  # the abstention message cannot even start
+            assert text and not text.startswith(" ".join(ABSTAIN_MESSAGE.split()[:2]))
+    assert HFGenerator(cfg.replace(calibrated_abstention=False)).abstain_threshold is None
 
 
 def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):

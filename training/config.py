@@ -26,6 +26,9 @@ class TrainConfig(Config):
     target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
     batching: str = doc("auto (padding_free with FlashAttention, else length_grouped), padded (trl's default), "
                         "length_grouped (padded batches of similar length), padding_free (flattened, position ids).", "auto")
+    answer_only_head: bool = doc("Run the LM head and loss only where the next token is an answer token (same loss and "
+                                 "gradients; trl scores every position on devices without Triton, over half of a CPU "
+                                 "step). false = trl's own fused head.", True)
     max_length: int = doc("Token limit per example (prompt + answer).", 1024)
     per_device_train_batch_size: int = doc("Examples per device per step.", 8)
     gradient_accumulation_steps: int = doc("Steps accumulated per optimizer update.", 1)
@@ -45,6 +48,8 @@ class TrainConfig(Config):
     save_steps: int = doc("Checkpoint every N steps (resume starts from the last one).", 50)
     logging_steps: int = doc("Log loss every N steps (train_log.csv).", 5)
     resume: bool = doc("Resume from the last checkpoint in out/checkpoints if one exists.", True)
+    calibrate_abstention: bool = doc("After training, fit the abstention threshold on the SFT eval split and save it "
+                                     "with the adapter (amzqa_abstention.json; see training/abstention.py).", True)
     seed: int = doc("Seed for data order, LoRA init and dropout.", 0)
     overwrite: bool = doc("Discard an existing run folder instead of resuming it.", False)
 

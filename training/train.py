@@ -8,6 +8,7 @@ template mismatch cannot silently train on nothing). Outputs in ``out``: ``adapt
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import math
@@ -156,10 +157,16 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         logging_steps=cfg.logging_steps, report_to=[], disable_tqdm=not enabled(progress),
         use_cpu=device == "cpu", dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset["train"],
-                         eval_dataset=dataset["eval"] if has_eval else None, processing_class=tokenizer, peft_config=lora)
+    trainer_class = SFTTrainer
+    if cfg.answer_only_head:
+        from training.answer_head import answer_head_trainer_class
+
+        trainer_class = answer_head_trainer_class()
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset["train"],
+                            eval_dataset=dataset["eval"] if has_eval else None, processing_class=tokenizer, peft_config=lora)
     trainer.data_collator = LabelGuard(trainer.data_collator)
-    return trainer, {"device": device, "batching": batching, "base_path": path, "data_manifest": data_manifest}
+    return trainer, {"device": device, "batching": batching, "answer_only_head": cfg.answer_only_head, "base_path": path,
+                     "data_manifest": data_manifest}
 
 
 def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
@@ -192,7 +199,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules},
         "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
                  "prompt": facts["data_manifest"]["prompt"]},
-        "device": facts["device"], "batching": facts["batching"], "steps": trainer.state.global_step,
+        "device": facts["device"], "batching": facts["batching"], "answer_only_head": facts["answer_only_head"], "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1), "train_tokens": tokens,
         "metrics": {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
         "config": cfg.to_dict(), "versions": library_versions(),
@@ -202,7 +209,21 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         trainer.processing_class.save_pretrained(str(tmp))
         write_json_atomic(tmp / ADAPTER_PROVENANCE, provenance)
     log.info("adapter saved to %s (%d steps, %.0f s)", out / "adapter", trainer.state.global_step, seconds)
+    if cfg.calibrate_abstention and trainer.eval_dataset is not None:
+        del trainer
+        gc.collect()
+        provenance["abstention"] = calibrate_after_training(cfg, facts["device"], out / "adapter")
     return provenance
+
+
+def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
+    """Fit the abstention threshold with the generator as it will answer (CPU: int8 base; GPU: the recipe's dtype)."""
+    from amzqa.generation import GenerationConfig, HFGenerator
+    from training.abstention import calibrate_abstention
+
+    gen_cfg = GenerationConfig(model=cfg.model, adapter=str(adapter), calibrated_abstention=False,
+                               device="cuda" if device == "cuda" else "cpu")
+    return calibrate_abstention(adapter, cfg.data, HFGenerator(gen_cfg))
 
 
 def read_log(path: str | Path) -> list[dict[str, str]]:

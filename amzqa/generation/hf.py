@@ -16,10 +16,11 @@ from pathlib import Path
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.generation.config import GenerationConfig
 from amzqa.models import resolve_model
-from amzqa.prompt import Prompt, render
+from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render
 
 log = logging.getLogger(__name__)
 ADAPTER_PROVENANCE = "amzqa_adapter.json"
+ABSTENTION_CALIBRATION = "amzqa_abstention.json"
 
 
 def check_adapter(adapter: str | Path, base_path: str) -> dict:
@@ -117,6 +118,12 @@ class HFGenerator:
             use_decode_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
         self.model = model.eval()
         self.device = next(self.model.parameters()).device
+        self.abstain_threshold: float | None = None
+        calibration = Path(cfg.adapter, ABSTENTION_CALIBRATION) if cfg.adapter else None
+        if cfg.calibrated_abstention and calibration is not None and calibration.is_file():
+            self.abstain_threshold = float(json.loads(calibration.read_text())["threshold"])
+        # Suppressing the message's first two tokens keeps the answer from starting it ("The" alone is a fine start).
+        self._abstain_start = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"][:2]
         self._lock = threading.Lock()  # one generate at a time per model: safe and no thread oversubscription
 
     def _encode(self, prompt: Prompt):
@@ -144,12 +151,24 @@ class HFGenerator:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kw
 
+    def abstains(self, prompt: Prompt) -> bool | None:
+        """The calibrated decision (True = abstain), or None where the model decides while generating."""
+        if self.abstain_threshold is None:
+            return None
+        return self.answer_logprob(prompt, ABSTAIN_MESSAGE) >= self.abstain_threshold
+
     def generate(self, prompt: Prompt) -> str:
         import torch
 
+        decision = self.abstains(prompt)
+        if decision:
+            return ABSTAIN_MESSAGE
+        kwargs = self._gen_kwargs()
+        if decision is False:
+            kwargs["bad_words_ids"] = [self._abstain_start]
         enc = self._encode(prompt)
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._gen_kwargs())
+            out = self.model.generate(**enc, **kwargs)
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
     def answer_logprob(self, prompt: Prompt, answer: str) -> float:
@@ -172,10 +191,14 @@ class HFGenerator:
         """
         import torch
 
+        decision = self.abstains(prompt)
+        if decision:
+            yield ABSTAIN_MESSAGE
+            return
         enc = self._encode(prompt)
         with self._lock, torch.inference_mode():
             emitted, ids = "", []
-            for token in self._decode(enc):
+            for token in self._decode(enc, suppress_abstention=decision is False):
                 ids.append(token)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
                 # Hold back an incomplete multi-byte character, and text a later token could still respell.
@@ -188,22 +211,30 @@ class HFGenerator:
             if text.startswith(emitted) and len(text) > len(emitted):
                 yield text[len(emitted):]
 
-    def _processors(self):
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+    def _processors(self, suppress_abstention: bool = False):
+        from transformers import (
+            LogitsProcessorList,
+            NoBadWordsLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         cfg = self.config
         procs = LogitsProcessorList()
+        if suppress_abstention:  # a banned token scores -inf, so its place in the list changes nothing
+            procs.append(NoBadWordsLogitsProcessor([self._abstain_start], eos_token_id=self.tokenizer.eos_token_id))
         if cfg.repetition_penalty != 1.0:
             procs.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
         if cfg.temperature > 0:
             procs.extend([TemperatureLogitsWarper(cfg.temperature), TopPLogitsWarper(cfg.top_p)])
         return procs
 
-    def _decode(self, enc) -> Iterator[int]:
+    def _decode(self, enc, suppress_abstention: bool = False) -> Iterator[int]:
         """Token ids one at a time (greedy or sampled as configured), stopping at EOS or max_new_tokens."""
         import torch
 
-        procs, cfg = self._processors(), self.config
+        procs, cfg = self._processors(suppress_abstention), self.config
         ids, mask = enc["input_ids"], enc["attention_mask"]
         cache = self._new_cache()
         step_ids = ids
