@@ -244,12 +244,19 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
 
 
 def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):
+    import shutil
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from amzqa.generation.hf import ABSTENTION_CALIBRATION
     from training.merge import load_adapter_model, merge_adapter
 
-    adapter = tiny_cfg.out / "adapter"
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_cfg.out / "adapter", adapter)
+    (adapter / ABSTENTION_CALIBRATION).write_text(json.dumps({"threshold": -3.5}))
     merge_adapter(adapter, tmp_path / "merged", dtype="float32")
+    # The fitted threshold travels with the weights it was fitted for.
+    assert json.loads((tmp_path / "merged" / ABSTENTION_CALIBRATION).read_text())["threshold"] == -3.5
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     reference, _, _ = load_adapter_model(adapter, dtype="float32")
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from amzqa.atomic import atomic_dir, write_json_atomic
 from amzqa.errors import ConfigError
-from amzqa.generation.hf import ADAPTER_PROVENANCE, check_adapter
+from amzqa.generation.hf import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, check_adapter
 from amzqa.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -47,5 +48,8 @@ def merge_adapter(adapter: str | Path, out: str | Path, dtype: str = "bfloat16",
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         write_json_atomic(tmp / "amzqa_model.json", info)
+        calibration = Path(adapter) / ABSTENTION_CALIBRATION
+        if calibration.is_file():  # the threshold belongs to these weights: the merged model keeps it
+            shutil.copy2(calibration, tmp / ABSTENTION_CALIBRATION)
     log.info("merged %s into %s (%s)", adapter, out, dtype)
     return info

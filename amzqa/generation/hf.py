@@ -119,8 +119,9 @@ class HFGenerator:
         self.model = model.eval()
         self.device = next(self.model.parameters()).device
         self.abstain_threshold: float | None = None
-        calibration = Path(cfg.adapter, ABSTENTION_CALIBRATION) if cfg.adapter else None
-        if cfg.calibrated_abstention and calibration is not None and calibration.is_file():
+        # Beside the adapter, or in a merged model's folder (amzqa merge copies it there).
+        calibration = Path(cfg.adapter or self.path, ABSTENTION_CALIBRATION)
+        if cfg.calibrated_abstention and calibration.is_file():
             self.abstain_threshold = float(json.loads(calibration.read_text())["threshold"])
         # Suppressing the message's first two tokens keeps the answer from starting it ("The" alone is a fine start).
         self._abstain_start = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"][:2]
