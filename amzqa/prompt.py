@@ -1,7 +1,8 @@
 """The one prompt template, shared by inference (:mod:`amzqa.pipeline`) and training (:mod:`training.sft_data`).
 
 Sources are numbered ``[1]..[k]`` with uid, title and a length-capped description excerpt, followed by the
-question and the sources that cover most of its words (see :func:`matching_sources`). The model is told to answer only from the sources, cite them as ``[n]``, and reply with
+question and the sources that cover most of its words (see :func:`matching_sources`). The model is told to
+answer only from the sources, cite them as ``[n]``, and reply with
 :data:`ABSTAIN_MESSAGE` when they do not answer. Product text is data, not instructions: sentences that read as
 instructions to an assistant are removed before the model sees them, and source text is kept on one line
 so it cannot fake a new section of the prompt.

@@ -27,8 +27,9 @@ class GenerationConfig(Config):
     fast_decode: bool = doc("CPU only: decode into a growing KV cache with one-row grouped-query attention (same tokens, "
                             "~1.4x faster per token here); False = transformers' stock DynamicCache + SDPA.", True)
     calibrated_abstention: bool = doc("With an adapter (or merged model) that carries a fitted abstention threshold "
-                                      "(amzqa train writes amzqa_abstention.json): abstain exactly when log P(abstention message) reaches "
-                                      "it, else answer with that message suppressed. Costs one extra prompt pass.", True)
+                                      "(amzqa train writes amzqa_abstention.json): abstain exactly when "
+                                      "log P(abstention message) reaches it, else answer with that message suppressed. "
+                                      "Costs one extra prompt pass.", True)
     weight_quant: str = doc("'int8' = weight-only int8 linear layers (CPU decoding ~1.5x faster: it is memory-bound; "
                             "LoRA matrices stay exact), 'none', or 'auto' = int8 on CPU unless load_in_4bit, none on GPU.",
                             "auto")
