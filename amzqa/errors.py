@@ -19,3 +19,7 @@ class ArtifactError(AmzqaError):
 
 class MissingExtraError(AmzqaError, ImportError):
     """An optional dependency is not installed; the message names the extra that provides it."""
+
+
+class GenerationError(AmzqaError):
+    """A generator backend failed: a server that is down, slow, erroring or serving another model."""

@@ -49,6 +49,13 @@ def default_generator_path() -> Path:
     return cache_dir() / "models" / GENERATOR_NAME
 
 
+def default_export_path(name: str, fmt: str = "openvino") -> Path | None:
+    """Where ``amzqa models fetch`` puts an engine export of a provisioned model (None for other models)."""
+    if name in ("smollm2", GENERATOR_NAME, f"HuggingFaceTB/{GENERATOR_NAME}") or name == str(default_generator_path()):
+        return cache_dir() / "models" / f"{GENERATOR_NAME}-{fmt}"
+    return None
+
+
 def resolve_model(name_or_path: str | os.PathLike) -> str:
     """Map our short names ("minilm", "smollm2") to cached folders; pass anything else through unchanged.
 

@@ -34,11 +34,11 @@ def retrievers(path: str):
 
 @st.cache_resource(show_spinner="Loading the generator…")
 def generator(kind: str, adapter: str):
-    from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
+    from amzqa.generation import GenerationConfig, load_generator
 
     if kind == "extractive":
-        return ExtractiveGenerator()
-    return HFGenerator(GenerationConfig(max_new_tokens=96, adapter=adapter if kind == "adapter" else None))
+        return load_generator("extractive")
+    return load_generator(None, adapter=adapter if kind == "adapter" else None, config=GenerationConfig(max_new_tokens=96))
 
 
 @st.cache_resource(show_spinner="Calibrating…")

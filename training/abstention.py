@@ -16,7 +16,7 @@ from typing import Any
 
 from amzqa.atomic import write_json_atomic
 from amzqa.errors import ConfigError
-from amzqa.generation.hf import ABSTENTION_CALIBRATION
+from amzqa.generation.abstention import ABSTENTION_CALIBRATION
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     threshold, accuracy = best_threshold(scores, labels)
     greedy = sum(s >= 0 for s in scores)  # for the log: how the uncalibrated model would lean
     result = {"threshold": round(threshold, 4), "eval_examples": len(examples), "eval_abstentions": sum(labels),
-              "eval_accuracy": round(accuracy, 4), "weight_quant": gen.weight_quant, "message": ABSTAIN_MESSAGE}
+              "eval_accuracy": round(accuracy, 4), "backend": gen.name, "message": ABSTAIN_MESSAGE}
     write_json_atomic(Path(adapter) / ABSTENTION_CALIBRATION, result)
     log.info("abstention threshold %.2f (eval accuracy %.2f on %d examples; %d scores >= 0)", threshold, accuracy,
              len(examples), greedy)

@@ -38,7 +38,7 @@ class GenerationEvalConfig(Config):
 
     artifacts: Path | None = doc("Index artifact folder.", None)
     systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter); an HF system may "
-                       "end in @int8 or @none to fix its weight quantisation (default: the CPU default, int8).",
+                       "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend).",
                        "base,extractive")
     n: int = doc("Questions (answerable + abstention cases).", 60)
     abstain_fraction: float = doc("Share of questions whose product is removed from the sources.", 0.25)
@@ -90,23 +90,23 @@ def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
 
 
 def make_system(spec: str, cfg: GenerationEvalConfig):
-    """(name, generator) for one system spec; an ``@int8`` / ``@none`` suffix sets the HF weight quantisation."""
-    from amzqa.generation import ExtractiveGenerator, GenerationConfig, HFGenerator
+    """(name, generator) for one system spec; an ``@hf`` / ``@openvino`` suffix picks the backend (default: auto)."""
+    from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
 
     spec = name = spec.strip()
-    quant = "auto"
-    if spec.rsplit("@", 1)[-1] in ("int8", "none") and "@" in spec:
-        spec, quant = spec.rsplit("@", 1)
-    gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, weight_quant=quant)
+    backend = "auto"
+    if "@" in spec and spec.rsplit("@", 1)[-1] in ("hf", "openvino"):
+        spec, backend = spec.rsplit("@", 1)
+    gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
     if spec == "extractive":
         return "extractive", ExtractiveGenerator()
     if spec == "base":
-        return name, HFGenerator(gen_cfg)
+        return name, load_generator(backend, config=gen_cfg)
     if spec.startswith("adapter:"):
         path = spec.split(":", 1)[1]
-        label = f"adapter:{Path(path).parent.name or path}" + (f"@{quant}" if quant != "auto" else "")
-        return label, HFGenerator(gen_cfg.replace(adapter=path))
-    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH (optionally @int8 / @none)")
+        label = f"adapter:{Path(path).parent.name or path}" + (f"@{backend}" if backend != "auto" else "")
+        return label, load_generator(backend, adapter=path, config=gen_cfg)
+    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH (optionally @hf / @openvino)")
 
 
 def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:

@@ -7,12 +7,18 @@ import dataclasses
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 
+BACKENDS = ("auto", "hf", "openvino", "openai", "extractive")
+
 
 @dataclasses.dataclass
 class GenerationConfig(Config):
-    """How :class:`amzqa.generation.HFGenerator` loads and runs its model."""
+    """How a generator backend loads and runs its model: ``hf`` (transformers, the reference), ``openvino`` (the
+    in-process CPU engine), ``openai`` (a client of an OpenAI-compatible server such as ``amzqa serve``)."""
 
-    model: str = doc("Causal LM folder or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct.", "smollm2")
+    backend: str = doc("'auto' = openvino where its extra is installed and the model is exported (amzqa models fetch "
+                       "exports the default model; amzqa export an adapter), else hf, else extractive; or one of "
+                       "hf, openvino, openai, extractive.", "auto")
+    model: str = doc("Causal LM folder (an OpenVINO export for backend openvino) or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct.", "smollm2")
     adapter: str | None = doc("PEFT LoRA adapter folder (from amzqa train) applied on top of the model.", None)
     load_in_4bit: bool = doc("Load the base weights in 4-bit NF4 with double quantisation (bitsandbytes).", False)
     dtype: str = doc("Weights dtype: float32, bfloat16, float16 (GPU only), or auto = bfloat16 on a GPU and on CPUs "
@@ -23,16 +29,20 @@ class GenerationConfig(Config):
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
     repetition_penalty: float = doc("Penalty > 1 discourages loops, common in small models.", 1.1)
-    threads: int = doc("torch CPU threads (0 = torch's default).", 0)
-    fast_decode: bool = doc("CPU only: decode into a growing KV cache with one-row grouped-query attention (same tokens, "
-                            "~1.4x faster per token here); False = transformers' stock DynamicCache + SDPA.", True)
-    calibrated_abstention: bool = doc("With an adapter (or merged model) that carries a fitted abstention threshold "
+    threads: int = doc("CPU threads of the in-process backend (0 = the engine's default: all cores).", 0)
+    calibrated_abstention: bool = doc("With an adapter (or merged/exported model) that carries a fitted abstention threshold "
                                       "(amzqa train writes amzqa_abstention.json): abstain exactly when "
                                       "log P(abstention message) reaches it, else answer with that message suppressed. "
                                       "Costs one extra prompt pass.", True)
-    weight_quant: str = doc("'int8' = weight-only int8 linear layers (CPU decoding ~1.5x faster: it is memory-bound; "
-                            "LoRA matrices stay exact), 'none', or 'auto' = int8 on CPU unless load_in_4bit, none on GPU.",
-                            "auto")
+    base_url: str | None = doc("backend 'openai': the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1 "
+                               "(amzqa serve prints it).", None)
+    served_model: str | None = doc("backend 'openai': the model name to request (a LoRA adapter's name selects it); "
+                                   "null = the base model the server serves.", None)
+    api_key_env: str = doc("backend 'openai': environment variable holding the API key (unset = no key).", "OPENAI_API_KEY")
+    timeout_s: float = doc("backend 'openai': seconds to wait for the server (connect, and between streamed pieces) "
+                           "before failing with an error naming the URL and model.", 60.0)
+    max_retries: int = doc("backend 'openai': retries of a failed request that has not started streaming "
+                           "(connection errors, 5xx, 429), with backoff.", 2)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -43,10 +53,13 @@ class GenerationConfig(Config):
             raise ConfigError(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
-        if self.weight_quant not in ("auto", "int8", "none"):
-            raise ConfigError(f"weight_quant must be auto, int8 or none, got {self.weight_quant!r}")
-        if self.weight_quant == "int8" and (self.load_in_4bit or self.device != "cpu"):
-            raise ConfigError("weight_quant='int8' is a CPU kernel for full-precision weights: it cannot be combined "
-                              "with load_in_4bit or a GPU device; use weight_quant='none' (or 'auto')")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1; amzqa serve prints it)")
+        if self.timeout_s <= 0 or self.max_retries < 0:
+            raise ConfigError("timeout_s must be > 0 and max_retries >= 0")
+        if self.threads < 0:
+            raise ConfigError("threads must be >= 0")
         if self.dtype == "float16" and self.device == "cpu":
             raise ConfigError("float16 is not supported for CPU inference; use float32 or bfloat16")

@@ -1,5 +1,6 @@
 """A transformers causal LM as a :class:`~amzqa.generation.base.Generator`.
 
+Stock transformers (no subclassing of its internals): the reference backend for training parity and for GPUs.
 Optional PEFT LoRA adapter, optional 4-bit NF4 base (bitsandbytes), greedy by default, token streaming.
 The default model is the provisioned SmolLM2-135M-Instruct; on a GPU box the same class loads
 ``mistralai/Mistral-7B-Instruct-v0.3`` plus our adapter (``device="auto"``, ``dtype="bfloat16"``).
@@ -14,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, ConfigError
+from amzqa.generation.abstention import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, IncrementalText, decide, load_threshold
 from amzqa.generation.config import GenerationConfig
 from amzqa.models import resolve_model
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render
 
 log = logging.getLogger(__name__)
-ADAPTER_PROVENANCE = "amzqa_adapter.json"
-ABSTENTION_CALIBRATION = "amzqa_abstention.json"
+__all__ = ["ABSTENTION_CALIBRATION", "ADAPTER_PROVENANCE", "HFGenerator", "check_adapter", "resolve_dtype"]
 
 
 def check_adapter(adapter: str | Path, base_path: str) -> dict:
@@ -66,6 +67,19 @@ def resolve_dtype(name: str, device: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def logits_processors(cfg: GenerationConfig):
+    """transformers' processors for a config (repetition penalty, temperature, top-p): shared with the OpenVINO
+    backend, which chooses the answer's opening itself."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+
+    procs = LogitsProcessorList()
+    if cfg.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
+    if cfg.temperature > 0:
+        procs.extend([TemperatureLogitsWarper(cfg.temperature), TopPLogitsWarper(cfg.top_p)])
+    return procs
+
+
 class HFGenerator:
     name = "hf"
 
@@ -102,48 +116,24 @@ class HFGenerator:
 
             self.adapter_provenance = check_adapter(cfg.adapter, self.path)
             model = PeftModel.from_pretrained(model, cfg.adapter)
-        self.weight_quant = "none"
-        if cfg.weight_quant == "int8" or (cfg.weight_quant == "auto" and cfg.device == "cpu" and not cfg.load_in_4bit):
-            from amzqa.generation.quant import int8_supported, quantize_int8
-
-            if int8_supported():
-                quantize_int8(model)
-                self.weight_quant = "int8"
-            elif cfg.weight_quant == "int8":
-                raise ConfigError(f"weight_quant='int8' needs torch's CPU int8 kernel, missing in torch {torch.__version__}")
-        self.fast_decode = cfg.fast_decode and cfg.device == "cpu"
-        if self.fast_decode:  # CPU only: GPU kernels (SDPA/flash) already handle one-row queries well
-            from amzqa.generation.fastdecode import use_decode_attention
-
-            use_decode_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
         self.model = model.eval()
         self.device = next(self.model.parameters()).device
-        self.abstain_threshold: float | None = None
         # Beside the adapter, or in a merged model's folder (amzqa merge copies it there).
-        calibration = Path(cfg.adapter or self.path, ABSTENTION_CALIBRATION)
-        if cfg.calibrated_abstention and calibration.is_file():
-            self.abstain_threshold = float(json.loads(calibration.read_text())["threshold"])
+        self.abstain_threshold = load_threshold(cfg.adapter or self.path) if cfg.calibrated_abstention else None
         # Suppressing the message's first two tokens keeps the answer from starting it ("The" alone is a fine start).
         self._abstain_start = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"][:2]
-        self._lock = threading.Lock()  # one generate at a time per model: safe and no thread oversubscription
+        # Held for one forward pass at a time, never across a yield: an abandoned stream cannot block other askers,
+        # and two askers never run torch's thread pool twice over on the same cores.
+        self._lock = threading.Lock()
 
     def _encode(self, prompt: Prompt):
         text = render(self.tokenizer, prompt)
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _new_cache(self):
-        from transformers import DynamicCache
-
-        if self.fast_decode:
-            from amzqa.generation.fastdecode import growing_cache
-
-            return growing_cache()
-        return DynamicCache()
-
     def _gen_kwargs(self) -> dict:
         cfg = self.config
-        kw = {"past_key_values": self._new_cache(), "max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
+        kw = {"max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
               "eos_token_id": self.tokenizer.eos_token_id,
               "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id}
         if cfg.temperature > 0:
@@ -154,9 +144,7 @@ class HFGenerator:
 
     def abstains(self, prompt: Prompt) -> bool | None:
         """The calibrated decision (True = abstain), or None where the model decides while generating."""
-        if self.abstain_threshold is None:
-            return None
-        return self.answer_logprob(prompt, ABSTAIN_MESSAGE) >= self.abstain_threshold
+        return decide(self, prompt)
 
     def generate(self, prompt: Prompt) -> str:
         import torch
@@ -186,68 +174,53 @@ class HFGenerator:
     def stream(self, prompt: Prompt) -> Iterator[str]:
         """Yield text pieces as tokens are decoded, in the caller's thread.
 
-        ``generate`` + ``TextIteratorStreamer`` needs a second thread, and torch ops from a second thread ran
-        ~1.3x slower on this 2-core CPU (tested: same prompts, same tokens); a step-by-step decode loop over
-        the KV cache keeps everything in one thread and gives exactly ``generate``'s greedy tokens (tested).
+        ``generate`` + ``TextIteratorStreamer`` needs a second thread that keeps running when the caller walks
+        away; a step-by-step decode loop over the KV cache stops with its consumer and gives exactly
+        ``generate``'s greedy tokens (tested).
         """
-        import torch
-
         decision = self.abstains(prompt)
         if decision:
             yield ABSTAIN_MESSAGE
             return
-        enc = self._encode(prompt)
-        with self._lock, torch.inference_mode():
-            emitted, ids = "", []
-            for token in self._decode(enc, suppress_abstention=decision is False):
-                ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
-                # Hold back an incomplete multi-byte character, and text a later token could still respell.
-                if text.endswith("\ufffd") or not text.startswith(emitted):
-                    continue
-                if len(text) > len(emitted):
-                    yield text[len(emitted):]
-                    emitted = text
-            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            if text.startswith(emitted) and len(text) > len(emitted):
-                yield text[len(emitted):]
+        text = IncrementalText(self.tokenizer)
+        for token in self._decode(self._encode(prompt), suppress_abstention=decision is False):
+            piece = text.add(token)
+            if piece:
+                yield piece
+        tail = text.finish()
+        if tail:
+            yield tail
 
     def _processors(self, suppress_abstention: bool = False):
-        from transformers import (
-            LogitsProcessorList,
-            NoBadWordsLogitsProcessor,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopPLogitsWarper,
-        )
+        from transformers import NoBadWordsLogitsProcessor
 
-        cfg = self.config
-        procs = LogitsProcessorList()
+        procs = logits_processors(self.config)
         if suppress_abstention:  # a banned token scores -inf, so its place in the list changes nothing
-            procs.append(NoBadWordsLogitsProcessor([self._abstain_start], eos_token_id=self.tokenizer.eos_token_id))
-        if cfg.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
-        if cfg.temperature > 0:
-            procs.extend([TemperatureLogitsWarper(cfg.temperature), TopPLogitsWarper(cfg.top_p)])
+            procs.insert(0, NoBadWordsLogitsProcessor([self._abstain_start], eos_token_id=self.tokenizer.eos_token_id))
         return procs
 
     def _decode(self, enc, suppress_abstention: bool = False) -> Iterator[int]:
-        """Token ids one at a time (greedy or sampled as configured), stopping at EOS or max_new_tokens."""
+        """Token ids one at a time (greedy or sampled as configured), stopping at EOS or max_new_tokens.
+
+        Each step holds the lock and inference mode only for its own forward pass and logits processing.
+        """
         import torch
+        from transformers import DynamicCache
 
         procs, cfg = self._processors(suppress_abstention), self.config
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        cache = self._new_cache()
+        cache = DynamicCache()
         step_ids = ids
         for _ in range(cfg.max_new_tokens):
-            out = self.model(input_ids=step_ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            scores = procs(ids, out.logits[:, -1, :].float())
-            nxt = (torch.multinomial(torch.softmax(scores, -1), 1) if cfg.temperature > 0
-                   else scores.argmax(-1, keepdim=True))
+            with self._lock, torch.inference_mode():
+                out = self.model(input_ids=step_ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                scores = procs(ids, out.logits[:, -1, :].float())
+                nxt = (torch.multinomial(torch.softmax(scores, -1), 1) if cfg.temperature > 0
+                       else scores.argmax(-1, keepdim=True))
+                ids = torch.cat([ids, nxt], dim=1)
+                mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
             token = int(nxt[0, 0])
             if token == self.tokenizer.eos_token_id:
                 return
             yield token
-            ids = torch.cat([ids, nxt], dim=1)
-            mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
             step_ids = nxt

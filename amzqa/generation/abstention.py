@@ -1,0 +1,57 @@
+"""Calibrated abstention shared by every generator backend.
+
+A fine-tuned model ranks "product absent" cases well by log P(abstention message | prompt), but its greedy choice
+abstains too often; ``amzqa train`` fits a threshold on that log-probability (``amzqa_abstention.json`` beside the
+adapter, copied into merged and exported models). A backend that can score the message abstains exactly when the
+threshold is reached and otherwise answers with the message's opening suppressed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
+
+log = logging.getLogger(__name__)
+ADAPTER_PROVENANCE = "amzqa_adapter.json"
+ABSTENTION_CALIBRATION = "amzqa_abstention.json"
+
+
+def load_threshold(*folders: str | Path | None) -> float | None:
+    """The fitted threshold from the first of ``folders`` that carries one (adapter, merged or exported model)."""
+    for folder in folders:
+        if folder and Path(folder, ABSTENTION_CALIBRATION).is_file():
+            return float(json.loads(Path(folder, ABSTENTION_CALIBRATION).read_text())["threshold"])
+    return None
+
+
+def decide(generator, prompt: Prompt) -> bool | None:
+    """True = abstain, False = answer with the message suppressed, None = the model decides while generating."""
+    threshold = getattr(generator, "abstain_threshold", None)
+    if threshold is None:
+        return None
+    return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold
+
+
+class IncrementalText:
+    """Turns a growing list of token ids into text pieces, holding back what a later token could still respell
+    (an incomplete multi-byte character, a space the tokenizer merges with the next word)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.ids, self.emitted = tokenizer, [], ""
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        if text.endswith("\ufffd") or not text.startswith(self.emitted) or len(text) <= len(self.emitted):
+            return ""
+        piece, self.emitted = text[len(self.emitted):], text
+        return piece
+
+    def finish(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
+        if text.startswith(self.emitted) and len(text) > len(self.emitted):
+            return text[len(self.emitted):]
+        return ""

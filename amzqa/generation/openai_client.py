@@ -1,0 +1,170 @@
+"""A client of an OpenAI-compatible server (``amzqa serve``: vLLM or llama.cpp; any other such server) as a
+:class:`~amzqa.generation.base.Generator`.
+
+The prompt goes as chat messages, so the server applies the model's own chat template. The requested model name
+selects a LoRA adapter on vLLM (``--lora-modules name=dir``). Names are checked against ``/v1/models`` first:
+vLLM answers a wrong LoRA name with the base model, silently (vLLM issue 34186), and every streamed chunk must
+name the model asked for. Calibrated abstention needs the prompt's log-probabilities: on vLLM they come from
+``prompt_logprobs`` on the exact chat-templated token ids (``/tokenize``); servers without them (llama.cpp) leave
+abstention to the model's own greedy choice, with a warning. Every request has a timeout (connect, and between
+streamed pieces) and bounded retries before the first piece; failures raise :class:`GenerationError` naming the
+URL and the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+from amzqa.errors import ConfigError, GenerationError, MissingExtraError
+from amzqa.generation.abstention import decide, load_threshold
+from amzqa.generation.config import GenerationConfig
+from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIGenerator:
+    name = "openai"
+
+    def __init__(self, config: GenerationConfig | None = None, **overrides) -> None:
+        cfg = config.replace(**overrides) if config is not None and overrides else config
+        if cfg is None or not cfg.base_url:
+            raise ConfigError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1; amzqa serve prints it)")
+        try:
+            import httpx
+            import openai
+        except ImportError:
+            raise MissingExtraError("the openai backend needs the client: pip install 'amzqa[serve]' (package openai)") from None
+        self.config, self._openai = cfg, openai
+        self.url = cfg.base_url.rstrip("/")
+        self.client = openai.OpenAI(base_url=self.url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
+                                    timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
+                                    max_retries=cfg.max_retries)
+        served = self._models()
+        bases = [m for m in served if not getattr(m, "parent", None)]
+        self.model = cfg.served_model or (bases or served)[0].id
+        if self.model not in {m.id for m in served}:
+            raise GenerationError(f"{self.url} does not serve model {self.model!r} (it serves: "
+                                  f"{', '.join(m.id for m in served)}); refusing rather than getting another model's answer")
+        self.server = getattr(served[0], "owned_by", "") or "unknown"
+        self.abstain_threshold = load_threshold(cfg.adapter) if cfg.calibrated_abstention else None
+        if self.abstain_threshold is not None and self.server != "vllm":
+            log.warning("%s (%s) gives no prompt log-probabilities: calibrated abstention is off, the model's own "
+                        "greedy choice decides", self.url, self.server)
+            self.abstain_threshold = None
+        self._abstain_ids: list[int] | None = None
+
+    # ------------------------------------------------------------ errors
+
+    def _error(self, what: str, exc: BaseException | None = None) -> GenerationError:
+        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        model = getattr(self, "model", None) or self.config.served_model or "the base model"
+        return GenerationError(f"{self.url} (model {model}): {what}{detail}")
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        openai = self._openai
+        try:
+            return fn(*args, **kwargs)
+        except openai.APITimeoutError as exc:
+            raise self._error(f"no answer within {self.config.timeout_s:g} s ({what})", exc) from exc
+        except openai.APIConnectionError as exc:
+            raise self._error(f"server unreachable or connection lost ({what})", exc) from exc
+        except openai.APIStatusError as exc:
+            raise self._error(f"server answered HTTP {exc.status_code} ({what})", exc) from exc
+
+    def _models(self):
+        return list(self._call("listing models", self.client.models.list))
+
+    # ------------------------------------------------------------ calibrated abstention (vLLM)
+
+    def _post(self, path: str, body: dict) -> dict:
+        """A vLLM endpoint outside /v1 (``/tokenize``), with the client's timeout and key."""
+        root = self.url.removesuffix("/v1")
+        response = self._call(path, self.client.post, f"{root}{path}", body=body, cast_to=object)
+        return response
+
+    def _tokens(self, prompt: Prompt) -> list[int]:
+        body = {"model": self.model, "messages": list(prompt.messages), "add_generation_prompt": True}
+        return list(self._post("/tokenize", body)["tokens"])
+
+    def answer_logprob(self, prompt: Prompt, answer: str) -> float:
+        """log P(answer | prompt) from the server's ``prompt_logprobs`` (vLLM), exact as in-process scoring."""
+        if answer == ABSTAIN_MESSAGE and self._abstain_ids is not None:
+            answer_ids = self._abstain_ids
+        else:
+            answer_ids = list(self._post("/tokenize", {"model": self.model, "prompt": answer,
+                                                       "add_special_tokens": False})["tokens"])
+            if answer == ABSTAIN_MESSAGE:
+                self._abstain_ids = answer_ids
+        ids = self._tokens(prompt) + answer_ids
+        out = self._call("scoring", self.client.completions.create, model=self.model, prompt=ids, max_tokens=1,
+                         temperature=0.0, extra_body={"prompt_logprobs": 0})
+        self._check_model(out.model)
+        rows = (out.choices[0].model_extra or {}).get("prompt_logprobs") or []
+        if len(rows) != len(ids):
+            raise self._error("the server returned no prompt_logprobs: calibrated abstention needs vLLM")
+        total = 0.0
+        for pos, token in zip(range(len(ids) - len(answer_ids), len(ids)), answer_ids):
+            total += float(rows[pos][str(token)]["logprob"])
+        return total
+
+    # ------------------------------------------------------------ generation
+
+    def _check_model(self, answered: str | None) -> None:
+        if answered and answered != self.model:
+            raise self._error(f"the server answered with model {answered!r} instead of the one requested")
+
+    def _request(self, suppress_abstention: bool) -> dict:
+        cfg = self.config
+        extra: dict = {}
+        if self.server == "vllm":
+            extra["repetition_penalty"] = cfg.repetition_penalty
+            if suppress_abstention:
+                extra["bad_words"] = [" ".join(ABSTAIN_MESSAGE.split()[:2])]
+        elif self.server == "llamacpp":
+            extra.update(repeat_penalty=cfg.repetition_penalty, repeat_last_n=1 << 16)  # the whole context, as transformers
+        kw = {"model": self.model, "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+              "extra_body": extra}
+        if cfg.temperature > 0:
+            kw["top_p"] = cfg.top_p
+        return kw
+
+    def abstains(self, prompt: Prompt) -> bool | None:
+        return decide(self, prompt)
+
+    def generate(self, prompt: Prompt) -> str:
+        return "".join(self.stream(prompt)).strip()
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        decision = self.abstains(prompt)
+        if decision:
+            yield ABSTAIN_MESSAGE
+            return
+        chunks = self._call("starting the answer", self.client.chat.completions.create, messages=list(prompt.messages),
+                            stream=True, **self._request(decision is False))
+        started = False
+        try:
+            for chunk in self._iterate(chunks):
+                self._check_model(chunk.model)
+                if not chunk.choices:
+                    continue
+                piece = chunk.choices[0].delta.content or ""
+                if not started:
+                    piece = piece.lstrip()
+                if piece:
+                    started = True
+                    yield piece
+        finally:
+            chunks.close()  # an abandoned stream frees its server slot at once
+
+    def _iterate(self, chunks):
+        import httpx
+
+        try:
+            yield from chunks
+        except (httpx.TimeoutException, self._openai.APITimeoutError) as exc:
+            raise self._error(f"the stream stalled for more than {self.config.timeout_s:g} s", exc) from exc
+        except (httpx.HTTPError, self._openai.APIError) as exc:
+            raise self._error("the stream broke off (server stopped or connection lost)", exc) from exc
