@@ -311,6 +311,10 @@ def cmd_app(args: argparse.Namespace) -> int:
         env["AMZQA_ADAPTER"] = str(args.adapter)
     if args.generator:
         env["AMZQA_GENERATOR"] = args.generator
+    if args.base_url:
+        env["AMZQA_BASE_URL"] = args.base_url
+    if args.model:
+        env["AMZQA_SERVED_MODEL"] = args.model
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address",
            args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     print(f"serving on http://{args.address}:{args.port}")
@@ -464,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("app", cmd_app, "Serve the Streamlit search-and-answer page on localhost.")
     sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="artifact folder (amzqa index)")
     sp.add_argument("--adapter", type=Path, help="fine-tuned adapter offered in the generator menu")
-    sp.add_argument("--generator", choices=["base", "adapter", "extractive"], help="default generator choice")
+    sp.add_argument("--generator", choices=["base", "adapter", "server", "extractive"], help="default generator choice")
+    sp.add_argument("--base-url", help="an OpenAI-compatible server (amzqa serve) offered as the 'server' generator")
+    sp.add_argument("--model", help="model name to request on that server (default: its base model)")
     sp.add_argument("--port", type=int, default=8501)
     sp.add_argument("--address", default="127.0.0.1", help="bind address (default loopback only)")
 

@@ -31,6 +31,25 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
 
 
+def peak_rss() -> str:
+    """This process's peak resident memory so far (printed after each stage: where the memory goes)."""
+    import resource
+
+    return f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+
+
+def release() -> None:
+    """Collect the models a finished stage dropped, and hand freed heap back to the OS (glibc keeps it otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
 def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True, eval_n: int = 24,
              reports: Path = Path("reports")) -> None:
     from amzqa.pipeline import QA
@@ -48,7 +67,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     banner(f"2. index: {corpus} -> {artifacts}")
     man = build_index(IndexConfig(corpus=corpus, out=artifacts, overwrite=True), progress=progress)
     print(f"{man['counts']['products']} products; dense {man['dense']['type']} ({man['embedding']['backend']}, "
-          f"dim {man['embedding']['dim']}); BM25 over {man['lexical']['fields']}")
+          f"dim {man['embedding']['dim']}); BM25 over {man['lexical']['fields']}; {peak_rss()}")
 
     banner("3. search: top hits of the hybrid retriever")
     rset = RetrieverSet(artifacts)
@@ -60,7 +79,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     banner("4. ask: answers with citations (base SmolLM2-135M-Instruct and the extractive baseline)")
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
 
-    qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)))
+    qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)))  # OpenVINO where exported
     qa.save(artifacts)  # qa.json: the calibrated abstention threshold travels with the index
     extractive = QA(rset, ExtractiveGenerator(), qa.config)
     print(f"abstention threshold {qa.config.abstain_threshold} ({qa.config.calibration['method']})")
@@ -71,10 +90,13 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
             print(f"\n--- {name}: " + answer.text)
             cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
             print(f"    citations: {cites or '-'}; abstained: {answer.abstained}; {answer.timings['total_s']:.1f}s")
+    print(f"\n[{qa.generator.name}] {peak_rss()}")
+    qa_config = qa.config
+    qa = extractive = None
+    release()
     if not finetune:
         return
     from amzqa.config import config_class
-    from amzqa.generation import HFGenerator
     from training.config import TrainConfig
     from training.sft_data import build_sft_data
     from training.train import train
@@ -89,19 +111,25 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     train_cfg = TrainConfig.from_yaml(CONFIGS / "train" / "smollm2-135m-qlora.yaml", data=sft, out=run, overwrite=True)
     prov = train(train_cfg, progress=progress)
     print(f"{prov['steps']} steps in {prov['train_seconds']:.0f} s ({prov['train_tokens']} tokens, {prov['batching']}); "
-          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}")
+          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}; {peak_rss()}")
+    adapter = run / "adapter"
+    tuned_model = export_for_engine(adapter, workdir / "export-openvino")
 
     banner("7. compare: base vs fine-tuned, same prompts (the adapter's 3 sources x 150 characters)")
-    adapter = run / "adapter"
     shape = {"k": sft_cfg.k, "excerpt_chars": sft_cfg.excerpt_chars}
-    base_qa = QA(rset, HFGenerator(GenerationConfig(max_new_tokens=64)), qa.config.replace(**shape))
-    tuned_qa = QA(rset, HFGenerator(GenerationConfig(max_new_tokens=64, adapter=str(adapter))), qa.config.replace(**shape))
+    tuned_cfg = GenerationConfig(max_new_tokens=64, adapter=None if tuned_model else str(adapter),
+                                 model=str(tuned_model) if tuned_model else "smollm2")
+    base_qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)), qa_config.replace(**shape))
+    tuned_qa = QA(rset, load_generator(None, config=tuned_cfg), qa_config.replace(**shape))
     for q in QUESTIONS:
         print(f"\n? {q}")
         for name, pipeline in (("base", base_qa), ("fine-tuned", tuned_qa)):
             answer = pipeline.ask(q)
             cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
             print(f"--- {name}: {answer.text}\n    citations: {cites or '-'}; abstained: {answer.abstained}")
+    print(f"\n[{base_qa.generator.name} / {tuned_qa.generator.name}] {peak_rss()}")
+    base_qa = tuned_qa = None
+    release()
 
     banner("8. eval all: retrieval + generation (base, fine-tuned, extractive) on held-out products")
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report
@@ -110,11 +138,30 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
 
     out = reports / "demo"
     write_retrieval(evaluate_retrieval(RetrievalEvalConfig(artifacts=artifacts, out=out), rset=rset, progress=progress), out)
-    gen_cfg = GenerationEvalConfig(artifacts=artifacts, systems=f"base,adapter:{adapter},extractive", n=eval_n,
+    tuned_system = f"export:{tuned_model}" if tuned_model else f"adapter:{adapter}"
+    gen_cfg = GenerationEvalConfig(artifacts=artifacts, systems=f"base,{tuned_system},extractive", n=eval_n,
                                    max_new_tokens=64, out=out)  # prompt shape: the adapter's (3 x 150)
     report = evaluate_generation(gen_cfg, rset=rset, progress=progress)
     write_report(report, out)
     print(markdown(report).split("## Example answers")[0])
-    print(f"report: {out / 'report.md'} (plots: metrics.png, latency.png)")
+    print(f"report: {out / 'report.md'} (plots: metrics.png, latency.png); {peak_rss()}")
     print(f"\nDemo artifacts are in {workdir}. Try: amzqa ask \"is the JBL Flip 5 waterproof?\" --artifacts {artifacts} "
           f"--adapter {adapter}")
+
+
+def export_for_engine(adapter: Path, out: Path) -> Path | None:
+    """The fine-tuned model merged and exported for the in-process OpenVINO engine (None where it is not installed:
+    the demo then answers with the adapter on transformers)."""
+    from amzqa.generation.openvino import openvino_available
+
+    if not openvino_available():
+        return None
+    from amzqa import engines
+    from training.export import export_model
+
+    banner(f"6b. export: the adapter merged into the base, fp16 OpenVINO IR -> {out}")
+    engines.install("openvino-export")
+    man = export_model(out, "openvino", adapter=adapter, overwrite=True)
+    print(f"{len(man['files'])} files; prompt format {man['prompt_template']}; abstention threshold "
+          f"{'kept' if 'amzqa_abstention.json' in man['files'] else 'none'}; {peak_rss()}")
+    return out

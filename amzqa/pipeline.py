@@ -103,6 +103,14 @@ class QA:
         saved = json.loads((path / QA_FILE).read_text()) if (path / QA_FILE).is_file() else {}
         # A fine-tuned adapter answers best with the prompt shape it was trained on (recorded in its provenance).
         trained = adapter_prompt(adapter)
+        # Generation settings may come as keywords too: model=DIR (an export), base_url=URL, model=NAME on a server.
+        gen_keys = {f.name for f in dataclasses.fields(GenerationConfig)} - {f.name for f in dataclasses.fields(QAConfig)}
+        gen_changes = {k: overrides.pop(k) for k in list(overrides) if k in gen_keys}
+        if generator == "openai" and "model" in gen_changes:
+            gen_changes["served_model"] = gen_changes.pop("model")
+        generation = (generation or GenerationConfig()).replace(**gen_changes) if gen_changes else generation
+        if not trained and generation is not None:
+            trained = adapter_prompt(generation.model)  # an export of a fine-tuned model
         config = QAConfig.from_dict({**saved, **trained, **overrides})
         return cls(RetrieverSet(path), load_generator(generator, adapter=adapter, config=generation), config)
 
@@ -212,11 +220,19 @@ class QA:
 
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:
-    from amzqa.generation.hf import ADAPTER_PROVENANCE
+    """The prompt shape (k, excerpt_chars) an adapter was trained on, from its folder or from an export of it."""
+    from amzqa.generation.abstention import ADAPTER_PROVENANCE
+    from amzqa.generation.openvino import EXPORT_MANIFEST
 
-    if not adapter or not (Path(adapter) / ADAPTER_PROVENANCE).is_file():
+    if not adapter:
         return {}
-    prompt = json.loads((Path(adapter) / ADAPTER_PROVENANCE).read_text()).get("data", {}).get("prompt", {})
+    if (Path(adapter) / ADAPTER_PROVENANCE).is_file():
+        prov = json.loads((Path(adapter) / ADAPTER_PROVENANCE).read_text())
+    elif (Path(adapter) / EXPORT_MANIFEST).is_file():
+        prov = json.loads((Path(adapter) / EXPORT_MANIFEST).read_text()).get("adapter_provenance") or {}
+    else:
+        return {}
+    prompt = prov.get("data", {}).get("prompt", {})
     return {k: prompt[k] for k in ("k", "excerpt_chars") if k in prompt}
 
 

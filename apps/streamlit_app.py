@@ -2,7 +2,8 @@
 
 A thin shell over :class:`amzqa.QA`; the pipeline and generators load once per process (st.cache_resource).
 Configuration comes from the environment so ``amzqa app`` and tests can point it anywhere:
-``AMZQA_ARTIFACTS`` (index folder), ``AMZQA_ADAPTER`` (fine-tuned adapter), ``AMZQA_GENERATOR`` (default choice).
+``AMZQA_ARTIFACTS`` (index folder), ``AMZQA_ADAPTER`` (fine-tuned adapter), ``AMZQA_GENERATOR`` (default choice),
+``AMZQA_BASE_URL`` / ``AMZQA_SERVED_MODEL`` (an ``amzqa serve`` server and the model name to request there).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ EXAMPLES = [
     "How long does the Sony WH-1000XM4 battery last?",
     "Who illustrated Goodnight Moon?",
 ]
-GENERATORS = {"base": "base model", "adapter": "fine-tuned adapter", "extractive": "extractive (no model)"}
+BASE_URL = os.environ.get("AMZQA_BASE_URL", "")
+SERVED_MODEL = os.environ.get("AMZQA_SERVED_MODEL") or None
+GENERATORS = {"base": "base model", "adapter": "fine-tuned adapter", "server": f"server ({SERVED_MODEL or 'base'})",
+              "extractive": "extractive (no model)"}
 
 
 @st.cache_resource(show_spinner="Loading the index…")
@@ -38,6 +42,10 @@ def generator(kind: str, adapter: str):
 
     if kind == "extractive":
         return load_generator("extractive")
+    if kind == "server":  # the adapter folder, if any, is read for its abstention threshold only
+        cfg = GenerationConfig(backend="openai", base_url=BASE_URL, served_model=SERVED_MODEL, max_new_tokens=96,
+                               adapter=adapter if SERVED_MODEL and Path(adapter, "adapter_config.json").is_file() else None)
+        return load_generator("openai", config=cfg)
     return load_generator(None, adapter=adapter if kind == "adapter" else None, config=GenerationConfig(max_new_tokens=96))
 
 
@@ -61,7 +69,8 @@ with st.sidebar:
     st.header("Settings")
     k = st.slider("Sources (k)", 1, 10, 5, key="k")
     mode = st.radio("Retriever", ["hybrid", "dense", "lexical"], key="mode")
-    choices = [g for g in GENERATORS if g != "adapter" or (ADAPTER / "adapter_config.json").is_file()]
+    choices = [g for g in GENERATORS if (g != "adapter" or (ADAPTER / "adapter_config.json").is_file())
+               and (g != "server" or BASE_URL)]
     default = os.environ.get("AMZQA_GENERATOR", "base")
     kind = st.selectbox("Generator", choices, index=choices.index(default) if default in choices else 0,
                         format_func=GENERATORS.get, key="generator")

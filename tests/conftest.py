@@ -54,3 +54,22 @@ def qa_extractive(retrievers):
     from amzqa.pipeline import QA
 
     return QA(retrievers, ExtractiveGenerator())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server():
+    """A real llama.cpp OpenAI-compatible server (amzqa serve --engine llamacpp) on 127.0.0.1, SmolLM2 in Q8_0."""
+    pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
+    from amzqa.serve import ServeConfig, start
+
+    with start(ServeConfig(engine="llamacpp", port=free_port(), parallel=4, max_model_len=2048,
+                           startup_timeout_s=120)) as server:
+        yield server

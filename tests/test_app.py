@@ -106,6 +106,22 @@ def test_injected_markup_is_rendered_as_text(app_env):
     assert any("alert" in h.value and "Harmless Picture Frame" in h.value for h in at.subheader)
 
 
+def test_page_answers_through_an_engine_server(app_env, llamacpp_server, monkeypatch):
+    """The 'server' generator: the page asks a real llama.cpp server through the OpenAI client backend."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AMZQA_BASE_URL", llamacpp_server.url)
+    monkeypatch.setenv("AMZQA_GENERATOR", "server")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert at.sidebar.selectbox(key="generator").value == "server"
+    at.text_input(key="question").input("Is the JBL Flip 5 waterproof?")
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    assert any("JBL Flip 5" in h.value for h in at.subheader)
+    assert any("Timings" in c.value for c in at.caption)
+
+
 def test_missing_artifacts_say_how_to_build(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

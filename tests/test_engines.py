@@ -16,6 +16,7 @@ from amzqa.errors import ArtifactError, ConfigError, GenerationError
 from amzqa.generation import GenerationConfig, load_generator
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, template_fingerprint
 from amzqa.records import Product
+from tests.conftest import free_port as _free_port
 
 P = [
     Product(0, "U1", "Lodge Cast Iron Skillet", "Pre-seasoned with vegetable oil. Hand wash only, dry promptly."),
@@ -140,22 +141,6 @@ def test_openvino_backend_errors_are_clear(tmp_path):
 
 
 # ---------------------------------------------------------------- a real server: llama.cpp through the client
-
-
-@pytest.fixture(scope="module")
-def llamacpp_server():
-    pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
-    from amzqa.serve import ServeConfig, start
-
-    with start(ServeConfig(engine="llamacpp", port=_free_port(), parallel=4, max_model_len=2048,
-                           startup_timeout_s=120)) as server:
-        yield server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _client(url: str, **kw):
@@ -292,3 +277,52 @@ def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retr
             answers = list(pool.map(qa.ask, (QUESTIONS * 2)[:8]))
         for a in answers:
             assert a.text and all(c.uid in {h.uid for h in a.sources} for c in a.citations)
+
+
+def test_cli_ask_through_the_server_and_from_dir_keywords(llamacpp_server, sample_artifacts, capsys):
+    from amzqa.cli import main
+    from amzqa.pipeline import QA
+
+    assert main(["ask", "Is the Lodge cast iron skillet dishwasher safe?", "--artifacts", str(sample_artifacts),
+                 "--generator", "openai", "--base-url", llamacpp_server.url, "--model", "base", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answer"] and answer["sources"]
+    assert main(["ask", "Is the skillet dishwasher safe?", "--artifacts", str(sample_artifacts), "--generator", "openai",
+                 "--base-url", llamacpp_server.url, "--model", "missing-model"]) == 2
+    assert "does not serve model 'missing-model'" in capsys.readouterr().err
+    qa = QA.from_dir(sample_artifacts, generator="openai", base_url=llamacpp_server.url, model="base", max_new_tokens=8)
+    assert qa.generator.name == "openai" and qa.generator.model == "base" and qa.generator.config.max_new_tokens == 8
+
+
+def test_cli_export_gguf_then_serve_it_and_term_stops_the_engine(tmp_path):
+    """amzqa export --format gguf, then amzqa serve --engine llamacpp on that export: prints the URL, serves, and
+    TERM stops the engine process it started (the port is free again)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
+    from amzqa.cli import main
+
+    out = tmp_path / "gguf"
+    assert main(["export", "--format", "gguf", "--out", str(out)]) == 0
+    manifest = json.loads((out / "amzqa_export.json").read_text())
+    assert manifest["weights"] == "q8_0" and "model.gguf" in manifest["files"]
+    assert main(["export", "--format", "gguf", "--out", str(out)]) == 2  # exists: refused without --overwrite
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "amzqa.cli", "serve", "--engine", "llamacpp", "--model", str(out),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/v1" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as r:
+            assert json.loads(r.read())["data"][0]["id"] == "base"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+    finally:
+        proc.kill()

@@ -23,6 +23,15 @@ def test_extractive_abstains_when_nothing_matches():
     assert ExtractiveGenerator().generate(build_prompt("petrol lawn mower horsepower", P)) == ABSTAIN_MESSAGE
 
 
+def test_hf_stream_holds_the_lock_only_during_a_step(hf_generator):
+    """Between pieces the lock is free: a stream left half-read cannot block anyone (no lock across a yield)."""
+    stream = hf_generator.stream(build_prompt("Tell me about the Lodge skillet.", P))
+    assert next(stream)
+    assert hf_generator._lock.acquire(timeout=1)
+    hf_generator._lock.release()
+    stream.close()
+
+
 def test_hf_generate_and_stream_agree(hf_generator):
     prompt = build_prompt("How should I clean the Lodge skillet?", P)
     text = hf_generator.generate(prompt)
@@ -62,10 +71,16 @@ def test_hf_stops_at_eos():
 
 
 def test_load_generator_by_name_and_default():
+    from amzqa.generation.openvino import find_export, openvino_available
+
     assert load_generator("extractive").name == "extractive"
-    assert load_generator(None).name == "hf"  # the model is provisioned by make test
+    assert load_generator("hf").name == "hf"  # the model is provisioned by make test
+    # The default: the in-process engine where installed and exported (make test's models fetch does both).
+    assert load_generator(None).name == ("openvino" if openvino_available() and find_export("smollm2") else "hf")
     with pytest.raises(ConfigError):
         load_generator("gpt-17")
+    with pytest.raises(ConfigError, match="needs base_url"):
+        GenerationConfig(backend="openai")
 
 
 def test_generation_config_contradictions():

@@ -37,7 +37,8 @@ class GenerationEvalConfig(Config):
     """Settings of ``amzqa eval generation``."""
 
     artifacts: Path | None = doc("Index artifact folder.", None)
-    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter); an HF system may "
+    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter), export:DIR (an "
+                       "OpenVINO export, e.g. of a fine-tuned model); base and adapter systems may "
                        "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend).",
                        "base,extractive")
     n: int = doc("Questions (answerable + abstention cases).", 60)
@@ -106,14 +107,19 @@ def make_system(spec: str, cfg: GenerationEvalConfig):
         path = spec.split(":", 1)[1]
         label = f"adapter:{Path(path).parent.name or path}" + (f"@{backend}" if backend != "auto" else "")
         return label, load_generator(backend, adapter=path, config=gen_cfg)
-    raise ConfigError(f"unknown system {spec!r}: use base, extractive or adapter:PATH (optionally @hf / @openvino)")
+    if spec.startswith("export:"):
+        path = spec.split(":", 1)[1]
+        return f"export:{Path(path).name}", load_generator("openvino", config=gen_cfg.replace(model=path))
+    raise ConfigError(f"unknown system {spec!r}: use base, extractive, adapter:PATH (optionally @hf / @openvino) or "
+                      "export:DIR (an amzqa export --format openvino folder)")
 
 
 def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:
     """One prompt shape for every system, so all answer the very same prompts (paired comparison)."""
     from amzqa.pipeline import adapter_prompt
 
-    trained = next((adapter_prompt(s.split(":", 1)[1]) for s in cfg.systems.split(",") if s.strip().startswith("adapter:")), {})
+    trained = next((adapter_prompt(s.split(":", 1)[1].rsplit("@", 1)[0]) for s in cfg.systems.split(",")
+                    if s.strip().startswith(("adapter:", "export:"))), {})
     return cfg.k or trained.get("k", 5), cfg.excerpt_chars or trained.get("excerpt_chars", 300)
 
 
