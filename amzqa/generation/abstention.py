@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
@@ -55,3 +56,17 @@ class IncrementalText:
         if text.startswith(self.emitted) and len(text) > len(self.emitted):
             return text[len(self.emitted):]
         return ""
+
+
+def stream_text(tokenizer, tokens: Iterable[int]) -> Iterator[str]:
+    """Text pieces of a token stream, up to its end-of-sequence token (shared by the in-process backends)."""
+    text = IncrementalText(tokenizer)
+    for token in tokens:
+        if token == tokenizer.eos_token_id:
+            break
+        piece = text.add(token)
+        if piece:
+            yield piece
+    tail = text.finish()
+    if tail:
+        yield tail

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.generation.abstention import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, IncrementalText, decide, load_threshold
+from amzqa.generation.abstention import (
+    ABSTENTION_CALIBRATION,
+    ADAPTER_PROVENANCE,
+    decide,
+    load_threshold,
+    stream_text,
+)
 from amzqa.generation.config import GenerationConfig
 from amzqa.models import resolve_model
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render
@@ -70,7 +76,12 @@ def resolve_dtype(name: str, device: str):
 def logits_processors(cfg: GenerationConfig):
     """transformers' processors for a config (repetition penalty, temperature, top-p): shared with the OpenVINO
     backend, which chooses the answer's opening itself."""
-    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if cfg.repetition_penalty != 1.0:
@@ -182,14 +193,7 @@ class HFGenerator:
         if decision:
             yield ABSTAIN_MESSAGE
             return
-        text = IncrementalText(self.tokenizer)
-        for token in self._decode(self._encode(prompt), suppress_abstention=decision is False):
-            piece = text.add(token)
-            if piece:
-                yield piece
-        tail = text.finish()
-        if tail:
-            yield tail
+        yield from stream_text(self.tokenizer, self._decode(self._encode(prompt), suppress_abstention=decision is False))
 
     def _processors(self, suppress_abstention: bool = False):
         from transformers import NoBadWordsLogitsProcessor

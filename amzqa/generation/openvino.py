@@ -11,6 +11,7 @@ message (the pipeline has no bad-words option, so the opening is chosen here exa
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, MissingExtraError
-from amzqa.generation.abstention import IncrementalText, load_threshold
+from amzqa.generation.abstention import load_threshold, stream_text
 from amzqa.generation.config import GenerationConfig
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, template_fingerprint
 
@@ -220,22 +221,9 @@ class OpenVINOGenerator:
         if decision:
             yield ABSTAIN_MESSAGE
             return
-        text = IncrementalText(self.tokenizer)
-        for token in opening:
-            piece = text.add(token)
-            if piece:
-                yield piece
         budget = self.config.max_new_tokens - len(opening)
-        if budget > 0:
-            for token in self._tokens(ids + opening, budget):
-                if token == self.tokenizer.eos_token_id:
-                    break
-                piece = text.add(token)
-                if piece:
-                    yield piece
-        tail = text.finish()
-        if tail:
-            yield tail
+        rest = self._tokens(ids + opening, budget) if budget > 0 else iter(())
+        yield from stream_text(self.tokenizer, itertools.chain(opening, rest))
 
     def _tokens(self, ids: list[int], budget: int) -> Iterator[int]:
         tokens: queue.Queue = queue.Queue()
