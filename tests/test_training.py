@@ -126,11 +126,9 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     from amzqa.generation.openvino import openvino_available
 
     if openvino_available():
-        from amzqa import engines
         from amzqa.generation import load_generator
         from training.export import export_model
 
-        engines.install("openvino-export")
         out = tiny_cfg.out / "export-openvino"
         manifest = export_model(out, "openvino", adapter=adapter)
         assert manifest["prompt_template"] == template_fingerprint() and "openvino_model.xml" in manifest["files"]

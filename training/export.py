@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
-from amzqa.errors import AmzqaError, ArtifactError, ConfigError
+from amzqa.errors import ArtifactError, ConfigError
 from amzqa.generation.abstention import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE
 from amzqa.generation.openvino import EXPORT_MANIFEST
 from amzqa.models import resolve_model
@@ -94,30 +92,26 @@ def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | N
 def _openvino(source: Path, out: Path) -> None:
     from amzqa import engines
 
+    engines.install("openvino-export")  # once; a no-op when its venv is complete
     cli = engines.executable("openvino-export", "optimum-cli")
     cmd = [str(cli), "export", "openvino", "--model", str(source), "--task", "text-generation-with-past",
            "--weight-format", "fp16", str(out)]
-    _run(cmd, "optimum-cli export openvino")
-    # The HF tokenizer files travel with the export: amzqa renders and tokenises prompts exactly as for training.
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (source / name).is_file() and not (out / name).is_file():
-            shutil.copy2(source / name, out / name)
+    engines.run_tool(cmd, "optimum-cli export openvino")
+    _copy_tokenizer(source, out)
 
 
 def _gguf(source: Path, out: Path, gguf_type: str) -> None:
     from amzqa.engines import convert_to_gguf
 
     convert_to_gguf(source, out / "model.gguf", gguf_type)
+    _copy_tokenizer(source, out)
+
+
+def _copy_tokenizer(source: Path, out: Path) -> None:
+    """The HF tokenizer files travel with every export: amzqa renders and tokenises prompts exactly as in training."""
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "config.json"):
-        if (source / name).is_file():
+        if (source / name).is_file() and not (out / name).is_file():
             shutil.copy2(source / name, out / name)
-
-
-def _run(cmd: list[str], what: str) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise AmzqaError(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-1200:]}")
 
 
 def _versions() -> dict[str, str]:

@@ -14,8 +14,10 @@ from amzqa.generation.extractive import ExtractiveGenerator
 
 __all__ = ["ExtractiveGenerator", "GenerationConfig", "Generator", "HFGenerator", "OpenAIGenerator",
            "OpenVINOGenerator", "load_generator"]
-_LAZY = {"HFGenerator": "amzqa.generation.hf", "OpenVINOGenerator": "amzqa.generation.openvino",
-         "OpenAIGenerator": "amzqa.generation.openai_client"}
+# backend name -> (module, class); imported on use only (torch, openvino, openai are heavy or optional)
+_BACKENDS = {"hf": ("amzqa.generation.hf", "HFGenerator"), "openvino": ("amzqa.generation.openvino", "OpenVINOGenerator"),
+             "openai": ("amzqa.generation.openai_client", "OpenAIGenerator")}
+_LAZY = {cls: module for module, cls in _BACKENDS.values()}
 
 
 def __getattr__(name: str):
@@ -71,6 +73,5 @@ def load_generator(spec: str | Generator | None = None, adapter: str | None = No
         return ExtractiveGenerator()
     import importlib
 
-    module, cls = {"hf": ("amzqa.generation.hf", "HFGenerator"), "openvino": ("amzqa.generation.openvino", "OpenVINOGenerator"),
-                   "openai": ("amzqa.generation.openai_client", "OpenAIGenerator")}[backend]
+    module, cls = _BACKENDS[backend]
     return getattr(importlib.import_module(module), cls)(cfg)

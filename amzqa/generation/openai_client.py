@@ -83,8 +83,7 @@ class OpenAIGenerator:
     def _post(self, path: str, body: dict) -> dict:
         """A vLLM endpoint outside /v1 (``/tokenize``), with the client's timeout and key."""
         root = self.url.removesuffix("/v1")
-        response = self._call(path, self.client.post, f"{root}{path}", body=body, cast_to=object)
-        return response
+        return self._call(path, self.client.post, f"{root}{path}", body=body, cast_to=object)
 
     def _tokens(self, prompt: Prompt) -> list[int]:
         body = {"model": self.model, "messages": list(prompt.messages), "add_generation_prompt": True}
