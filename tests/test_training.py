@@ -1,6 +1,7 @@
 """Real QLoRA (bitsandbytes NF4 on CPU) on SmolLM2-135M for a few steps, on SFT data built from the sample index."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -89,6 +90,8 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     lora_b = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     assert lora_b and all(bool((p == 0).all()) for p in lora_b.values())  # LoRA B starts at zero
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())  # really NF4 (bitsandbytes)
+    # fp32 training keeps fp32 adapters (trl casts QLoRA adapters to bf16 whatever bf16 says: emulated on AVX2)
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
     del trainer
 
     prov = train(tiny_cfg, progress=False)
@@ -312,6 +315,16 @@ def test_bf16_on_cpu_only_where_native(monkeypatch):
         TrainConfig(bf16="yes")
 
 
+def test_torch_capped_at_avx2_counts_as_no_native_bf16():
+    import subprocess
+    import sys
+
+    probe = "from amzqa.generation.hf import cpu_has_native_bf16; print(cpu_has_native_bf16())"
+    capped = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert capped.returncode == 0 and capped.stdout.strip() == "False", capped.stderr
+
+
 def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
     import math
 
@@ -322,7 +335,7 @@ def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
         pytest.skip("needs a CPU with native bf16 (AVX512-BF16/AMX)")
     cfg = tiny_cfg.replace(bf16="auto", out=tmp_path / "bf16", max_steps=2, save_steps=10)
     trainer, _ = build_trainer(cfg, progress=False)
-    assert trainer.args.bf16
+    assert trainer.args.bf16 and {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.bfloat16}
     assert trainer.model.get_base_model().config.quantization_config.bnb_4bit_compute_dtype == torch.bfloat16
     out = trainer.train()
     assert math.isfinite(out.training_loss)

@@ -165,8 +165,23 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     trainer = trainer_class(model=model, args=args, train_dataset=dataset["train"],
                             eval_dataset=dataset["eval"] if has_eval else None, processing_class=tokenizer, peft_config=lora)
     trainer.data_collator = LabelGuard(trainer.data_collator)
+    if not args.bf16:
+        adapter_to_fp32(trainer.model)
     return trainer, {"device": device, "batching": batching, "answer_only_head": cfg.answer_only_head, "base_path": path,
                      "data_manifest": data_manifest}
+
+
+def adapter_to_fp32(model) -> int:
+    """Undo trl's cast of QLoRA adapter weights to bf16 (it casts whatever ``bf16`` says): a CPU without native bf16
+    emulates every LoRA matmul, and bf16 weights round away small AdamW updates. Returns how many were cast."""
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+            cast += 1
+    return cast
 
 
 def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
@@ -217,7 +232,8 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
 
 
 def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
-    """Fit the abstention threshold with the generator as it will answer (CPU: int8 base; GPU: the recipe's dtype)."""
+    """Fit the abstention threshold with the adapter on its base, as transformers answers with it (the exported
+    engines score the same log-probability: tests/test_engines.py)."""
     from amzqa.generation import GenerationConfig, HFGenerator
     from training.abstention import calibrate_abstention
 

@@ -57,9 +57,12 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    """True where the CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow.
+    False too where torch was told to use AVX2 kernels only (``ATEN_CPU_CAPABILITY=avx2``: the AVX2 machine stand-in)."""
     import torch
 
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
 

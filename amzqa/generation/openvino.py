@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 MODEL_XML = "openvino_model.xml"
 EXPORT_MANIFEST = "amzqa_export.json"
 # f32 keys/values: the CPU default (u8) changed greedy tokens within the first 40 on the demo's prompts.
-PIPELINE_PROPERTIES = {"KV_CACHE_PRECISION": "f32"}
+# f32 compute: on a CPU with AVX512-BF16/AMX OpenVINO otherwise computes in bf16 (greedy tokens drift from the
+# transformers reference, and it fails outright when oneDNN is capped at AVX2); AVX2 CPUs compute in f32 anyway.
+PIPELINE_PROPERTIES = {"KV_CACHE_PRECISION": "f32", "INFERENCE_PRECISION_HINT": "f32"}
 
 
 def openvino_available() -> bool:
