@@ -5,7 +5,10 @@
 * a sentence the model wrote without a marker is attributed post hoc to the source that best supports it
   (``Citation.attributed=True``) when enough of its content words occur in that source;
 * a sentence no source supports is flagged;
-* an answer that says the catalog does not answer becomes an abstention.
+* an answer is an abstention only when it is one: empty, or every sentence of it says the catalog does not answer
+  (the abstention message alone, or a refusal as the whole answer). A hedging sentence inside an answer that also
+  states facts ("There is no information about the warranty.") is dropped from the text and listed in ``hedges``;
+  the answer and its citations stand.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class CheckedAnswer:
     removed: int = 0
     unsupported: list[str] = field(default_factory=list)
     abstained: bool = False
+    hedges: list[str] = field(default_factory=list)
 
 
 def support(sentence: str, product: Product) -> float:
@@ -41,14 +45,24 @@ def support(sentence: str, product: Product) -> float:
     return len(words & content_words(f"{product.title} {product.content}")) / len(words)
 
 
+def is_hedge(sentence: str) -> bool:
+    """A sentence that says the sources or the catalog do not answer (markers and case ignored)."""
+    return bool(_ABSTAIN.search(_GROUP.sub(" ", sentence)))
+
+
 def is_abstention(text: str) -> bool:
-    return not text.strip() or bool(_ABSTAIN.search(text))
+    """The whole answer refuses: empty, or nothing but sentences that say the catalog does not answer."""
+    sentences = split_sentences(_GROUP.sub(" ", text))
+    return not sentences or all(is_hedge(s) for s in sentences)
 
 
 def check(text: str, sources: list[Product] | tuple[Product, ...]) -> CheckedAnswer:
     text = text.strip()
     if is_abstention(text):
         return CheckedAnswer(ABSTAIN_MESSAGE, abstained=True)
+    hedges = [s for s in split_sentences(text) if is_hedge(s)]
+    if hedges:  # the facts stand; the hedges are dropped from the text and reported
+        text = " ".join(s for s in split_sentences(text) if not is_hedge(s))
     removed = 0
 
     def keep_valid(m: re.Match) -> str:
@@ -75,4 +89,4 @@ def check(text: str, sources: list[Product] | tuple[Product, ...]) -> CheckedAns
         else:
             unsupported.append(sentence)
     ordered = sorted(citations.values(), key=lambda c: text.find(f"[{c.marker}]") if f"[{c.marker}]" in text else len(text) + c.marker)
-    return CheckedAnswer(text, ordered, removed, unsupported)
+    return CheckedAnswer(text, ordered, removed, unsupported, hedges=hedges)

@@ -276,7 +276,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or ret_eval.default_out(args.what)
     rset = RetrieverSet(args.artifacts)
-    common = {k: v for k, v in {"artifacts": args.artifacts, "seed": args.seed, "out": out}.items() if v is not None}
+    common = {k: v for k, v in {"artifacts": args.artifacts, "seed": args.seed, "out": out,
+                                "questions": args.questions}.items() if v is not None}
     if args.what in ("retrieval", "all"):
         cfg = ret_eval.RetrievalEvalConfig.from_dict({**common, **({"n": args.n} if args.n and args.what == "retrieval" else {})})
         report = ret_eval.evaluate_retrieval(cfg, rset=rset, progress=_progress(args))
@@ -450,11 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="CPU threads (default all cores)")
     sp.add_argument("--log", type=Path, help="write the engine's log here")
 
-    sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products.")
+    sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products, or on your own (--questions).")
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
     sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
                     "@hf or @openvino (backend; default auto). Default base,extractive")
+    sp.add_argument("--questions", type=Path, help="your own questions, JSONL: {\"question\": ..., \"uid\": product asked about "
+                    "or null when the catalog does not answer, \"answer\": optional reference}; replaces the generated ones")
     sp.add_argument("--n", type=int, help="questions / products to sample (retrieval default 500, generation 60)")
     sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
     sp.add_argument("--seed", type=int, help="random seed (default 0)")

@@ -119,17 +119,19 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     shape = {"k": sft_cfg.k, "excerpt_chars": sft_cfg.excerpt_chars}
     tuned_cfg = GenerationConfig(max_new_tokens=64, adapter=None if tuned_model else str(adapter),
                                  model=str(tuned_model) if tuned_model else "smollm2")
-    base_qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)), qa_config.replace(**shape))
-    tuned_qa = QA(rset, load_generator(None, config=tuned_cfg), qa_config.replace(**shape))
-    for q in QUESTIONS:
+    answers: dict[str, list] = {}
+    for name, gen_cfg in (("base", GenerationConfig(max_new_tokens=64)), ("fine-tuned", tuned_cfg)):
+        pipeline = QA(rset, load_generator(None, config=gen_cfg), qa_config.replace(**shape))  # one model at a time
+        answers[name] = [pipeline.ask(q) for q in QUESTIONS]
+        backend, pipeline = pipeline.generator.name, None
+        release()
+    for i, q in enumerate(QUESTIONS):
         print(f"\n? {q}")
-        for name, pipeline in (("base", base_qa), ("fine-tuned", tuned_qa)):
-            answer = pipeline.ask(q)
+        for name in answers:
+            answer = answers[name][i]
             cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
             print(f"--- {name}: {answer.text}\n    citations: {cites or '-'}; abstained: {answer.abstained}")
-    print(f"\n[{base_qa.generator.name} / {tuned_qa.generator.name}] {peak_rss()}")
-    base_qa = tuned_qa = None
-    release()
+    print(f"\n[{backend}] {peak_rss()}")
 
     banner("8. eval all: retrieval + generation (base, fine-tuned, extractive) on held-out products")
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report

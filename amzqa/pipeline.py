@@ -25,7 +25,7 @@ import numpy as np
 from amzqa.atomic import write_json_atomic
 from amzqa.citations import check
 from amzqa.config import Config, doc
-from amzqa.errors import AmzqaError, ConfigError
+from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
@@ -133,15 +133,20 @@ class QA:
         return float(max(max(cos), max(covered)))
 
     def calibrate(self, n: int = 150, seed: int = 0) -> QAConfig:
-        """Set the relevance threshold from held-out questions: the score that lets ``answer_rate`` of the questions
-        whose product is retrieved through; also report how many of the same questions with that product (and its
-        editions) taken out of the results it stops."""
+        """Set the relevance threshold from questions about calibration products (outside the held-out split, which
+        the evaluation reports score): the score that lets ``answer_rate`` of the questions whose product is retrieved
+        through; also report how many of the same questions with that product (and its editions) taken out of the
+        results it stops."""
         from amzqa.evaluation.questions import make_questions
-        from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
+        from amzqa.evaluation.retrieval_eval import relevant_sets
+        from amzqa.evaluation.split import calibration_products
 
         started = time.perf_counter()
         store = self.retrievers.store
-        products = heldout_products(store, 0.15, n, seed) or [store.get(i) for i in range(min(n, len(store)))]
+        products = calibration_products(store, n, seed)
+        if not products:
+            raise ArtifactError(f"{self.retrievers.artifacts.path}: every product is in the held-out split; nothing to "
+                                "calibrate the relevance threshold on without scoring the evaluation's own products")
         questions = make_questions(products, seed=seed)
         random.Random(seed).shuffle(questions)
         questions = questions[:n]
@@ -156,7 +161,8 @@ class QA:
             neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: self.config.k], vec))
         threshold = threshold_for_rate(pos, self.config.answer_rate)
         stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
-        calibration = {"method": f"{self.config.answer_rate:.0%} of answerable held-out questions pass",
+        calibration = {"method": f"{self.config.answer_rate:.0%} of answerable calibration questions pass",
+                       "products": "outside the held-out split",
                        "positives": len(pos), "negatives": len(neg), "answered_rate": float(np.mean(np.array(pos) >= threshold)) if pos else 0.0,
                        "product_removed_stopped_rate": round(stopped, 4), "seconds": round(time.perf_counter() - started, 2)}
         log.info("abstention threshold %.3f: passes %.0f%% of answerable questions, stops %.0f%% with the product removed",
@@ -179,7 +185,7 @@ class QA:
         timings["total_s"] = time.perf_counter() - started
         return Answer(question=question, text=checked.text, citations=checked.citations, sources=hits,
                       abstained=checked.abstained, timings=timings, removed_citations=checked.removed,
-                      unsupported_sentences=checked.unsupported, raw_text=raw)
+                      unsupported_sentences=checked.unsupported, raw_text=raw, hedges=checked.hedges)
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         started = time.perf_counter()

@@ -65,3 +65,4 @@ class Answer:
     removed_citations: int = 0
     unsupported_sentences: list[str] = field(default_factory=list)
     raw_text: str = ""
+    hedges: list[str] = field(default_factory=list)  # "no information about X" sentences dropped from the text

@@ -19,7 +19,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _stem(w: str) -> str:  # light plural folding: "kettles" ~ "kettle", "dishes" ~ "dish"
+def stem(w: str) -> str:  # light plural folding: "kettles" ~ "kettle", "dishes" ~ "dish"
     if len(w) > 4 and w.endswith("es") and w[-3] in "sxz":
         return w[:-2]
     if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
@@ -28,7 +28,7 @@ def _stem(w: str) -> str:  # light plural folding: "kettles" ~ "kettle", "dishes
 
 
 def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1}
+    return {stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1}
 
 
 _ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|No|Vol|vs|Inc|Ltd|Co|approx|e\.g|i\.e)|\b[A-Z])\.$")

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from amzqa.generation.abstention import Threshold
+
 from amzqa.demo import QUESTIONS
 from amzqa.errors import ArtifactError, ConfigError, GenerationError
 from amzqa.generation import GenerationConfig, load_generator
@@ -85,9 +87,9 @@ def test_openvino_calibrated_abstention_both_ways(ov_generator, fp32_reference, 
     """Threshold reached: the message; not reached: the answer transformers gives with the message's opening banned."""
     prompt = demo_prompts[-1]  # the lawn mower: not in the catalog
     try:
-        ov_generator.abstain_threshold = fp32_reference.abstain_threshold = -1e9
+        ov_generator.abstain_threshold = fp32_reference.abstain_threshold = Threshold(-1e9)
         assert ov_generator.generate(prompt) == ABSTAIN_MESSAGE == "".join(ov_generator.stream(prompt))
-        ov_generator.abstain_threshold = fp32_reference.abstain_threshold = 1e9
+        ov_generator.abstain_threshold = fp32_reference.abstain_threshold = Threshold(1e9)
         for p in demo_prompts:
             text = ov_generator.generate(p)
             assert not text.startswith("The catalog")
@@ -271,7 +273,7 @@ def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retr
         assert base.answer_logprob(prompt, ABSTAIN_MESSAGE) != tuned.answer_logprob(prompt, ABSTAIN_MESSAGE)
         with pytest.raises(GenerationError, match="does not serve model 'tunde'"):
             _client(server.url, served_model="tunde")
-        tuned.abstain_threshold = 1e9  # calibrated: never abstain, message suppressed, through bad_words
+        tuned.abstain_threshold = Threshold(1e9)  # calibrated: never abstain, message suppressed, through bad_words
         assert not tuned.generate(prompt).startswith("The catalog")
         qa = QA(retrievers, tuned, QAConfig(abstain_threshold=0.0))
         with ThreadPoolExecutor(8) as pool:

@@ -1,12 +1,13 @@
 """Metrics on hand-made cases with known values, including the edge cases."""
 
+import json
 import math
 
 import pytest
 
 from amzqa.evaluation.generation_eval import Case, aggregate, bootstrap, score_answer
 from amzqa.evaluation.metrics import first_relevant_rank, mrr, ndcg_at, ranking_report, recall_at
-from amzqa.evaluation.text_metrics import chrf, precision_recall, rouge_l
+from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l
 from amzqa.prompt import ABSTAIN_MESSAGE
 from amzqa.records import Product
 
@@ -28,12 +29,34 @@ def test_rouge_l_by_hand():
     assert rouge_l("a b c", "a b c") == 1.0
 
 
-def test_chrf_by_hand():
-    assert chrf("abc", "abc") == pytest.approx(1.0)
-    assert chrf("", "abc") == 0.0 and chrf("xyz", "abc") == 0.0
-    # "ab" vs "abc": 1-grams P=1, R=2/3; 2-grams P=1, R=1/2 -> P=1, R=7/12, F2 = 5*P*R/(4P+R)
-    p, r = 1.0, (2 / 3 + 1 / 2) / 2
-    assert chrf("ab", "abc", n=2) == pytest.approx(5 * p * r / (4 * p + r))
+def test_rouge_l_equals_rouge_score_on_ascii_text():
+    from rouge_score import rouge_scorer
+
+    from amzqa.demo import sample_catalog
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    lines = [json.loads(line) for line in sample_catalog().read_text().splitlines()[:120] if line.startswith("{")]
+    texts = [t for r in lines for t in (r.get("title"), r.get("content")) if isinstance(t, str) and t.isascii() and t]
+    pairs = list(zip(texts, texts[1:])) + [(t, t[: len(t) // 2]) for t in texts] + [("A_b c-d", "a b c d")]
+    assert len(pairs) > 150
+    for candidate, reference in pairs:
+        assert rouge_l(candidate, reference) == pytest.approx(scorer.score(reference, candidate)["rougeL"].fmeasure)
+
+
+def test_rouge_l_keeps_accented_words_that_rouge_score_drops():
+    from rouge_score import rouge_scorer
+
+    assert rouge_l("ação rápida", "ação lenta") == pytest.approx(0.5)  # "ação" matches, one of two words each side
+    assert rouge_scorer.RougeScorer(["rougeL"]).score("ação lenta", "ação rápida")["rougeL"].fmeasure != pytest.approx(0.5)
+
+
+def test_chrf_is_sacrebleu_sentence_chrf_on_the_answer_without_markers():
+    from sacrebleu.metrics import CHRF
+
+    assert chrf("abc", "abc") == pytest.approx(1.0) and chrf("", "abc") == 0.0 and chrf("xyz", "abc") == 0.0
+    expected = CHRF().sentence_score("Hand wash only.", ["Hand wash only; not dishwasher safe."]).score / 100
+    assert chrf("Hand wash only [1].", "Hand wash only; not dishwasher safe.") == pytest.approx(expected)
+    assert chrf_signature().startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
 
 
 def test_precision_recall_edge_cases():
@@ -101,3 +124,27 @@ def test_generation_evaluation_end_to_end(retrievers, sample_artifacts, hf_gener
     assert "abstention AUC" in text and "| ROUGE-L vs gold |" in text
     write_report(report, tmp_path / "rep")
     assert (tmp_path / "rep" / "report.json").is_file() and (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_bootstrap_rankings_pairs_the_questions():
+    from amzqa.evaluation.metrics import bootstrap_rankings
+
+    ranks = {"a": [1, 2, None, 1, 5, 1], "b": [1, 2, None, 1, 5, 1], "c": [None] * 6}
+    stats = bootstrap_rankings(ranks, b=200, seed=1)
+    assert stats["differences"]["a - b"]["recall@1"] == {"value": 0.0, "ci95": [0.0, 0.0]}  # same questions, same ranks
+    assert stats["intervals"]["c"]["mrr@10"] == [0.0, 0.0]
+    lo, hi = stats["differences"]["a - c"]["recall@10"]["ci95"]
+    assert stats["differences"]["a - c"]["recall@10"]["value"] == pytest.approx(5 / 6) and 0 < lo <= 5 / 6 <= hi <= 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nothing_is_fitted_on_the_products_the_reports_score(retrievers, seed):
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig, build_cases
+    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, pick_questions
+    from amzqa.evaluation.split import calibration_products
+
+    store = retrievers.store
+    scored = {q.uid for q in pick_questions(store, RetrievalEvalConfig(n=10_000, seed=seed))[0]}
+    scored |= {c.uid for c in build_cases(retrievers, GenerationEvalConfig(n=200, seed=seed), 3)}
+    fitted = {p.uid for p in calibration_products(store, 10_000, seed)}  # relevance threshold and fusion
+    assert scored and fitted and not scored & fitted

@@ -13,6 +13,8 @@ from amzqa.prompt import (
 )
 from amzqa.records import Product
 
+from injection_sentences import HARMLESS, INJECTIONS
+
 P = [
     Product(0, "U1", "Acme Electric Kettle 1.7 L", "Boils 1.7 liters in four minutes. Auto shut-off. Not dishwasher safe."),
     Product(1, "U2", "Acme Toaster", "Two slots with bagel setting. Crumb tray slides out."),
@@ -26,13 +28,28 @@ def test_prompt_numbers_sources_and_ends_with_the_question():
     assert prompt.messages[0] == {"role": "system", "content": SYSTEM}
     lines = user.splitlines()
     assert lines[0] == "Sources:"
-    assert lines[1].startswith("[1] uid: U1 | title: Acme Electric Kettle 1.7 L [1] | description: Boils")
-    assert lines[1].endswith("…") and len(lines[1].split("description: ")[1]) <= 42  # capped excerpt
+    # 40 characters: the sentences the question asks about, not the first 40 characters.
+    assert lines[1] == "[1] uid: U1 | title: Acme Electric Kettle 1.7 L [1] | description: … Auto shut-off. Not dishwasher safe."
     assert lines[3] == "[3] uid: U3 | title: Title Only Product [3] | description: (no description)"
     assert lines[-2] == "Question: Is the kettle dishwasher safe?"
-    # Only the excerpt the model sees counts: "dishwasher safe" lies beyond the 40 characters shown.
-    assert lines[-1] == "Sources matching the question: none"
+    assert lines[-1] == "Sources matching the question: [1]"
+    toaster = build_prompt("does the toaster have a bagel setting?", P, excerpt_chars=20).user_text.splitlines()[2]
+    assert toaster.endswith("description: Two slots with …")  # no sentence fits: the best one is cut
     assert ABSTAIN_MESSAGE in SYSTEM and "[1]" in SYSTEM
+
+
+@pytest.mark.parametrize("question, shown", [
+    ("how many pages is it?", "Harry learns he is a wizard and is invited to Hogwarts School. … 309 pages."),
+    ("who illustrated it?", "… Illustrated by Mary GrandPre. Ages 8 and up. 309 pages."),
+    ("what ages is it for?", "Harry learns he is a wizard and is invited to Hogwarts School. … Ages 8 and up. …"),
+    ("tell me about it", "Harry learns he is a wizard and is invited to Hogwarts School. … Ages 8 and up. …"),  # what fits
+])
+def test_the_excerpt_shows_the_sentences_the_question_asks_about(question, shown):
+    from amzqa.prompt import focused_excerpt
+
+    text = "Harry learns he is a wizard and is invited to Hogwarts School. Illustrated by Mary GrandPre. Ages 8 and up. 309 pages."
+    assert focused_excerpt(question, text, 80) == shown
+    assert focused_excerpt(question, text, 500) == text  # it fits: all of it
 
 
 def test_matching_sources_line_lists_the_sources_covering_the_question_best_first():
@@ -67,6 +84,49 @@ def test_sanitize_drops_instructions_and_fake_markers():
     assert "\n" not in format_source(1, Product(0, "X", "Title\nwith newline", "a\nb"))
 
 
+@pytest.mark.parametrize("sentence", HARMLESS)
+def test_the_injection_filter_keeps_product_text(sentence):
+    assert sanitize(f"Great kettle. {sentence} Boils fast.") == f"Great kettle. {sentence} Boils fast."
+
+
+@pytest.mark.parametrize("sentence", INJECTIONS)
+def test_the_injection_filter_removes_injections(sentence):
+    ended = sentence if sentence[-1] in ".!?" else f"{sentence}."  # template tokens end no sentence by themselves
+    assert sanitize(f"Great kettle. {ended} Boils fast.") == "Great kettle. Boils fast."
+
+
+def test_the_sentence_sets_are_large_enough():
+    assert len(HARMLESS) >= 50 and len(INJECTIONS) >= 30
+
+
+@pytest.mark.parametrize("module, name, value", [
+    ("amzqa.prompt", "SYSTEM", "Answer briefly."),
+    ("amzqa.prompt", "MATCH_HIGH", 0.8),  # the probe's plural-folded source (3/4 of the question) stops matching
+    ("amzqa.prompt", "MATCH_HIGH", 0.61),  # changes no probe line: the stated rule still changes the fingerprint
+    ("amzqa.text", "STOPWORDS", frozenset({"the", "is"})),
+    ("amzqa.prompt", "_INJECTION", __import__("re").compile(r"pirate")),
+    ("amzqa.facts", "FACTS", ()),
+])
+def test_the_prompt_fingerprint_covers_every_rule_the_model_sees(monkeypatch, module, name, value):
+    from amzqa.prompt import template_fingerprint
+
+    before = template_fingerprint()
+    monkeypatch.setattr(f"{module}.{name}", value)
+    assert template_fingerprint() != before
+
+
+def test_the_fingerprint_probe_renders_a_matching_and_a_non_matching_source(monkeypatch):
+    import amzqa.prompt
+
+    rendered = []
+    real = amzqa.prompt.build_prompt
+    monkeypatch.setattr(amzqa.prompt, "build_prompt", lambda *a, **k: rendered.append(real(*a, **k)) or rendered[-1])
+    amzqa.prompt.template_fingerprint()
+    lines = rendered[0].user_text.splitlines()
+    assert lines[-1] == "Sources matching the question: [1] [3]"
+    assert lines[4].endswith("… Hand wash only.")  # the long description: the sentence the question asks about
+
+
 def test_valid_markers_map_to_sources():
     c = check("It boils 1.7 liters [1]. The toaster has a bagel setting [2].", P)
     assert [(x.marker, x.uid, x.attributed) for x in c.citations] == [(1, "U1", False), (2, "U2", False)]
@@ -92,10 +152,32 @@ def test_unmarked_sentence_is_attributed_or_flagged():
     assert c.unsupported == ["It plays music through Bluetooth speakers."]
 
 
-@pytest.mark.parametrize("text", ["", "   ", ABSTAIN_MESSAGE, "Sorry, the sources do not mention the warranty."])
+@pytest.mark.parametrize("text", ["", "   ", ABSTAIN_MESSAGE, f"{ABSTAIN_MESSAGE} [1]",
+                                  "Sorry, the sources do not mention the warranty.",
+                                  "There is no information about the warranty. The catalog does not answer this question."])
 def test_abstentions_are_recognised(text):
     c = check(text, P)
     assert c.abstained and c.text == ABSTAIN_MESSAGE and c.citations == []
+
+
+@pytest.mark.parametrize("text, kept, hedges", [
+    ("It boils 1.7 liters [1]. There is no information about the warranty.",
+     "It boils 1.7 liters [1].", ["There is no information about the warranty."]),
+    ("The sources do not mention the colour. The toaster has a bagel setting [2].",
+     "The toaster has a bagel setting [2].", ["The sources do not mention the colour."]),
+    (f"{ABSTAIN_MESSAGE} However, the kettle is not dishwasher safe [1].",
+     "However, the kettle is not dishwasher safe [1].", [ABSTAIN_MESSAGE]),
+])
+def test_a_hedge_inside_an_answer_is_dropped_and_its_citations_kept(text, kept, hedges):
+    c = check(text, P)
+    assert not c.abstained and c.text == kept and c.hedges == hedges
+    assert c.citations and all(not x.attributed for x in c.citations)
+
+
+def test_a_hedged_answer_is_not_an_abstention_through_the_pipeline_records():
+    from amzqa.records import Answer
+
+    assert "hedges" in Answer.__dataclass_fields__
 
 
 def test_support_is_share_of_content_words():

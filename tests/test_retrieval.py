@@ -260,5 +260,13 @@ def test_retrieval_evaluation_reports_every_mode(sample_artifacts, retrievers, t
     assert gain["mrr@10"] == pytest.approx(res["hybrid"]["all"]["mrr@10"] - res[best]["all"]["mrr@10"])
     text = markdown(report)
     assert "| hybrid | all" in text and "calibrated on this catalog" in text
+    for mode in ("dense", "lexical", "hybrid"):  # bootstrap intervals around every point estimate
+        value, (lo, hi) = res[mode]["all"]["mrr@10"], res[mode]["all"]["ci95"]["mrr@10"]
+        assert lo <= value <= hi and hi - lo > 0
+    diff = report["differences"]["dense - hybrid"]["recall@10"]  # paired: the same resampled questions for both
+    assert diff["value"] == pytest.approx(res["dense"]["all"]["recall@10"] - res["hybrid"]["all"]["recall@10"])
+    assert diff["ci95"][0] <= diff["value"] <= diff["ci95"][1]
+    assert set(report["differences"]) == {"dense - lexical", "dense - hybrid", "lexical - hybrid"}
+    assert "(paired difference, 95% interval)" in text
     write_report(report, tmp_path)
     assert json.loads((tmp_path / "retrieval.json").read_text())["results"] == report["results"]

@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+
+from amzqa.generation.abstention import Threshold
 import torch
 
 from amzqa.errors import ConfigError
@@ -250,7 +252,7 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
     for threshold, abstains in ((ready - 1.0, True), (ready + 1.0, False)):
         (adapter / ABSTENTION_CALIBRATION).write_text(json.dumps({"threshold": threshold}))
         gen = HFGenerator(cfg)
-        assert gen.abstain_threshold == threshold and gen.abstains(prompt) is abstains
+        assert gen.abstain_threshold == Threshold(threshold) and gen.abstains(prompt) is abstains
         text = gen.generate(prompt)
         assert "".join(gen.stream(prompt)) == text
         if abstains:
@@ -357,3 +359,16 @@ def test_abstention_examples_can_come_with_answerable_twins(sample_corpus, sampl
         assert len(twin) == 1 and twin[0]["uid"] == ab["uid"] and ab["uid"] not in ab["source_uids"]
         # Same distractors: the twin drops the last one to make room for the product.
         assert [u for u in twin[0]["source_uids"] if u != ab["uid"]] == ab["source_uids"][:2]
+
+
+def test_fact_questions_get_their_own_abstention_cut():
+    from training.abstention import report_by_question
+
+    cut = Threshold(-5.0, fact=-2.0)
+    assert cut.for_question("what ages is the LEGO Classic box for?") == -2.0
+    assert cut.for_question("do you have the lego classic box?") == -5.0
+    assert Threshold(-5.0).for_question("what ages is it for?") == -5.0
+    examples = [{"question": q} for q in ("what ages is it for?", "how many pages is it?", "do you have dune?", "any kettle?")]
+    report = report_by_question(examples, [-3.0, -1.0, -4.0, -6.0], [False, True, False, True], [True, True, False, False], cut)
+    assert report == {"fact_refused": {"n": 1, "rate": 0.0}, "other_refused": {"n": 1, "rate": 1.0},
+                      "absent_abstained": {"n": 2, "rate": 0.5}}

@@ -16,9 +16,11 @@ from typing import Any
 
 from amzqa.atomic import write_json_atomic
 from amzqa.errors import ConfigError
-from amzqa.generation.abstention import ABSTENTION_CALIBRATION
+from amzqa.facts import asked_facts
+from amzqa.generation.abstention import ABSTENTION_CALIBRATION, Threshold
 
 log = logging.getLogger(__name__)
+MIN_PER_LABEL = 4  # fit a separate cut for fact questions only with at least this many of each label
 
 
 def best_threshold(scores: list[float], abstain: list[bool]) -> tuple[float, float]:
@@ -63,10 +65,33 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     gen = generator or HFGenerator(GenerationConfig(adapter=str(adapter), calibrated_abstention=False))
     scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), ABSTAIN_MESSAGE) for e in examples]
     threshold, accuracy = best_threshold(scores, labels)
+    asks_fact = [bool(asked_facts(e["question"])) for e in examples]
+    fact = [(s, a) for s, a, f in zip(scores, labels, asks_fact) if f]
+    fact_threshold = None
+    if sum(a for _, a in fact) >= MIN_PER_LABEL and sum(not a for _, a in fact) >= MIN_PER_LABEL:
+        fact_threshold, _ = best_threshold([s for s, _ in fact], [a for _, a in fact])
+    cut = Threshold(threshold, fact_threshold)
     greedy = sum(s >= 0 for s in scores)  # for the log: how the uncalibrated model would lean
-    result = {"threshold": round(threshold, 4), "eval_examples": len(examples), "eval_abstentions": sum(labels),
-              "eval_accuracy": round(accuracy, 4), "backend": gen.name, "message": ABSTAIN_MESSAGE}
+    result = {"threshold": round(threshold, 4), "fact_threshold": None if fact_threshold is None else round(fact_threshold, 4),
+              "eval_examples": len(examples), "eval_abstentions": sum(labels), "eval_accuracy": round(accuracy, 4),
+              "by_question": report_by_question(examples, scores, labels, asks_fact, cut),
+              "backend": gen.name, "message": ABSTAIN_MESSAGE}
     write_json_atomic(Path(adapter) / ABSTENTION_CALIBRATION, result)
-    log.info("abstention threshold %.2f (eval accuracy %.2f on %d examples; %d scores >= 0)", threshold, accuracy,
-             len(examples), greedy)
+    log.info("abstention threshold %.2f, fact questions %s (eval accuracy %.2f on %d examples; %d scores >= 0): %s",
+             threshold, result["fact_threshold"], accuracy, len(examples), greedy, result["by_question"])
     return result
+
+
+def report_by_question(examples, scores, labels, asks_fact, cut: Threshold) -> dict[str, Any]:
+    """On the eval split: how often answerable fact questions and answerable other questions are refused, and how
+    often the model abstains when the product is absent."""
+    abstains = [s >= cut.for_question(e["question"]) for e, s in zip(examples, scores)]
+
+    def rate(rows: list[bool]) -> dict[str, Any]:
+        return {"n": len(rows), "rate": round(sum(rows) / len(rows), 4) if rows else None}
+
+    return {
+        "fact_refused": rate([a for a, y, f in zip(abstains, labels, asks_fact) if f and not y]),
+        "other_refused": rate([a for a, y, f in zip(abstains, labels, asks_fact) if not f and not y]),
+        "absent_abstained": rate([a for a, y in zip(abstains, labels) if y]),
+    }

@@ -3,7 +3,9 @@
 For a product with a description: a shopper question about it (the evaluation's question generator: title-mention
 and content-only, with noise), a context of k sources made with the shared prompt template from the product plus
 hard-negative distractors retrieved from our own index (the product at a random position), and a target answer
-drawn from the product's own description, citing its ``[n]``. A share of examples (default 20%) leave the
+drawn from the product's own description, citing its ``[n]``. Fact questions (an age range, a battery life, care
+instructions... see :mod:`amzqa.facts`) are answered with the description sentence that states the fact, so the
+model learns to answer the question asked rather than to recite the description. A share of examples (default 20%) leave the
 product out: their target is the abstention message. Products are split train/eval by product; held-out
 products (the evaluation split) are never used.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
-from amzqa.evaluation.questions import content_question, title_question
+from amzqa.evaluation.questions import content_question, fact_questions, title_question
 from amzqa.evaluation.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.progress import bar
 from amzqa.prompt import (
@@ -31,6 +33,7 @@ from amzqa.prompt import (
     SYSTEM,
     build_prompt,
     excerpt,
+    focused_excerpt,
     sanitize,
     template_fingerprint,
 )
@@ -52,6 +55,8 @@ class SFTDataConfig(Config):
     out: Path | None = doc("Output folder: dataset/ (datasets, Arrow), manifest.json, heldout.json.", None)
     max_products: int = doc("Products with a description to use at most (0 = all eligible).", 0)
     questions_per_product: int = doc("Questions written per product (title-mention and content-only alternate).", 2)
+    fact_questions_per_product: int = doc("Fact questions per product whose description states a fact (amzqa.facts), "
+                                          "answered with the sentence that states it.", 1)
     k: int = doc("Sources per example; keep equal to the k used at inference (QAConfig.k).", 5)
     excerpt_chars: int = doc("Description characters per source; keep equal to QAConfig.excerpt_chars.", DEFAULT_EXCERPT_CHARS)
     abstain_fraction: float = doc("Share of examples without the gold source, answered with the abstention message.", 0.2)
@@ -72,6 +77,8 @@ class SFTDataConfig(Config):
             raise ConfigError("k must be between 2 and 20 (the gold plus at least one distractor)")
         if not 0 <= self.abstain_fraction < 1 or not 0 <= self.eval_fraction < 1:
             raise ConfigError("abstain_fraction and eval_fraction must be in [0, 1)")
+        if self.fact_questions_per_product < 0:
+            raise ConfigError("fact_questions_per_product must be >= 0")
         if self.questions_per_product < 1 or self.max_products < 0 or self.max_answer_sentences < 1:
             raise ConfigError("questions_per_product and max_answer_sentences must be >= 1, max_products >= 0")
         if self.excerpt_chars < 50:
@@ -122,6 +129,16 @@ def _answer_body(question: str, sentences: list[str], n: int, max_sentences: int
     return " ".join(cite(sentences[i], n) for i in sorted(chosen))
 
 
+def fact_answer(q, gold: Product, n: int, excerpt_chars: int, name_product: bool) -> str | None:
+    """The answer to a fact question: the sentence that states the fact, cited (None if the prompt's excerpt of the
+    description does not show that sentence: the model must never learn to answer from what it cannot see)."""
+    sentence = sanitize(q.sentence)
+    if not sentence or sentence not in focused_excerpt(q.text, sanitize(gold.content), excerpt_chars):
+        return None
+    body = cite(sentence, n)
+    return f"{product_name(gold.title)} [{n}]: {body}" if name_product else body
+
+
 def in_eval_split(uid: str, fraction: float) -> bool:
     h = int.from_bytes(hashlib.blake2b(f"{EVAL_SALT}:{uid}".encode(), digest_size=8).digest(), "little") / 2**64
     return h < fraction
@@ -159,8 +176,9 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     for row in bar(progress, iterable=sorted(eligible), desc="sft examples", unit="product"):
         gold = store.get(row)
-        for j in range(cfg.questions_per_product):
-            q = (content_question(gold, r) if j % 2 else None) or title_question(gold, r)
+        questions = [(content_question(gold, r) if j % 2 else None) or title_question(gold, r)
+                     for j in range(cfg.questions_per_product)]
+        for q in questions + fact_questions(gold, r, cfg.fact_questions_per_product):
             key = title_key(gold.title)
             hits = rset.hybrid.retrieve(q.text, k=cfg.k + 3)
             negatives = [h.product for h in hits if h.uid != gold.uid and title_key(h.product.title) != key]
@@ -172,8 +190,10 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
                 sources = negatives[: cfg.k - 1]
                 position = r.randint(1, len(sources) + 1)
                 sources.insert(position - 1, gold)
-                target = target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product)
-                splits[split].append(_example(q, gold, sources, position, target, cfg))
+                target = (fact_answer(q, gold, position, cfg.excerpt_chars, cfg.name_product) if q.kind == "fact"
+                          else target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product))
+                if target is not None:
+                    splits[split].append(_example(q, gold, sources, position, target, cfg))
     if not splits["train"]:
         raise ConfigError("no training examples: the corpus has no eligible products with descriptions")
     with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
@@ -183,6 +203,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
         checksum = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
         counts = {k: len(v) for k, v in splits.items()}
         counts["abstain"] = sum(e["abstain"] for v in splits.values() for e in v)
+        counts["fact"] = sum(e["kind"] == "fact" for v in splits.values() for e in v)
         manifest = {
             "format": SFT_FORMAT, "counts": counts, "products": len(eligible), "heldout_products": len(heldout),
             "checksum": checksum, "prompt": {"k": cfg.k, "excerpt_chars": cfg.excerpt_chars,

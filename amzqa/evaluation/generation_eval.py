@@ -8,6 +8,7 @@ abstention cases — the same kind of question with the product and its editions
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import re
 import time
@@ -23,12 +24,13 @@ from amzqa.errors import ConfigError
 from amzqa.evaluation.questions import make_questions
 from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
 from amzqa.evaluation.split import HELDOUT_RATE
-from amzqa.evaluation.text_metrics import chrf, precision_recall, rouge_l, strip_markers
+from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l, states_fact, strip_markers
 from amzqa.progress import bar
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.text import split_sentences
 
-ANSWER_METRICS = ("rouge_l", "chrf", "embedding_similarity", "cites_gold", "support")
+ANSWER_METRICS = ("states_answer", "stated_and_cited", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
+                  "support")
 ALL_METRICS = ("cites_only_given", "answer_words", "latency_s")
 
 
@@ -41,7 +43,9 @@ class GenerationEvalConfig(Config):
                        "OpenVINO export, e.g. of a fine-tuned model); base and adapter systems may "
                        "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend).",
                        "base,extractive")
-    n: int = doc("Questions (answerable + abstention cases).", 60)
+    questions: Path | None = doc("A JSONL file of your own questions (question, optional uid or null, optional answer): "
+                                 "every system answers each from the retrieved sources; replaces the generated ones.", None)
+    n: int = doc("Generated questions (answerable + abstention cases); ignored with questions.", 60)
     abstain_fraction: float = doc("Share of questions whose product is removed from the sources.", 0.25)
     k: int | None = doc("Sources per prompt, the same for every system; null = the prompt shape recorded with the "
                         "first adapter compared (what it was trained on), else 5.", None)
@@ -60,13 +64,40 @@ class GenerationEvalConfig(Config):
 @dataclasses.dataclass
 class Case:
     question: str
-    uid: str
-    gold_text: str
+    uid: str | None
+    gold_text: str  # the reference answer ("" = none to compare with)
     sources: list
-    gold_position: int  # 0 = the product was removed: the right answer is to abstain
+    gold_position: int  # 1-based position of the product asked about among the sources; 0 = not among them
+    should_abstain: bool | None = None  # None: abstain exactly when the product is not among the sources
+    fact: str = ""  # the user's short reference answer: does the answer state it?
+
+    def __post_init__(self) -> None:
+        if self.should_abstain is None:
+            self.should_abstain = self.gold_position == 0
+
+
+def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
+    """The user's questions, each with the sources the hybrid retriever finds for it (as ``QA.ask`` would)."""
+    from amzqa.evaluation.user_questions import load_user_questions
+
+    store = rset.store
+    questions = load_user_questions(cfg.questions, store)
+    asked = [store.by_uid(q.product_uid) for q in questions if q.product_uid]
+    groups = relevant_sets(store, asked)
+    cases = []
+    for q in questions:
+        sources = [h.product for h in rset.hybrid.retrieve(q.question, k)]
+        gold = groups.get(q.product_uid, set())
+        position = next((i for i, p in enumerate(sources, 1) if p.uid in gold), 0)
+        reference = q.answer or (store.by_uid(q.product_uid).content if q.product_uid else "")
+        cases.append(Case(q.question, q.product_uid, reference, sources, position, should_abstain=q.should_abstain,
+                          fact=q.answer or ""))
+    return cases
 
 
 def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
+    if cfg.questions is not None:
+        return user_cases(rset, cfg, k)
     r = random.Random(cfg.seed)
     store = rset.store
     products = [p for p in heldout_products(store, cfg.heldout_rate, cfg.n * 3, cfg.seed) if p.content]
@@ -127,23 +158,33 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
     checked = check(raw, case.sources)
     text = strip_markers(checked.text)
     row: dict[str, Any] = {
-        "question": case.question, "uid": case.uid, "should_abstain": case.gold_position == 0, "abstained": checked.abstained,
+        "question": case.question, "uid": case.uid, "should_abstain": case.should_abstain, "abstained": checked.abstained,
         "answer": checked.text, "cites_only_given": float(checked.removed == 0), "answer_words": len(text.split()),
         "latency_s": seconds, "citations": [c.marker for c in checked.citations if not c.attributed],
     }
-    if case.gold_position and not checked.abstained:
+    if case.should_abstain:
+        return row
+    row["refused"] = float(checked.abstained)
+    if checked.abstained:  # abstained although the question is answerable: the worst score on answer quality
+        row.update(support=0.0, **({"rouge_l": 0.0, "chrf": 0.0, "embedding_similarity": 0.0} if case.gold_text else {}),
+                   **({"cites_gold": 0.0} if case.gold_position else {}),
+                   **({"states_answer": 0.0, "stated_and_cited": 0.0} if case.fact else {}))
+        return row
+    if case.gold_text:
         row["rouge_l"] = rouge_l(text, case.gold_text)
         row["chrf"] = chrf(text, case.gold_text)
-        row["cites_gold"] = float(case.gold_position in row["citations"])
-        sentences = split_sentences(checked.text)
-        supported = 0
-        for s in sentences:
-            cited = [int(m) for m in re.findall(r"\[(\d+)\]", s)]
-            supported += any(support(s, case.sources[m - 1]) >= SUPPORT_THRESHOLD for m in cited if 1 <= m <= len(case.sources))
-        row["support"] = supported / len(sentences) if sentences else 0.0
         row["_embed_pair"] = (text, case.gold_text)
-    elif case.gold_position:  # abstained although the answer was there: the worst score on answer quality
-        row.update(rouge_l=0.0, chrf=0.0, cites_gold=0.0, support=0.0, embedding_similarity=0.0)
+    if case.gold_position:
+        row["cites_gold"] = float(case.gold_position in row["citations"])
+    if case.fact:  # stated as the cited source gives it: the fact's words, and the product's source cited
+        row["states_answer"] = float(states_fact(checked.text, case.fact))
+        row["stated_and_cited"] = row["states_answer"] * row.get("cites_gold", 0.0)
+    sentences = split_sentences(checked.text)
+    supported = 0
+    for s in sentences:
+        cited = [int(m) for m in re.findall(r"\[(\d+)\]", s)]
+        supported += any(support(s, case.sources[m - 1]) >= SUPPORT_THRESHOLD for m in cited if 1 <= m <= len(case.sources))
+    row["support"] = supported / len(sentences) if sentences else 0.0
     return row
 
 
@@ -196,7 +237,9 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     started = time.perf_counter()
     rset = rset or RetrieverSet(cfg.artifacts)
     embed = rset.dense.embedder
-    systems = systems or [make_system(s, cfg) for s in cfg.systems.split(",") if s.strip()]
+    # One generator in memory at a time: each is built when its turn comes and dropped after (two OpenVINO models
+    # at once cost ~0.75 GB more peak memory in make demo).
+    systems = systems or (make_system(s, cfg) for s in cfg.systems.split(",") if s.strip())
     k, excerpt = prompt_shape(cfg)
     cases = build_cases(rset, cfg, k)
     results: dict[str, list[dict[str, Any]]] = {}
@@ -213,16 +256,21 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
             g = embed.encode([p[1][:1000] for p in pairs])
             sims = iter((a * g).sum(1).tolist())
             for r in rows:
-                if r["should_abstain"] is False and not r["abstained"]:
+                if "rouge_l" in r and "embedding_similarity" not in r:  # the rows whose pair was just taken
                     r["embedding_similarity"] = next(sims)
         results[name] = rows
         if hasattr(gen, "answer_logprob"):
             readiness = [gen.answer_logprob(build_prompt(c.question, c.sources, excerpt), ABSTAIN_MESSAGE) for c in cases]
-            auc[name] = abstention_auc(readiness, [c.gold_position == 0 for c in cases])
+            auc[name] = abstention_auc(readiness, [c.should_abstain for c in cases])
+        gen = None
+        gc.collect()
     stats = bootstrap(results, cfg.bootstrap, cfg.seed)
     latencies = {name: [r["latency_s"] for r in rows] for name, rows in results.items()}
     return {
-        "config": cfg.to_dict(), "prompt": {"k": k, "excerpt_chars": excerpt}, "n_questions": len(next(iter(results.values()))),
+        "config": cfg.to_dict(), "prompt": {"k": k, "excerpt_chars": excerpt}, "chrf_signature": chrf_signature(),
+        "questions_file": str(cfg.questions) if cfg.questions else None,
+        "metrics_present": [m for m in METRIC_LABELS if m not in ANSWER_METRICS
+                            or any(m in r for rows in results.values() for r in rows)], "n_questions": len(next(iter(results.values()))),
         "abstention_cases": sum(r["should_abstain"] for r in next(iter(results.values()))),
         **stats, "abstention_auc": auc,
         "latency": {n: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))} for n, v in latencies.items()},
@@ -232,6 +280,8 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
 
 
 METRIC_LABELS = {
+    "states_answer": "states the reference fact", "stated_and_cited": "states it and cites its source",
+    "refused": "refuses an answerable question",
     "rouge_l": "ROUGE-L vs gold", "chrf": "chrF vs gold", "embedding_similarity": "embedding sim. to gold",
     "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources", "support": "supported sentences",
     "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
@@ -251,13 +301,21 @@ def abstention_auc(readiness: list[float], should_abstain: list[bool]) -> float 
 
 def markdown(report: dict[str, Any]) -> str:
     names = list(report["systems"])
+    if report.get("questions_file"):
+        about = (f"{report['n_questions']} questions from {report['questions_file']}, {report['abstention_cases']} of them "
+                 "that the catalog does not answer; each answered from the sources the hybrid retriever finds")
+    else:
+        about = (f"{report['n_questions']} questions from held-out products, {report['abstention_cases']} of them with the "
+                 "product removed from the sources (the right answer is to abstain)")
     lines = ["# Generation evaluation", "",
-             f"{report['n_questions']} questions from held-out products, {report['abstention_cases']} of them with the product "
-             "removed from the sources (the right answer is to abstain). Every system answers the same prompts "
-             f"({report['prompt']['k']} sources x {report['prompt']['excerpt_chars']} characters). "
-             "95% bootstrap intervals in brackets.", "",
+             f"{about}. Every system answers the same prompts ({report['prompt']['k']} sources x "
+             f"{report['prompt']['excerpt_chars']} characters). 95% bootstrap intervals in brackets. "
+             f"chrF: sacreBLEU {report.get('chrf_signature', '')}.", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    present = report.get("metrics_present", list(METRIC_LABELS))
     for m, label in METRIC_LABELS.items():
+        if m not in present:
+            continue
         cells = []
         for n in names:
             v = report["systems"][n][m]
@@ -270,7 +328,7 @@ def markdown(report: dict[str, Any]) -> str:
     for pair, diff in report["differences"].items():
         lines += ["", f"**{pair}** (difference, 95% interval):", ""]
         lines += [f"- {METRIC_LABELS[m]}: {d['value']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                  + (" — significant" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "") for m, d in diff.items()]
+                  + (" — significant" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "") for m, d in diff.items() if m in present]
     lines += ["", "## Example answers"]
     for n, rows in report["examples"].items():
         lines += ["", f"### {n}", ""]
@@ -287,7 +345,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     names = list(report["systems"])
-    metrics = [m for m in METRIC_LABELS if m not in ("answer_words", "latency_s")]
+    metrics = [m for m in report.get("metrics_present", METRIC_LABELS) if m not in ("answer_words", "latency_s", "refused")]
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(names)
     for i, n in enumerate(names):

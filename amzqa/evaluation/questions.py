@@ -1,10 +1,13 @@
 """Shopper questions written from catalog records, with realistic noise.
 
-Two kinds:
+Three kinds:
 
 * ``title``: the question mentions the product (templates; lower-casing, typos, partial titles, extra words);
 * ``content``: written from the description only, with every word of the title removed, so the title cannot
-  be matched literally — the hard case for lexical retrieval.
+  be matched literally — the hard case for lexical retrieval;
+* ``fact``: the question names the product and asks for one fact its description states (an age range, a battery
+  life, a page count, care instructions, a material, an author, what is included...); ``Question.sentence`` is the
+  description sentence that holds the answer.
 
 Used by the retrieval and generation evaluations and by the SFT data builder (with disjoint products).
 """
@@ -15,6 +18,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from amzqa.facts import Fact, fact_of
 from amzqa.records import Product
 
 TITLE_TEMPLATES = (
@@ -50,7 +54,8 @@ class Question:
     text: str
     uid: str
     row_id: int
-    kind: str  # "title" or "content"
+    kind: str  # "title", "content" or "fact"
+    sentence: str = ""  # fact questions: the description sentence that answers it
 
 
 def _typo(word: str, r: random.Random) -> str:
@@ -103,6 +108,29 @@ def content_question(p: Product, r: random.Random, min_words: int = 5, max_words
         span = " ".join(kept).lower()
         return Question(r.choice(CONTENT_TEMPLATES).format(s=span), p.uid, p.row_id, "content")
     return None
+
+
+def short_name(title: str, r: random.Random) -> str:
+    """The product as a shopper names it in a fact question: the title before its first comma or bracket, at most
+    six words, lower-cased now and then."""
+    head = re.split(r"\s[(\[]|, | - |: ", title, maxsplit=1)[0].strip() or title
+    words = head.split()[:6]
+    text = " ".join(words)
+    return text.lower() if r.random() < 0.5 else text
+
+
+def fact_questions(p: Product, r: random.Random, limit: int = 1) -> list[Question]:
+    """Up to ``limit`` questions about single facts of the description, each with the sentence that answers it."""
+    from amzqa.text import split_sentences
+
+    found: list[tuple[Fact, str]] = []
+    for sentence in split_sentences(p.content):
+        fact = fact_of(sentence)
+        if fact is not None and all(fact is not f for f, _ in found):
+            found.append((fact, sentence))
+    r.shuffle(found)
+    return [Question(r.choice(fact.templates).format(t=short_name(p.title, r)), p.uid, p.row_id, "fact", sentence)
+            for fact, sentence in found[:limit]]
 
 
 def make_questions(products: list[Product], seed: int = 0, kinds: tuple[str, ...] = ("title", "content")) -> list[Question]:

@@ -13,7 +13,7 @@ from typing import Any
 from amzqa.atomic import write_json_atomic, write_text_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
-from amzqa.evaluation.metrics import first_relevant_rank, ranking_report
+from amzqa.evaluation.metrics import bootstrap_rankings, first_relevant_rank, ranking_report
 from amzqa.evaluation.questions import Question, make_questions
 from amzqa.evaluation.split import HELDOUT_RATE, is_heldout
 from amzqa.progress import bar
@@ -29,15 +29,18 @@ class RetrievalEvalConfig(Config):
     """Settings of ``amzqa eval retrieval``."""
 
     artifacts: Path | None = doc("Index artifact folder.", None)
+    questions: Path | None = doc("A JSONL file of your own questions (question, uid of the product asked about; lines "
+                                 "with uid null or none are skipped here): replaces the generated ones.", None)
     n: int = doc("Held-out products to write questions for (each gives a title and a content question).", 500)
     k: int = doc("Ranking cutoff for the metrics.", 10)
-    seed: int = doc("Seed for product sampling and question noise.", 0)
+    seed: int = doc("Seed for product sampling, question noise and the bootstrap.", 0)
+    bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     heldout_rate: float = doc("Share of products in the held-out split.", HELDOUT_RATE)
     out: Path | None = doc("Report folder (report.json, report.md); default reports/retrieval-<time>.", None)
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.k < 1:
-            raise ConfigError("n and k must be >= 1")
+        if self.n < 1 or self.k < 1 or self.bootstrap < 10:
+            raise ConfigError("n and k must be >= 1, bootstrap >= 10")
         if not 0 < self.heldout_rate <= 1:
             raise ConfigError("heldout_rate must be in (0, 1]")
 
@@ -58,6 +61,22 @@ def relevant_sets(store, golds: list[Product]) -> dict[str, set[str]]:
         if gold is not None:
             groups[gold].add(uid)
     return groups
+
+
+def pick_questions(store, cfg: RetrievalEvalConfig) -> tuple[list[Question], list[Product], int]:
+    """The questions to rank, the products they ask about, and how many of the user's lines name no product."""
+    if cfg.questions is None:
+        products = heldout_products(store, cfg.heldout_rate, cfg.n, cfg.seed)
+        return make_questions(products, seed=cfg.seed), products, 0
+    from amzqa.evaluation.user_questions import load_user_questions
+
+    asked = load_user_questions(cfg.questions, store)
+    named = [q for q in asked if q.product_uid]
+    if not named:
+        raise ConfigError(f"{cfg.questions}: no line names the product asked about (uid): nothing to rank")
+    products = list({q.product_uid: store.by_uid(q.product_uid) for q in named}.values())
+    questions = [Question(q.question, q.product_uid, store.row_of(q.product_uid), "user") for q in named]
+    return questions, products, len(asked) - len(named)
 
 
 def question_rankings(rset, questions: list[Question], k: int = 10,
@@ -93,14 +112,14 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, rset=None, progress: bool | Non
         raise ConfigError("eval retrieval needs artifacts")
     started = time.perf_counter()
     rset = rset or RetrieverSet(cfg.artifacts)
-    products = heldout_products(rset.store, cfg.heldout_rate, cfg.n, cfg.seed)
-    questions = make_questions(products, seed=cfg.seed)
+    questions, products, skipped = pick_questions(rset.store, cfg)
     relevant = relevant_sets(rset.store, products)
     ranks = evaluate_questions(rset, questions, relevant, cfg.k, progress)
+    stats = bootstrap_rankings(ranks, cfg.bootstrap, cfg.seed)
     results: dict[str, dict[str, Any]] = {}
     for mode, mode_ranks in ranks.items():
-        results[mode] = {"all": ranking_report(mode_ranks)}
-        for kind in ("title", "content"):
+        results[mode] = {"all": {**ranking_report(mode_ranks), "ci95": stats["intervals"][mode]}}
+        for kind in ("title", "content", "user"):
             sub = [r for r, q in zip(mode_ranks, questions) if q.kind == kind]
             if sub:
                 results[mode][kind] = ranking_report(sub)
@@ -109,8 +128,9 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, rset=None, progress: bool | Non
         "config": cfg.to_dict(),
         "artifacts_manifest": {k: rset.artifacts.manifest[k] for k in ("corpus", "embedding", "dense", "lexical")},
         "questions": {"total": len(questions), "title": sum(q.kind == "title" for q in questions),
-                      "content": sum(q.kind == "content" for q in questions), "products": len(products)},
-        "results": results,
+                      "content": sum(q.kind == "content" for q in questions), "products": len(products),
+                      "file": str(cfg.questions) if cfg.questions else None, "skipped_without_uid": skipped},
+        "results": results, "differences": stats["differences"],
         "hybrid_fusion": rset.hybrid.describe(),
         "hybrid_vs_best_single": {
             "best_single": best_single,
@@ -124,19 +144,30 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, rset=None, progress: bool | Non
 
 
 def markdown(report: dict[str, Any]) -> str:
+    q = report["questions"]
+    about = (f"{q['total']} questions from {q['file']} ({q.get('skipped_without_uid', 0)} lines without a product uid "
+             "skipped)" if q.get("file") else
+             f"{q['total']} questions ({q['title']} title-mention, {q['content']} content-only) from {q['products']} "
+             "held-out products")
     lines = [
         "# Retrieval evaluation",
         "",
-        f"{report['questions']['total']} questions ({report['questions']['title']} title-mention, "
-        f"{report['questions']['content']} content-only) from {report['questions']['products']} held-out products.",
+        f"{about}. 95% bootstrap intervals in brackets (all questions).",
         "",
         "| retriever | questions | recall@1 | recall@5 | recall@10 | MRR@10 | nDCG@10 |",
         "|---|---|---|---|---|---|---|",
     ]
+    metrics = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
     for mode, by_kind in report["results"].items():
         for kind, m in by_kind.items():
-            lines.append(f"| {mode} | {kind} ({m['n']}) | {m['recall@1']:.3f} | {m['recall@5']:.3f} | {m['recall@10']:.3f} "
-                         f"| {m['mrr@10']:.3f} | {m['ndcg@10']:.3f} |")
+            ci = m.get("ci95", {})
+            cells = [f"{m[x]:.3f}" + (f" [{ci[x][0]:.3f}, {ci[x][1]:.3f}]" if x in ci else "") for x in metrics]
+            lines.append(f"| {mode} | {kind} ({m['n']}) | " + " | ".join(cells) + " |")
+    for pair, diff in report.get("differences", {}).items():
+        lines.append("")
+        lines.append(f"**{pair}** (paired difference, 95% interval): " + "; ".join(
+            f"{x} {d['value']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            + ("*" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "") for x, d in diff.items()) + " (* = interval excludes 0)")
     g = report["hybrid_vs_best_single"]
     lines += ["", f"Hybrid vs the better single retriever ({g['best_single']}): recall@10 {g['recall@10']:+.3f}, "
               f"MRR@10 {g['mrr@10']:+.3f}, nDCG@10 {g['ndcg@10']:+.3f}."]

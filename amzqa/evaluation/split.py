@@ -1,4 +1,4 @@
-"""The held-out split: products reserved for evaluation, never used to train.
+"""The held-out split: products reserved for evaluation, never used to train or to fit anything.
 
 Membership is a pure function of the uid (a salted hash), so retrieval evaluation, SFT data building and
 generation evaluation agree on it without sharing state, and it stays stable when the catalog grows.
@@ -19,3 +19,13 @@ def heldout_score(uid: str, salt: str = HELDOUT_SALT) -> float:
 
 def is_heldout(uid: str, rate: float = HELDOUT_RATE, salt: str = HELDOUT_SALT) -> bool:
     return heldout_score(uid, salt) < rate
+
+
+def calibration_products(store, n: int, seed: int, heldout_rate: float = HELDOUT_RATE) -> list:
+    """Up to ``n`` products outside the held-out split, for fitting thresholds and fusion: no report scores them."""
+    import random
+
+    uids = store.table.column("uid").to_pylist()
+    rows = [i for i, u in enumerate(uids) if not is_heldout(u, heldout_rate)]
+    random.Random(f"calibrate-{seed}").shuffle(rows)
+    return [store.get(i) for i in sorted(rows[:n])]

@@ -1,15 +1,17 @@
-"""Answer-quality metrics, computed here so each is checked on hand-made cases (no metric library quirks).
+"""Answer-quality metrics.
 
-* ROUGE-L: F-measure of the longest common subsequence of lower-cased word tokens (beta = 1).
-* chrF: character n-gram F-score (n = 1..6, beta = 2, whitespace removed), as in Popović (2015) / sacreBLEU.
+* chrF: sacreBLEU's sentence chrF (n = 1..6, beta = 2), scaled to [0, 1]; its signature goes into every report.
+* ROUGE-L: F-measure of the longest common subsequence of lower-cased word tokens (beta = 1). Kept here because
+  ``rouge-score`` tokenises on ``[a-z0-9]`` and so deletes every accented letter (Portuguese answers); on ASCII text
+  it equals ``rouge-score``'s rougeL F-measure (tests/test_eval_metrics.py checks the parity).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import Counter
 
-_TOKEN = re.compile(r"\w+")
+_TOKEN = re.compile(r"[^\W_]+")  # letters and digits of any script; "_" splits, as in rouge-score
 _MARKER = re.compile(r"\[\d+\]")
 
 
@@ -40,24 +42,38 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
-def chrf(candidate: str, reference: str, n: int = 6, beta: float = 2.0) -> float:
-    c = "".join(strip_markers(candidate).split())
-    r = "".join(reference.split())
-    precisions, recalls = [], []
-    for k in range(1, n + 1):
-        cc = Counter(c[i:i + k] for i in range(len(c) - k + 1))
-        rc = Counter(r[i:i + k] for i in range(len(r) - k + 1))
-        if not cc or not rc:
-            continue
-        overlap = sum((cc & rc).values())
-        precisions.append(overlap / sum(cc.values()))
-        recalls.append(overlap / sum(rc.values()))
-    if not precisions:
-        return 0.0
-    p, rec = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
-    if p + rec == 0:
-        return 0.0
-    return (1 + beta**2) * p * rec / (beta**2 * p + rec)
+@functools.lru_cache(maxsize=1)
+def _chrf_metric():
+    from amzqa.optional import require
+
+    require("sacrebleu", "eval")
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()  # chrF2: character 6-grams, beta 2, no word n-grams
+
+
+def chrf(candidate: str, reference: str) -> float:
+    return _chrf_metric().sentence_score(strip_markers(candidate), [reference]).score / 100
+
+
+def chrf_signature() -> str:
+    return str(_chrf_metric().get_signature())
+
+
+_KEEP = frozenset({"no", "not"})  # negations are part of a fact ("not dishwasher safe", "pump not included")
+
+
+def fact_tokens(text: str) -> set[str]:
+    """The words that carry a fact: content words (stop words dropped, plurals folded) plus negations."""
+    from amzqa.text import STOPWORDS, stem, words
+
+    return {stem(w) for w in words(strip_markers(text)) if w in _KEEP or (w not in STOPWORDS and len(w) > 1) or w.isdigit()}
+
+
+def states_fact(answer: str, fact: str) -> bool:
+    """Whether the answer states the fact: every word of the fact (numbers and negations included) occurs in it."""
+    wanted = fact_tokens(fact)
+    return bool(wanted) and wanted <= fact_tokens(answer)
 
 
 def precision_recall(predicted: list[bool], actual: list[bool]) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
@@ -20,11 +21,27 @@ ADAPTER_PROVENANCE = "amzqa_adapter.json"
 ABSTENTION_CALIBRATION = "amzqa_abstention.json"
 
 
-def load_threshold(*folders: str | Path | None) -> float | None:
+@dataclass(frozen=True)
+class Threshold:
+    """The fitted cut on log P(abstention message): one for questions that ask for a single fact (amzqa.facts), fitted
+    on those alone where the eval split has enough of them, and one for every other question."""
+
+    default: float
+    fact: float | None = None
+
+    def for_question(self, question: str) -> float:
+        from amzqa.facts import asked_facts
+
+        return self.fact if self.fact is not None and asked_facts(question) else self.default
+
+
+def load_threshold(*folders: str | Path | None) -> Threshold | None:
     """The fitted threshold from the first of ``folders`` that carries one (adapter, merged or exported model)."""
     for folder in folders:
         if folder and Path(folder, ABSTENTION_CALIBRATION).is_file():
-            return float(json.loads(Path(folder, ABSTENTION_CALIBRATION).read_text())["threshold"])
+            saved = json.loads(Path(folder, ABSTENTION_CALIBRATION).read_text())
+            fact = saved.get("fact_threshold")
+            return Threshold(float(saved["threshold"]), None if fact is None else float(fact))
     return None
 
 
@@ -33,7 +50,7 @@ def decide(generator, prompt: Prompt) -> bool | None:
     threshold = getattr(generator, "abstain_threshold", None)
     if threshold is None:
         return None
-    return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold
+    return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold.for_question(prompt.question)
 
 
 class IncrementalText:

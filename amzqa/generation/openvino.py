@@ -172,14 +172,14 @@ class OpenVINOGenerator:
         return int(scores.argmax(-1)[0])
 
     def abstains(self, prompt: Prompt) -> bool | None:
-        return self._plan(self._encode(prompt))[0]
+        return self._plan(prompt, self._encode(prompt))[0]
 
-    def _plan(self, ids: list[int]) -> tuple[bool | None, list[int]]:
+    def _plan(self, prompt: Prompt, ids: list[int]) -> tuple[bool | None, list[int]]:
         """(calibrated decision, forced opening tokens)."""
         if self.abstain_threshold is None:
             return None, []
         logprob, logits = self._score(ids, self._abstain_ids)
-        if logprob >= self.abstain_threshold:
+        if logprob >= self.abstain_threshold.for_question(prompt.question):
             return True, []
         return False, self._opening(ids, logits)
 
@@ -204,7 +204,7 @@ class OpenVINOGenerator:
 
     def generate(self, prompt: Prompt) -> str:
         ids = self._encode(prompt)
-        decision, opening = self._plan(ids)
+        decision, opening = self._plan(prompt, ids)
         if decision:
             return ABSTAIN_MESSAGE
         budget = self.config.max_new_tokens - len(opening)
@@ -219,7 +219,7 @@ class OpenVINOGenerator:
         """Yield text pieces as the pipeline produces tokens (it runs in a worker thread; leaving the loop early
         cancels it at its next token)."""
         ids = self._encode(prompt)
-        decision, opening = self._plan(ids)
+        decision, opening = self._plan(prompt, ids)
         if decision:
             yield ABSTAIN_MESSAGE
             return

@@ -58,22 +58,12 @@ def grid() -> list[FusionChoice]:
             + [FusionChoice("convex", alpha=a) for a in CONVEX_ALPHAS])
 
 
-def calibration_products(store, n: int, seed: int, heldout_rate: float):
-    """Up to ``n`` products outside the held-out split (the evaluation never sees them)."""
-    from amzqa.evaluation.split import is_heldout
-
-    uids = store.table.column("uid").to_pylist()
-    rows = [i for i, u in enumerate(uids) if not is_heldout(u, heldout_rate)]
-    random.Random(f"calibrate-{seed}").shuffle(rows)
-    return [store.get(i) for i in sorted(rows[:n])]
-
-
 def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: bool | None = None) -> dict[str, Any]:
     """Score every fusion in :func:`grid` on questions about ``n`` non-held-out products; return the report."""
     from amzqa.evaluation.metrics import first_relevant_rank, ranking_report
     from amzqa.evaluation.questions import make_questions
     from amzqa.evaluation.retrieval_eval import question_rankings, relevant_sets
-    from amzqa.evaluation.split import HELDOUT_RATE
+    from amzqa.evaluation.split import HELDOUT_RATE, calibration_products
     from amzqa.retrieval.base import to_hits
 
     if n < 10:

@@ -1,0 +1,84 @@
+"""Single facts a product description states, and the questions that ask for them.
+
+Each :class:`Fact` kind has a pattern that finds it in a description sentence, a cue that finds a question asking
+for it, and question templates. The prompt uses them to show the sentence a question asks about (a description
+cut to its first characters hid "Hand wash only" from "is it dishwasher safe?"), and the question generator to
+write fact questions for training and evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    sentence: re.Pattern  # a description sentence that states this kind of fact
+    cue: re.Pattern  # a question that asks for it
+    templates: tuple[str, ...]  # {t}: the product as a shopper names it
+
+
+def _fact(name: str, sentence: str, cue: str, *templates: str) -> Fact:
+    return Fact(name, re.compile(sentence, re.I), re.compile(cue, re.I), templates)
+
+
+FACTS: tuple[Fact, ...] = (
+    _fact("ages", r"\bages? \d+(\.\d+)?( months)?( to |-| and up| and older)|\bfor (babies|toddlers) \d+|\bsuitable from birth",
+          r"\bages?\b|\bhow old\b|\bkids?\b|\bchildren\b|\btoddlers?\b",
+          "what ages is the {t} for?", "what age is {t} suitable for?", "{t}: what age range?"),
+    _fact("battery", r"\b(battery|playtime|playback|listening|play on one charge)\b.*\b\d+ (hours|days|weeks)\b"
+          r"|\b\d+ (hours|days|weeks)\b.*\b(battery|playtime|playback|listening|of play)\b",
+          r"\bbattery\b|\bhow long does\b.*\blast\b|\bon a charge\b|\bplaytime\b",
+          "how long does the battery of the {t} last?", "{t} battery life?", "how many hours does the {t} run on a charge?"),
+    _fact("pages", r"\b[\d,]+ pages\b", r"\bpages?\b|\bhow long is the book\b",
+          "how many pages is {t}?", "{t}: how many pages?"),
+    _fact("dishwasher", r"\bdishwasher|\bhand wash", r"\bdishwasher\b",
+          "is the {t} dishwasher safe?", "can the {t} go in the dishwasher?", "{t} dishwasher safe?"),
+    _fact("care", r"\bhand wash|\bmachine wash|\bspot clean|\bwipe (clean|with)|\bsurface wash|\bdry clean|\btumble dry",
+          r"\bclean\b|\bwash(ing|able)?\b|\bcare\b|\btumble\b|\bdry\b",
+          "how do i clean the {t}?", "how should i wash {t}?", "{t} care instructions?"),
+    _fact("material", r"\b\d+% [a-z]+|\bmade (of|from) |\b(stainless steel|cast iron|borosilicate glass|silicone|leather|"
+          r"merino wool|hardwood|natural rubber|aluminum|canvas|porcelain|acetate)\b",
+          r"\bmade (of|from)\b|\bmaterials?\b|\bfabric\b",
+          "what is the {t} made of?", "what material is {t}?", "{t}: what's it made of?"),
+    _fact("people", r"\b(illustrated|translated|directed|performed|narrated) by\b|\bstarring\b",
+          r"\billustrat|\btranslat|\bdirect|\bstarring\b|\bwho is in\b|\bwho made\b",
+          "who illustrated {t}?", "who is in {t}?", "who made {t}?"),
+    _fact("author", r"^[A-Z][\w.]+(?: [A-Z][\w.]+){0,3}(?:'s|’s) (novel|book|memoir|guide|classic|story|epic|thriller|"
+          r"picture book|science fiction|fable|comic|rhyming|bedtime)",
+          r"\bwho wrote\b|\bauthor\b|\bwritten by\b|\bwho is it by\b",
+          "who wrote {t}?", "who is the author of {t}?", "{t} author?"),
+    _fact("included", r"\bincludes?\b|\bincluded\b|\bcomes with\b|\bnot included\b|\bsold separately\b",
+          r"\bincluded?\b|\bcomes? with\b|\bin the box\b|\bsold separately\b",
+          "what comes with the {t}?", "what is included with {t}?", "does {t} come with everything i need?"),
+    _fact("size", r"\b\d+(\.\d+)? ?x ?\d+(\.\d+)?( ?x ?\d+(\.\d+)?)? ?(inches|inch|in|cm|mm|feet)\b|\bweighs?\b"
+          r"|\b\d+(\.\d+)? (pounds|lb|ounces|kg|g)\b",
+          r"\bhow big\b|\bsize\b|\bdimensions?\b|\bweigh|\bhow heavy\b|\bhow tall\b|\bhow wide\b",
+          "how big is the {t}?", "what are the dimensions of {t}?", "how much does the {t} weigh?"),
+    _fact("warranty", r"\b(\d+|one|two|three|five|ten|lifetime)[- ](year|month)?[- ]?(limited |full )?warranty\b"
+          r"|\blifetime (warranty|guarantee)", r"\bwarranty\b|\bguarantee\b",
+          "what warranty does the {t} have?", "is the {t} covered by a warranty?"),
+    _fact("power", r"\b\d+[- ]?(watts?|w)\b|\b\d+ (lumens|mah|gb|mbps|fps|megapixels?)\b",
+          r"\bhow powerful\b|\bwatts?\b|\bspecs?\b|\bmegapixels?\b|\bfps\b|\blumens\b",
+          "how powerful is the {t}?", "{t} specs?"),
+    _fact("capacity", r"\b\d+(\.\d+)?[- ](oz|ounce|quart|qt|liter|litre|cup|gallon)s?\b",
+          r"\bhow much does\b.*\bhold\b|\bcapacity\b|\bhow many cups\b",
+          "how much does the {t} hold?", "what capacity is the {t}?"),
+)
+
+
+def fact_of(sentence: str) -> Fact | None:
+    """The first kind of fact the sentence states, or None."""
+    return next((f for f in FACTS if f.sentence.search(sentence)), None)
+
+
+def asked_facts(question: str) -> tuple[Fact, ...]:
+    """The kinds of fact the question asks for (usually none or one)."""
+    return tuple(f for f in FACTS if f.cue.search(question))
+
+
+def answers(sentence: str, asked: tuple[Fact, ...]) -> bool:
+    """Whether the sentence states a fact of a kind the question asks for."""
+    return any(f.sentence.search(sentence) for f in asked)
