@@ -91,9 +91,8 @@ def focused_excerpt(question: str, text: str, limit: int) -> str:
     """
     if len(text) <= limit:
         return text
-    from amzqa.text import split_sentences
-
     from amzqa.facts import answers, asked_facts
+    from amzqa.text import split_sentences
 
     sentences = split_sentences(text)
     asked, facts = content_words(question), asked_facts(question)

@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from amzqa.generation.abstention import Threshold
-
 from amzqa.demo import QUESTIONS
 from amzqa.errors import ArtifactError, ConfigError, GenerationError
 from amzqa.generation import GenerationConfig, load_generator
+from amzqa.generation.abstention import Threshold
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, template_fingerprint
 from amzqa.records import Product
 from tests.conftest import free_port as _free_port

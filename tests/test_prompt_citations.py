@@ -1,4 +1,5 @@
 import pytest
+from injection_sentences import HARMLESS, INJECTIONS
 
 from amzqa.citations import check, support
 from amzqa.prompt import (
@@ -12,8 +13,6 @@ from amzqa.prompt import (
     sanitize,
 )
 from amzqa.records import Product
-
-from injection_sentences import HARMLESS, INJECTIONS
 
 P = [
     Product(0, "U1", "Acme Electric Kettle 1.7 L", "Boils 1.7 liters in four minutes. Auto shut-off. Not dishwasher safe."),
@@ -152,7 +151,7 @@ def test_unmarked_sentence_is_attributed_or_flagged():
     assert c.unsupported == ["It plays music through Bluetooth speakers."]
 
 
-@pytest.mark.parametrize("text", ["", "   ", ABSTAIN_MESSAGE, f"{ABSTAIN_MESSAGE} [1]",
+@pytest.mark.parametrize("text", ["", "   ", ABSTAIN_MESSAGE, f"{ABSTAIN_MESSAGE} [1]", "The catalogue does not answer this question.",
                                   "Sorry, the sources do not mention the warranty.",
                                   "There is no information about the warranty. The catalog does not answer this question."])
 def test_abstentions_are_recognised(text):

@@ -221,8 +221,8 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
 
 
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
-    from amzqa.evaluation.split import HELDOUT_RATE, is_heldout
-    from amzqa.retrieval.calibrate import FUSION_FILE, calibration_products, grid
+    from amzqa.evaluation.split import HELDOUT_RATE, calibration_products, is_heldout
+    from amzqa.retrieval.calibrate import FUSION_FILE, grid
 
     result = json.loads((sample_artifacts / FUSION_FILE).read_text())
     assert len(result["grid"]) == len(grid())

@@ -4,11 +4,10 @@ import json
 import os
 
 import pytest
-
-from amzqa.generation.abstention import Threshold
 import torch
 
 from amzqa.errors import ConfigError
+from amzqa.generation.abstention import Threshold
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render, template_fingerprint
 from training.config import TrainConfig
 from training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
@@ -49,6 +48,27 @@ def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
     assert man["prompt"] == {"k": 2, "excerpt_chars": 80, "system_sha256": man["prompt"]["system_sha256"],
                              "template": template_fingerprint()}
     assert 0.1 < man["counts"]["abstain"] / (man["counts"]["train"] + man["counts"].get("eval", 0)) < 0.45
+
+
+def test_fact_questions_are_answered_with_the_sentence_that_states_the_fact(sft_dir, retrievers):
+    from datasets import load_from_disk
+
+    from amzqa.facts import asked_facts, fact_of
+    from amzqa.prompt import focused_excerpt, sanitize
+
+    man = json.loads((sft_dir / "manifest.json").read_text())
+    ds = load_from_disk(str(sft_dir / "dataset"))
+    facts = [e for split in ds for e in ds[split] if e["kind"] == "fact" and not e["abstain"]]
+    assert facts and man["counts"]["fact"] >= len(facts)
+    for e in facts:
+        gold = retrievers.store.by_uid(e["uid"])
+        target = e["completion"][0]["content"]
+        body = target.split(f" [{e['gold_position']}]: ", 1)[-1]  # after the product's name, when it is named
+        sentence = body.replace(f" [{e['gold_position']}]", "")
+        assert sentence in sanitize(gold.content) and fact_of(sentence) is not None  # the sentence holding the fact
+        assert asked_facts(e["question"]), e["question"]  # the question asks for that kind of fact
+        assert sentence in focused_excerpt(e["question"], sanitize(gold.content), 80)  # and the model sees it
+        assert target.endswith(f"[{e['gold_position']}].") or target.endswith(f"[{e['gold_position']}]!")
 
 
 def test_sft_prompt_is_the_inference_prompt(sft_dir, hf_generator, retrievers):
@@ -219,6 +239,11 @@ def test_best_threshold_separates_and_prefers_answering():
     assert threshold > -2.0 and accuracy == 1.0  # nothing to abstain on: the cut lies above every score
     # Two cuts are equally accurate (3 of 4): the one that abstains on fewer questions wins.
     assert best_threshold([-1.0, -2.0, -3.0, -4.0], [True, False, True, False]) == (-1.5, 0.75)
+    # Imbalanced (8 answerable, 2 absent): plain accuracy is best never abstaining (0.8); balanced accuracy abstains
+    # on the two highest scores although one answerable case lies between them.
+    scores = [-9.0, -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -1.5, -1.0, -0.5]
+    labels = [False] * 7 + [True, False, True]
+    assert best_threshold(scores, labels) == (-2.25, 0.9)
     with pytest.raises(ConfigError):
         best_threshold([], [])
 

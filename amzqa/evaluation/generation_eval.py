@@ -52,6 +52,8 @@ class GenerationEvalConfig(Config):
     excerpt_chars: int | None = doc("Description characters per source; null as for k (else 300).", None)
     max_new_tokens: int = doc("Generation budget per answer.", 96)
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
+    abstention_auc: bool = doc("Also score log P(abstention message) on every case for the threshold-free abstention "
+                               "AUC (one more prompt pass per case and system).", True)
     seed: int = doc("Seed for products, questions, gold position and the bootstrap.", 0)
     heldout_rate: float = doc("Held-out split rate (must match training's).", HELDOUT_RATE)
     out: Path | None = doc("Report folder; default reports/generation-<time>.", None)
@@ -161,6 +163,7 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
         "question": case.question, "uid": case.uid, "should_abstain": case.should_abstain, "abstained": checked.abstained,
         "answer": checked.text, "cites_only_given": float(checked.removed == 0), "answer_words": len(text.split()),
         "latency_s": seconds, "citations": [c.marker for c in checked.citations if not c.attributed],
+        "hedges": checked.hedges,  # "no information about X" sentences dropped (counted as abstentions before #15)
     }
     if case.should_abstain:
         return row
@@ -259,7 +262,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
                 if "rouge_l" in r and "embedding_similarity" not in r:  # the rows whose pair was just taken
                     r["embedding_similarity"] = next(sims)
         results[name] = rows
-        if hasattr(gen, "answer_logprob"):
+        if cfg.abstention_auc and hasattr(gen, "answer_logprob"):
             readiness = [gen.answer_logprob(build_prompt(c.question, c.sources, excerpt), ABSTAIN_MESSAGE) for c in cases]
             auc[name] = abstention_auc(readiness, [c.should_abstain for c in cases])
         gen = None

@@ -67,7 +67,8 @@ def fact_tokens(text: str) -> set[str]:
     """The words that carry a fact: content words (stop words dropped, plurals folded) plus negations."""
     from amzqa.text import STOPWORDS, stem, words
 
-    return {stem(w) for w in words(strip_markers(text)) if w in _KEEP or (w not in STOPWORDS and len(w) > 1) or w.isdigit()}
+    tokens = (w.removesuffix("'s") for w in words(strip_markers(text).replace("’", "'")))  # "Asimov's" states "Asimov"
+    return {stem(w) for w in tokens if w in _KEEP or (w not in STOPWORDS and len(w) > 1) or w.isdigit()}
 
 
 def states_fact(answer: str, fact: str) -> bool:

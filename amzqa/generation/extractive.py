@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from amzqa.facts import answers, asked_facts
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
 from amzqa.text import content_words
 
@@ -25,14 +26,16 @@ class ExtractiveGenerator:
         q = content_words(prompt.question)
         if not q:
             return []
+        facts = asked_facts(prompt.question)
         out = []
         for n, product in enumerate(prompt.sources, 1):
             title_overlap = len(q & content_words(product.title)) / len(q)
             sentences = [s for s in _SENTENCE.split(sanitize(product.content)) if s] or [product.title]
             for s in sentences:
                 overlap = len(q & content_words(s)) / len(q)
-                # Sentences of the product the question names win ties; earlier sources slightly preferred.
-                out.append((overlap + title_overlap - 0.02 * (n - 1), n, s))
+                # The named product's sentences win ties, the more so when one states the kind of fact asked for
+                # ("Hand wash only." for "dishwasher safe?"); earlier sources slightly preferred.
+                out.append((overlap + title_overlap * (1 + 0.5 * answers(s, facts)) - 0.02 * (n - 1), n, s))
         out.sort(key=lambda t: -t[0])
         return out
 
