@@ -374,7 +374,7 @@ def test_abstention_examples_can_come_with_answerable_twins(sample_corpus, sampl
 
     out = tmp_path / "pairs"
     build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=3, excerpt_chars=80,
-                                 max_products=40, questions_per_product=1, abstain_fraction=0.5, eval_fraction=0.0,
+                                 max_products=40, questions_per_product=1, fact_questions_per_product=0, abstain_fraction=0.5, eval_fraction=0.0,
                                  abstain_pairs=True), retrievers=retrievers)
     rows = list(load_from_disk(str(out / "dataset"))["train"])
     abstains = [e for e in rows if e["abstain"]]
