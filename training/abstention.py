@@ -20,7 +20,10 @@ from amzqa.facts import asked_facts
 from amzqa.generation.abstention import ABSTENTION_CALIBRATION, Threshold
 
 log = logging.getLogger(__name__)
-MIN_PER_LABEL = 4  # fit a separate cut for fact questions only with at least this many of each label
+# A separate cut for fact questions is fitted only with at least this many of each label, and kept only where it
+# abstains less than the general one (measured: fitted on 4-6 absent-product fact examples, balanced accuracy chose
+# a cut that refused 57% of the answerable fact questions).
+MIN_PER_LABEL = 4
 
 
 def best_threshold(scores: list[float], abstain: list[bool]) -> tuple[float, float]:
@@ -80,6 +83,8 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     fact_threshold = None
     if sum(a for _, a in fact) >= MIN_PER_LABEL and sum(not a for _, a in fact) >= MIN_PER_LABEL:
         fact_threshold, _ = best_threshold([s for s, _ in fact], [a for _, a in fact])
+        if fact_threshold < threshold:  # kept only where it refuses fact questions less than the general cut
+            fact_threshold = None
     cut = Threshold(threshold, fact_threshold)
     greedy = sum(s >= 0 for s in scores)  # for the log: how the uncalibrated model would lean
     result = {"threshold": round(threshold, 4), "fact_threshold": None if fact_threshold is None else round(fact_threshold, 4),
