@@ -152,10 +152,29 @@ class Prompt:
     question: str
     sources: tuple[Product, ...]
     messages: tuple[dict[str, str], ...] = field(default=())
+    excerpt_chars: int = DEFAULT_EXCERPT_CHARS
 
     @property
     def user_text(self) -> str:
         return self.messages[-1]["content"]
+
+
+def shows_asked_fact(prompt: Prompt) -> bool:
+    """Whether the prompt shows the model the fact its question asks for: a source matching the question (the
+    "Sources matching the question" line) whose excerpt has a sentence stating that kind of fact ("Ages 4 to 99."
+    for "what ages is the LEGO box for?"). Calibrated abstention does not refuse such a question."""
+    from amzqa.facts import answers, asked_facts
+    from amzqa.text import split_sentences
+
+    asked = asked_facts(prompt.question)
+    if not asked:
+        return False
+    for n in matching_sources(prompt.question, prompt.sources, prompt.excerpt_chars):
+        product = prompt.sources[n - 1]
+        shown = focused_excerpt(prompt.question, sanitize(product.content), prompt.excerpt_chars) if product.content else ""
+        if any(answers(s, asked) for s in split_sentences(shown)):
+            return True
+    return False
 
 
 def build_prompt(question: str, sources: list[Hit] | list[Product], excerpt_chars: int = DEFAULT_EXCERPT_CHARS) -> Prompt:
@@ -167,7 +186,7 @@ def build_prompt(question: str, sources: list[Hit] | list[Product], excerpt_char
     matching = " ".join(f"[{n}]" for n in matching_sources(asked, products, excerpt_chars)) or "none"
     lines += ["", f"Question: {asked}", f"Sources matching the question: {matching}"]
     messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)})
-    return Prompt(question, products, messages)
+    return Prompt(question, products, messages, excerpt_chars)
 
 
 def template_fingerprint() -> str:

@@ -182,3 +182,14 @@ def test_a_hedged_answer_is_not_an_abstention_through_the_pipeline_records():
 def test_support_is_share_of_content_words():
     assert support("Boils 1.7 liters quickly", P[0]) == pytest.approx(3 / 4)  # boil, 1.7, liter of 4
     assert support("[1]", P[0]) == 1.0
+
+
+def test_a_prompt_showing_the_fact_asked_for_is_not_refused():
+    from amzqa.prompt import shows_asked_fact
+
+    lego = Product(0, "U1", "LEGO Classic Brick Box", "790 pieces in 33 colours. Storage box included. Ages 4 to 99.")
+    other = Product(1, "U2", "Wooden Train Set", "Ages 3 and up.")
+    assert shows_asked_fact(build_prompt("What ages is the LEGO Classic brick box for?", [other, lego], 150))
+    assert not shows_asked_fact(build_prompt("What ages is the Playmobil castle for?", [other, lego], 150))  # no match
+    assert not shows_asked_fact(build_prompt("do you have the LEGO classic brick box?", [lego], 150))  # asks no fact
+    assert not shows_asked_fact(build_prompt("How many pages is the LEGO Classic brick box?", [lego], 150))  # not shown

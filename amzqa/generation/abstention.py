@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
+from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, shows_asked_fact
 
 log = logging.getLogger(__name__)
 ADAPTER_PROVENANCE = "amzqa_adapter.json"
@@ -50,6 +50,8 @@ def decide(generator, prompt: Prompt) -> bool | None:
     threshold = getattr(generator, "abstain_threshold", None)
     if threshold is None:
         return None
+    if shows_asked_fact(prompt):  # the fact asked for is in front of the model: answer it
+        return False
     return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold.for_question(prompt.question)
 
 

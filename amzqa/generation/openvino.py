@@ -22,7 +22,7 @@ from pathlib import Path
 from amzqa.errors import ArtifactError, MissingExtraError
 from amzqa.generation.abstention import load_threshold, stream_text
 from amzqa.generation.config import GenerationConfig
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, template_fingerprint
+from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
 
 log = logging.getLogger(__name__)
 MODEL_XML = "openvino_model.xml"
@@ -179,7 +179,7 @@ class OpenVINOGenerator:
         if self.abstain_threshold is None:
             return None, []
         logprob, logits = self._score(ids, self._abstain_ids)
-        if logprob >= self.abstain_threshold.for_question(prompt.question):
+        if not shows_asked_fact(prompt) and logprob >= self.abstain_threshold.for_question(prompt.question):
             return True, []
         return False, self._opening(ids, logits)
 
