@@ -14,8 +14,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from amzqa.facts import answers, asked_facts
 from amzqa.records import Hit, Product
-from amzqa.text import content_words
+from amzqa.text import content_words, split_sentences
 
 ABSTAIN_MESSAGE = "The catalog does not answer this question."
 SYSTEM = (
@@ -91,9 +92,6 @@ def focused_excerpt(question: str, text: str, limit: int) -> str:
     """
     if len(text) <= limit:
         return text
-    from amzqa.facts import answers, asked_facts
-    from amzqa.text import split_sentences
-
     sentences = split_sentences(text)
     asked, facts = content_words(question), asked_facts(question)
     # A sentence stating the kind of fact asked for ("Ages 4 to 99." for "what ages...") counts as two shared words.
@@ -163,9 +161,6 @@ def shows_asked_fact(prompt: Prompt) -> bool:
     """Whether the prompt shows the model the fact its question asks for: a source matching the question (the
     "Sources matching the question" line) whose excerpt has a sentence stating that kind of fact ("Ages 4 to 99."
     for "what ages is the LEGO box for?"). Calibrated abstention does not refuse such a question."""
-    from amzqa.facts import answers, asked_facts
-    from amzqa.text import split_sentences
-
     asked = asked_facts(prompt.question)
     if not asked:
         return False

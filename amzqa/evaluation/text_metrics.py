@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import re
 
+from amzqa.text import STOPWORDS, stem, words
+
 _TOKEN = re.compile(r"[^\W_]+")  # letters and digits of any script; "_" splits, as in rouge-score
 _MARKER = re.compile(r"\[\d+\]")
 
@@ -65,8 +67,6 @@ _KEEP = frozenset({"no", "not"})  # negations are part of a fact ("not dishwashe
 
 def fact_tokens(text: str) -> set[str]:
     """The words that carry a fact: content words (stop words dropped, plurals folded) plus negations."""
-    from amzqa.text import STOPWORDS, stem, words
-
     tokens = (w.removesuffix("'s") for w in words(strip_markers(text).replace("’", "'")))  # "Asimov's" states "Asimov"
     return {stem(w) for w in tokens if w in _KEEP or (w not in STOPWORDS and len(w) > 1) or w.isdigit()}
 
