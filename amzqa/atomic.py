@@ -31,14 +31,55 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if target.exists():
-        # Move the old one aside first so there is no moment without a complete folder on disk.
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    swap_dir(tmp, target)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with Linux renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28
+        return False
+    at_fdcwd = -100
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def swap_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the complete folder ``new`` at ``target``. An existing ``target`` is exchanged with ``new`` in one
+    rename (readers see the old folder or the new one, never none) and then removed; where the filesystem cannot
+    exchange, it is moved aside first (a moment without ``target``, never a half-written one)."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old folder
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def revise_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a copy of the sealed folder ``target`` (hard links: files are only ever replaced, never edited in
+    place) to change and re-seal; it replaces ``target`` atomically only if the block succeeds."""
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        shutil.copytree(target, tmp, copy_function=os.link, dirs_exist_ok=True)
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swap_dir(tmp, target)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from amzqa.errors import AmzqaError
@@ -30,26 +31,12 @@ def _load(cls, args: argparse.Namespace, **overrides):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from indexing.corpus import PrepareConfig, prepare
+    from indexing.corpus import PrepareConfig, format_stats, prepare
 
     cfg = _load(PrepareConfig, args, input=args.input, out=args.out, overwrite=args.overwrite or None)
     stats = prepare(cfg, progress=_progress(args))
     print(format_stats(stats, cfg.out))
     return 0
-
-
-def format_stats(stats: dict, out: Path | str) -> str:
-    lines = [
-        f"corpus written to {out}",
-        f"  lines read          {stats['lines_read']:>12,}",
-        f"  kept                {stats['kept']:>12,}",
-        f"    with content      {stats['kept_with_content']:>12,}",
-        f"    title only        {stats['kept_title_only']:>12,}",
-        f"  dropped             {stats['lines_read'] - stats['kept']:>12,}  (details in quarantine.jsonl)",
-    ]
-    lines += [f"    {reason:<24}{n:>8,}" for reason, n in stats["dropped"].items()]
-    lines.append(f"  seconds             {stats['seconds']:>12,.1f}")
-    return "\n".join(lines)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -141,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from amzqa.config import config_class
+    from amzqa.recipes import config_class
 
     cls = config_class(args.kind)
     print(cls.describe() if args.action == "describe" else cls.from_yaml(args.path).to_yaml())
@@ -162,10 +149,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from amzqa.retrieval import RetrieverSet
-    from amzqa.retrieval.calibrate import calibrate_fusion, save_calibration
+    from indexing.fusion import calibrate_fusion, save_calibration
 
+    started = time.perf_counter()
     result = calibrate_fusion(RetrieverSet(args.artifacts, fusion="weighted"), args.n, args.seed, progress=_progress(args))
-    path = save_calibration(args.artifacts, result)
+    path = save_calibration(args.artifacts, result, seconds=time.perf_counter() - started)
     for row in result["grid"]:
         print(f"  {row['fusion']:<28} MRR@10 {row['mrr@10']:.3f}  recall@10 {row['recall@10']:.3f}")
     print(f"chosen: {RetrieverSet(args.artifacts).hybrid.describe()} on {result['questions']} questions; written to {path}")

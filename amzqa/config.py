@@ -8,14 +8,28 @@ typo in a recipe is an error rather than a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
 from amzqa.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    # pydantic's lax mode: "2e-4" (PyYAML reads it as a string) becomes 0.0002, "3" becomes 3, "runs/x" a Path;
+    # "abc" for a float, 1.5 for an int or a list for a string is refused with the field named.
+    return TypeAdapter(hint)
 
 
 def doc(help: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -37,10 +51,15 @@ class Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-        hints = typing.get_type_hints(cls)
+        problems = []
         for key, value in list(data.items()):
-            if value is not None and hints.get(key) in (Path, Path | None) and not isinstance(value, Path):
-                data[key] = Path(value)
+            try:
+                data[key] = _adapter(_hints(cls)[key]).validate_python(value)
+            except ValidationError as exc:
+                reason = "; ".join(e["msg"] for e in exc.errors())
+                problems.append(f"{key}: {reason} (got {value!r})")
+        if problems:
+            raise ConfigError(f"{cls.__name__}: " + "; ".join(problems))
         try:
             return cls(**data)
         except TypeError as exc:
@@ -90,28 +109,3 @@ class Config:
             )
             lines.append(f"  {f.name} = {default!r}\n      {f.metadata.get('help', '')}")
         return "\n".join(lines)
-
-
-# Which config class a recipe under configs/ holds: configs/<kind>.yaml or configs/<kind>/<name>.yaml.
-CONFIG_KINDS: dict[str, str] = {
-    "prepare": "indexing.corpus:PrepareConfig",
-    "synth": "indexing.synth:SynthConfig",
-    "index": "indexing.build:IndexConfig",
-    "train": "training.config:TrainConfig",
-    "sft": "training.sft_data:SFTDataConfig",
-    "generation": "amzqa.generation.config:GenerationConfig",
-    "serve": "amzqa.serve:ServeConfig",
-}
-
-
-def config_class(kind: str) -> type[Config]:
-    try:
-        module, name = CONFIG_KINDS[kind].split(":")
-    except KeyError:
-        raise ConfigError(f"unknown config kind {kind!r}; known: {sorted(CONFIG_KINDS)}") from None
-    return getattr(importlib.import_module(module), name)
-
-
-def kind_of_recipe(path: Path, root: Path) -> str:
-    rel = path.relative_to(root)
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem.split("-")[0]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from amzqa.cli import format_stats
-
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +56,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     from amzqa.pipeline import QA
     from amzqa.retrieval import RetrieverSet
     from indexing.build import IndexConfig, build_index
-    from indexing.corpus import PrepareConfig, prepare
+    from indexing.corpus import PrepareConfig, format_stats, prepare
 
     workdir.mkdir(parents=True, exist_ok=True)
     corpus, artifacts = workdir / "corpus", workdir / "artifacts"
@@ -83,7 +81,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
 
     qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)))  # OpenVINO where exported
-    qa.save(artifacts)  # qa.json: the calibrated abstention threshold travels with the index
+    qa.save(workdir / "qa.json")  # the calibrated relevance gate, outside the sealed index
     extractive = QA(rset, ExtractiveGenerator(), qa.config)
     print(f"abstention threshold {qa.config.abstain_threshold} ({qa.config.calibration['method']})")
     for q in QUESTIONS:
@@ -99,7 +97,7 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
     release()
     if not finetune:
         return
-    from amzqa.config import config_class
+    from amzqa.recipes import config_class
     from training.config import TrainConfig
     from training.sft_data import build_sft_data
     from training.train import train

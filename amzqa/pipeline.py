@@ -5,8 +5,9 @@
     answer = qa.ask("Is the Lodge skillet dishwasher safe?")
     answer.text, answer.citations[0].uid, answer.sources[0].uid, answer.abstained, answer.timings
 
-The folder is an index artifact (``amzqa index``); ``qa.save(folder)`` adds ``qa.json`` (this pipeline's
-settings and its abstention calibration) so ``QA.from_dir`` restores the same pipeline.
+The folder is an index artifact (``amzqa index``), sealed by its build: nothing here writes into it.
+``qa.save("my-setup.json")`` writes this pipeline's settings and its relevance-gate calibration to a file of your
+choice, and ``QA.from_dir(folder, settings="my-setup.json")`` restores them (two set-ups keep two files).
 """
 
 from __future__ import annotations
@@ -27,17 +28,32 @@ from amzqa.citations import check
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
+from amzqa.layout import EMBEDDINGS_FILE, MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
 
 log = logging.getLogger(__name__)
-QA_FILE = "qa.json"
 MAX_QUESTION_CHARS = 1000
+SETTINGS_FORMAT = "amzqa-qa-settings/1"
+
+
+def load_settings(path: str | Path) -> dict[str, Any]:
+    """QA settings saved by :meth:`QA.save` (format checked); ``index``: the seal of the index they were saved with."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"QA settings file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(saved, dict) or saved.pop("format", None) != SETTINGS_FORMAT:
+        raise ConfigError(f"{path}: not a QA settings file (written by QA.save; format {SETTINGS_FORMAT!r})")
+    return saved
 
 
 @dataclasses.dataclass
 class QAConfig(Config):
-    """Settings of :class:`QA` (saved as ``qa.json`` beside the index)."""
+    """Settings of :class:`QA` (``QA.save`` writes them to a JSON file outside the index)."""
 
     k: int = doc("Sources retrieved and shown to the model.", 5)
     mode: str = doc("Retriever: dense, lexical or hybrid.", "hybrid")
@@ -88,7 +104,7 @@ class QA:
         self.retrievers = retrievers
         self.generator = generator
         self.config = config or QAConfig()
-        self._title_vectors = np.load(retrievers.artifacts.path / "embeddings.f16.npy", mmap_mode="r")
+        self._title_vectors = np.load(retrievers.artifacts.path / EMBEDDINGS_FILE, mmap_mode="r")
         if self.config.abstain_threshold is None:
             self.config = self.calibrate()
 
@@ -96,11 +112,16 @@ class QA:
 
     @classmethod
     def from_dir(cls, path: str | Path, generator: str | Generator | None = None, adapter: str | None = None,
-                 generation: GenerationConfig | None = None, **overrides: Any) -> QA:
+                 generation: GenerationConfig | None = None, settings: str | Path | None = None, **overrides: Any) -> QA:
+        """The pipeline over the index at ``path``; ``settings``: a file written by :meth:`save`."""
         from amzqa.retrieval import RetrieverSet
 
         path = Path(path)
-        saved = json.loads((path / QA_FILE).read_text()) if (path / QA_FILE).is_file() else {}
+        saved = load_settings(settings) if settings else {}
+        rset = RetrieverSet(path)
+        if saved.pop("index", None) != rset.artifacts.manifest["sealed"] and saved.get("abstain_threshold") is not None:
+            log.warning("%s was calibrated on another index; recalibrating the relevance threshold", settings)
+            saved["abstain_threshold"] = saved["calibration"] = None
         # A fine-tuned adapter answers best with the prompt shape it was trained on (recorded in its provenance).
         trained = adapter_prompt(adapter)
         # Generation settings may come as keywords too: model=DIR (an export), base_url=URL, model=NAME on a server.
@@ -112,11 +133,17 @@ class QA:
         if not trained and generation is not None:
             trained = adapter_prompt(generation.model)  # an export of a fine-tuned model
         config = QAConfig.from_dict({**saved, **trained, **overrides})
-        return cls(RetrieverSet(path), load_generator(generator, adapter=adapter, config=generation), config)
+        return cls(rset, load_generator(generator, adapter=adapter, config=generation), config)
 
-    def save(self, path: str | Path | None = None) -> Path:
-        path = Path(path or self.retrievers.artifacts.path)
-        write_json_atomic(path / QA_FILE, self.config.to_dict())
+    def save(self, path: str | Path) -> Path:
+        """Write this pipeline's settings (and its calibrated relevance threshold) to the JSON file ``path``, which
+        must lie outside any index folder: an index is sealed by its build and shared by every set-up."""
+        path = Path(path)
+        if (path.parent / MANIFEST).is_file():
+            raise ArtifactError(f"{path.parent} is a sealed artifact folder; save the QA settings outside it "
+                                f"(e.g. {path.parent.parent / 'qa.json'})")
+        write_json_atomic(path, {"format": SETTINGS_FORMAT, "index": self.retrievers.artifacts.manifest["sealed"],
+                                 **self.config.to_dict()})
         return path
 
     # ------------------------------------------------------------ relevance and abstention
@@ -137,9 +164,8 @@ class QA:
         the evaluation reports score): the score that lets ``answer_rate`` of the questions whose product is retrieved
         through; also report how many of the same questions with that product (and its editions) taken out of the
         results it stops."""
-        from amzqa.evaluation.questions import make_questions
-        from amzqa.evaluation.retrieval_eval import relevant_sets
-        from amzqa.evaluation.split import calibration_products
+        from amzqa.questions import make_questions, relevant_sets
+        from amzqa.split import calibration_products
 
         started = time.perf_counter()
         store = self.retrievers.store
@@ -227,8 +253,7 @@ class QA:
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:
     """The prompt shape (k, excerpt_chars) an adapter was trained on, from its folder or from an export of it."""
-    from amzqa.generation.abstention import ADAPTER_PROVENANCE
-    from amzqa.generation.openvino import EXPORT_MANIFEST
+    from amzqa.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST
 
     if not adapter:
         return {}

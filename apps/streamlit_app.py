@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from amzqa.layout import MANIFEST
 from apps.render import answer_markdown, card_title, escape, excerpt
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
@@ -59,7 +60,7 @@ def pipeline(path: str, kind: str, adapter: str):
 st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")
 st.title("Ask the catalog")
 
-if not (ARTIFACTS / "manifest.json").is_file():
+if not (ARTIFACTS / MANIFEST).is_file():
     st.error(f"No index artifact at `{escape(str(ARTIFACTS))}`. Build it with `make demo`, or with "
              f"`amzqa prepare --input trn.json.gz --out runs/corpus` then "
              f"`amzqa index --corpus runs/corpus --out {escape(str(ARTIFACTS))}`.")

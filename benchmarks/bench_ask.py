@@ -51,8 +51,8 @@ def artifacts_for(path: Path | None) -> Path:
 
 
 def questions(rset, n: int) -> list[str]:
-    from amzqa.evaluation.questions import make_questions
-    from amzqa.evaluation.retrieval_eval import heldout_products
+    from amzqa.questions import make_questions
+    from amzqa.split import heldout_products
 
     products = heldout_products(rset.store, 0.15, n * 2, seed=1)
     asked = make_questions(products, seed=1)

@@ -55,7 +55,7 @@ def main() -> None:
     import faiss
     import numpy as np
 
-    from amzqa.evaluation.questions import make_questions
+    from amzqa.questions import make_questions
     from amzqa.retrieval import Artifacts, ProductStore
     from amzqa.retrieval.dense import DenseRetriever
 

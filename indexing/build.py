@@ -21,20 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from amzqa.atomic import sha256_file, write_json_atomic
+from amzqa.atomic import swap_dir, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
+from amzqa.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
 from amzqa.progress import bar
-from amzqa.retrieval.artifacts import ARTIFACT_FORMAT, MANIFEST
-from amzqa.retrieval.dense import DENSE_FILE
-from amzqa.retrieval.lexical import LEXICAL_DIR
-from amzqa.retrieval.store import PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE, write_store
+from amzqa.retrieval.artifacts import ARTIFACT_FORMAT, seal
+from amzqa.retrieval.store import write_store
 from indexing.lexical import build_bm25
 
 log = logging.getLogger(__name__)
 
 DENSE_TYPES = ("auto", "flat", "ivf_sq8", "ivf_flat", "hnsw")
-EMBEDDINGS_FILE = "embeddings.f16.npy"
 
 
 @dataclasses.dataclass
@@ -61,7 +59,7 @@ class IndexConfig(Config):
     bm25_stopwords: str | None = doc("Stopword list for BM25 tokenisation ('en' or null).", "en")
     bm25_stemmer: str | None = doc("Snowball stemmer language for BM25 (null = none).", "english")
     calibrate_products: int = doc("Non-held-out products whose questions calibrate the hybrid fusion for this catalog "
-                                  "(fusion.json; see amzqa.retrieval.calibrate); 0 = keep the default fusion.", 300)
+                                  "(fusion.json; see indexing.fusion); 0 = keep the default fusion.", 300)
     seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
 
@@ -250,11 +248,11 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     timings["lexical_s"] = time.perf_counter() - t
 
     shutil.rmtree(work / "emb")
-    files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() and p.name != "state.json")
+    state.unlink()
     manifest = {
         "format": ARTIFACT_FORMAT,
         "created_unix": int(time.time()),
-        "counts": {"products": rows, "with_content": None},
+        "counts": {"products": rows, "with_content": load_stats(cfg.corpus)["kept_with_content"]},
         "corpus": {"path": str(Path(cfg.corpus).resolve()), "fingerprint": corpus.fingerprint, "rows": corpus.rows},
         "embedding": {"model_id": cfg.embedding_model, "path": str(embedder.path), "fingerprint": model_fp,
                       "dim": int(embedder.dim), "backend": embedder.backend, "max_length": cfg.max_length,
@@ -265,21 +263,18 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
         "config": cfg.to_dict(),
         "versions": library_versions(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
-        "files": {name: sha256_file(work / name) for name in files},
     }
-    manifest["counts"]["with_content"] = load_stats(cfg.corpus)["kept_with_content"]
-    write_json_atomic(work / MANIFEST, manifest)
-    state.unlink()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+    manifest = seal(work, manifest)
     if cfg.calibrate_products:
+        # Calibrated inside the private folder, so fusion.json is sealed with the rest before anyone can read it.
         from amzqa.retrieval import RetrieverSet
-        from amzqa.retrieval.calibrate import calibrate_fusion, save_calibration
+        from indexing.fusion import calibrate_fusion, write_calibration
 
         t = time.perf_counter()
-        rset = RetrieverSet(out, embedder=embedder, fusion="weighted")
-        save_calibration(out, calibrate_fusion(rset, cfg.calibrate_products, cfg.seed, progress=progress))
-        manifest["timings"]["calibrate_s"] = round(time.perf_counter() - t, 2)
+        rset = RetrieverSet(work, embedder=embedder, fusion="weighted")
+        result = calibrate_fusion(rset, cfg.calibrate_products, cfg.seed, progress=progress)
+        del rset
+        manifest = write_calibration(work, result, seconds=time.perf_counter() - t)
+    swap_dir(work, out)
     log.info("index built at %s in %.1f s (%s)", out, time.perf_counter() - started, manifest["timings"])
     return manifest

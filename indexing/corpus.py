@@ -26,12 +26,12 @@ from typing import Any
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError, InputError
+from amzqa.layout import CORPUS_FORMAT, CORPUS_QUARANTINE, CORPUS_SHARDS, CORPUS_STATS, MANIFEST
 from amzqa.progress import bar
 from indexing.clean import clean_text, dedup_key
 
 log = logging.getLogger(__name__)
 
-CORPUS_FORMAT = "amzqa-corpus/1"
 SCHEMA_FIELDS = ("row_id", "uid", "title", "content", "has_content", "target_ind", "target_rel", "line")
 
 
@@ -190,7 +190,7 @@ class _ShardWriter:
     """Parquet shards of ``shard_rows`` rows, written in row groups so only one small group is ever buffered."""
 
     def __init__(self, folder: Path, shard_rows: int, group_rows: int = 32_768) -> None:
-        self.folder = folder / "shards"
+        self.folder = folder / CORPUS_SHARDS
         self.folder.mkdir()
         self.shard_rows = shard_rows
         self.group_rows = min(group_rows, shard_rows)
@@ -279,7 +279,7 @@ def prepare(cfg: PrepareConfig, progress: bool | None = None) -> dict[str, Any]:
     kept_with_content = cut_content = lines_read = 0
     with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp, raw, reader:
         writer = _ShardWriter(tmp, cfg.shard_rows)
-        quarantine = open(tmp / "quarantine.jsonl", "w", encoding="utf-8")
+        quarantine = open(tmp / CORPUS_QUARANTINE, "w", encoding="utf-8")
 
         def reject(line_no: int, reason: str, detail: str, line: bytes, full_len: int) -> None:
             dropped[reason] += 1
@@ -330,8 +330,8 @@ def prepare(cfg: PrepareConfig, progress: bool | None = None) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 3),
         }
         assert lines_read == kept + sum(dropped.values()), "every line is kept or dropped with a reason"
-        write_json_atomic(tmp / "stats.json", stats)
-        write_json_atomic(tmp / "manifest.json", _manifest(cfg, writer.files, kept))
+        write_json_atomic(tmp / CORPUS_STATS, stats)
+        write_json_atomic(tmp / MANIFEST, _manifest(cfg, writer.files, kept))
     log.info("prepared %s: %d lines, %d kept, %d dropped", cfg.out, lines_read, kept, lines_read - kept)
     return stats
 
@@ -375,7 +375,7 @@ def open_corpus(path: str | os.PathLike, verify: bool = False) -> CorpusInfo:
     from amzqa.errors import ArtifactError
 
     path = Path(path)
-    man_path = path / "manifest.json"
+    man_path = path / MANIFEST
     if not man_path.is_file():
         raise ArtifactError(f"{path}: not a prepared corpus (no manifest.json); run: amzqa prepare --input trn.json.gz --out {path}")
     man = json.loads(man_path.read_text(encoding="utf-8"))
@@ -401,4 +401,19 @@ def iter_corpus(path: str | os.PathLike, columns: list[str] | None = None, batch
 
 
 def load_stats(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(path) / "stats.json").read_text(encoding="utf-8"))
+    return json.loads((Path(path) / CORPUS_STATS).read_text(encoding="utf-8"))
+
+
+def format_stats(stats: dict, out: Path | str) -> str:
+    """The summary of a prepare run that the CLI and the demo print."""
+    lines = [
+        f"corpus written to {out}",
+        f"  lines read          {stats['lines_read']:>12,}",
+        f"  kept                {stats['kept']:>12,}",
+        f"    with content      {stats['kept_with_content']:>12,}",
+        f"    title only        {stats['kept_title_only']:>12,}",
+        f"  dropped             {stats['lines_read'] - stats['kept']:>12,}  (details in quarantine.jsonl)",
+    ]
+    lines += [f"    {reason:<24}{n:>8,}" for reason, n in stats["dropped"].items()]
+    lines.append(f"  seconds             {stats['seconds']:>12,.1f}")
+    return "\n".join(lines)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from amzqa.config import config_class, kind_of_recipe
 from amzqa.errors import ConfigError
+from amzqa.recipes import config_class, kind_of_recipe
 from indexing.corpus import PrepareConfig
 from tests.conftest import ROOT
 

@@ -114,7 +114,7 @@ def test_an_abandoned_stream_never_blocks_other_askers(backend):
 
 
 def test_openvino_export_refuses_another_prompt_format_or_base(tmp_path):
-    from amzqa.generation.abstention import ADAPTER_PROVENANCE
+    from amzqa.layout import ADAPTER_PROVENANCE
     from training.export import export_model
 
     adapter = tmp_path / "adapter"
@@ -231,7 +231,7 @@ def lora_adapter(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from amzqa.embedding import model_fingerprint
-    from amzqa.generation.abstention import ADAPTER_PROVENANCE
+    from amzqa.layout import ADAPTER_PROVENANCE
     from amzqa.models import resolve_model
 
     base = resolve_model("smollm2")

@@ -141,7 +141,7 @@ def test_bootstrap_rankings_pairs_the_questions():
 def test_nothing_is_fitted_on_the_products_the_reports_score(retrievers, seed):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, build_cases
     from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, pick_questions
-    from amzqa.evaluation.split import calibration_products
+    from amzqa.split import calibration_products
 
     store = retrievers.store
     scored = {q.uid for q in pick_questions(store, RetrievalEvalConfig(n=10_000, seed=seed))[0]}

@@ -113,7 +113,8 @@ def test_adapter_folder_is_checked(tmp_path):
 def test_adapter_trained_on_another_prompt_format_is_reported(tmp_path, caplog):
     import json
 
-    from amzqa.generation.hf import ADAPTER_PROVENANCE, check_adapter
+    from amzqa.generation.hf import check_adapter
+    from amzqa.layout import ADAPTER_PROVENANCE
     from amzqa.prompt import template_fingerprint
 
     (tmp_path / "adapter_config.json").write_text("{}")

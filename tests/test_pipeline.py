@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from amzqa.errors import AmzqaError
+from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.pipeline import QA, QAConfig, threshold_for_rate
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.records import Answer
@@ -46,16 +46,30 @@ def test_threshold_for_rate():
 
 
 def test_save_and_from_dir_restore_the_pipeline(qa_extractive, sample_artifacts, tmp_path):
-    import shutil
-
-    folder = tmp_path / "arts"
-    shutil.copytree(sample_artifacts, folder)
-    qa_extractive.save(folder)
-    saved = json.loads((folder / "qa.json").read_text())
+    settings = qa_extractive.save(tmp_path / "setup-a.json")
+    saved = json.loads(settings.read_text())
     assert saved["abstain_threshold"] == qa_extractive.config.abstain_threshold
-    again = QA.from_dir(folder, generator="extractive", k=3)
+    again = QA.from_dir(sample_artifacts, generator="extractive", settings=settings, k=3)
     assert again.config.abstain_threshold == qa_extractive.config.abstain_threshold and again.config.k == 3
+    assert again.config.calibration == qa_extractive.config.calibration  # restored, not recalibrated
     assert again.ask("LEGO Classic brick box ages").citations[0].uid == "B000068CKY"
+
+
+def test_qa_settings_never_go_into_the_sealed_index(qa_extractive, sample_artifacts, tmp_path, caplog):
+    before = sorted(p.name for p in sample_artifacts.iterdir())
+    with pytest.raises(ArtifactError, match="sealed artifact folder"):
+        qa_extractive.save(sample_artifacts / "qa.json")
+    assert sorted(p.name for p in sample_artifacts.iterdir()) == before
+    # Two set-ups keep two files; settings saved on another index are recalibrated, not trusted.
+    other = json.loads(qa_extractive.save(tmp_path / "a.json").read_text())
+    other.update(index="0" * 64, abstain_threshold=0.99)
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    with caplog.at_level("WARNING", logger="amzqa.pipeline"):
+        again = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / "b.json")
+    assert "calibrated on another index" in caplog.text
+    assert again.config.abstain_threshold == qa_extractive.config.abstain_threshold  # recalibrated, not 0.99
+    with pytest.raises(ConfigError, match="not a QA settings file"):
+        QA.from_dir(sample_artifacts, generator="extractive", settings=sample_artifacts / "manifest.json")
 
 
 def test_eight_concurrent_askers_get_their_own_answers(qa_extractive):

@@ -125,15 +125,15 @@ def test_other_embedding_model_is_refused(sample_artifacts, tmp_path):
 
 
 def test_mismatched_corpus_is_refused(sample_artifacts, sample_corpus, tmp_path):
-    from indexing.corpus import PrepareConfig, prepare
+    from indexing.corpus import PrepareConfig, open_corpus, prepare
     from tests.conftest import SAMPLE
 
-    Artifacts.open(sample_artifacts, corpus=sample_corpus)  # the right one passes
+    Artifacts.open(sample_artifacts, corpus_fingerprint=open_corpus(sample_corpus).fingerprint)  # the right one passes
     other = tmp_path / "other.json"
     other.write_text("\n".join(SAMPLE.read_text().splitlines()[:50]) + "\n")
     prepare(PrepareConfig(input=other, out=tmp_path / "c"), progress=False)
     with pytest.raises(ArtifactError, match="different corpus"):
-        Artifacts.open(sample_artifacts, corpus=tmp_path / "c")
+        Artifacts.open(sample_artifacts, corpus_fingerprint=open_corpus(tmp_path / "c").fingerprint)
 
 
 def test_missing_artifact_says_how_to_build(tmp_path):
@@ -221,8 +221,8 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
 
 
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
-    from amzqa.evaluation.split import HELDOUT_RATE, calibration_products, is_heldout
-    from amzqa.retrieval.calibrate import FUSION_FILE, grid
+    from amzqa.split import HELDOUT_RATE, calibration_products, is_heldout
+    from indexing.fusion import FUSION_FILE, grid
 
     result = json.loads((sample_artifacts / FUSION_FILE).read_text())
     assert len(result["grid"]) == len(grid())
@@ -235,15 +235,79 @@ def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retri
 
 
 def test_calibration_of_another_corpus_is_refused(sample_artifacts, tmp_path):
-    from amzqa.retrieval.calibrate import FUSION_FILE
+    from amzqa.retrieval.artifacts import seal
+    from indexing.fusion import FUSION_FILE
 
     copy = tmp_path / "copy"
     shutil.copytree(sample_artifacts, copy)
     stored = json.loads((copy / FUSION_FILE).read_text())
     (copy / FUSION_FILE).write_text(json.dumps({**stored, "corpus_fingerprint": "0" * 64}))
+    with pytest.raises(ArtifactError, match="fusion.json.*changed after the build"):
+        RetrieverSet(copy)  # an edit after the build breaks the seal first
+    seal(copy, json.loads((copy / "manifest.json").read_text()))  # even re-sealed, another corpus's fusion is refused
     with pytest.raises(ArtifactError, match="another corpus"):
         RetrieverSet(copy)
     assert RetrieverSet(copy, fusion="rrf").hybrid.fusion == "rrf"  # an explicit fusion needs no calibration
+
+
+def test_the_build_seals_every_file_it_writes_fusion_included(sample_artifacts):
+    man = json.loads((sample_artifacts / "manifest.json").read_text())
+    on_disk = sorted(str(p.relative_to(sample_artifacts)) for p in sample_artifacts.rglob("*") if p.is_file())
+    assert sorted(man["files"]) == [n for n in on_disk if n != "manifest.json"]
+    assert "fusion.json" in man["files"] and man["timings"]["calibrate_s"] > 0
+    assert not list(sample_artifacts.parent.glob("*.partial")) and not list(sample_artifacts.parent.glob(".sample.*"))
+
+
+@pytest.mark.parametrize("tamper", ["manifest", "small file", "big file", "missing"])
+def test_a_tampered_artifact_is_refused_with_the_file_named(sample_artifacts, tmp_path, tamper):
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_artifacts, copy)
+    man_path = copy / "manifest.json"
+    if tamper == "manifest":
+        man = json.loads(man_path.read_text())
+        man["embedding"]["dim"] = 768
+        man_path.write_text(json.dumps(man))
+        expected = "manifest.json was changed after the index was built"
+    elif tamper == "small file":
+        vocab = next(p for p in (copy / "bm25").iterdir() if p.suffix == ".json")
+        vocab.write_text(vocab.read_text().replace("a", "b", 1))
+        expected = f"{vocab.name}.*changed after the build"
+    elif tamper == "big file":
+        with open(copy / "products.arrow", "ab") as f:
+            f.write(b"\0")
+        expected = "products.arrow: .* bytes, the manifest sealed"
+    else:
+        (copy / "dense.faiss").unlink()
+        expected = "dense.faiss is missing"
+    with pytest.raises(ArtifactError, match=expected):
+        Artifacts.open(copy)
+
+
+def test_rebuilding_swaps_the_new_index_in_whole(sample_corpus, sample_artifacts, tmp_path):
+    from indexing.build import IndexConfig, build_index
+
+    out = tmp_path / "arts"
+    shutil.copytree(sample_artifacts, out)
+    before = json.loads((out / "manifest.json").read_text())["sealed"]
+    held = open(out / "products.arrow", "rb")  # a reader that opened the old index keeps a complete old file
+    build_index(IndexConfig(corpus=sample_corpus, out=out, overwrite=True, calibrate_products=0), progress=False)
+    assert Artifacts.open(out).manifest["sealed"] != before and "fusion.json" not in Artifacts.open(out).manifest["files"]
+    assert held.read(6) == b"ARROW1"
+    held.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arts"]  # no partial or old folder left behind
+
+
+def test_recalibrating_a_published_index_reseals_it(sample_artifacts, tmp_path):
+    from indexing.fusion import save_calibration
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_artifacts, copy)
+    result = {**json.loads((copy / "fusion.json").read_text()), "note": "recalibrated"}
+    save_calibration(copy, result, seconds=1.5)
+    arts = Artifacts.open(copy)  # verifies the new seal
+    assert json.loads((copy / "fusion.json").read_text())["note"] == "recalibrated"
+    assert arts.manifest["timings"]["calibrate_s"] == 1.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
 def test_retrieval_evaluation_reports_every_mode(sample_artifacts, retrievers, tmp_path):

@@ -32,7 +32,7 @@ def tiny_cfg(sft_dir, tmp_path_factory):
 def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
     from datasets import load_from_disk
 
-    from amzqa.evaluation.split import is_heldout
+    from amzqa.split import is_heldout
 
     man = json.loads((sft_dir / "manifest.json").read_text())
     ds = load_from_disk(str(sft_dir / "dataset"))
@@ -254,7 +254,7 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
     from datasets import load_from_disk
 
     from amzqa.generation import GenerationConfig, HFGenerator
-    from amzqa.generation.hf import ABSTENTION_CALIBRATION
+    from amzqa.layout import ABSTENTION_CALIBRATION
     from training.abstention import calibrate_abstention
     from training.train import train
 
@@ -292,7 +292,7 @@ def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from amzqa.generation.hf import ABSTENTION_CALIBRATION
+    from amzqa.layout import ABSTENTION_CALIBRATION
     from training.merge import load_adapter_model, merge_adapter
 
     adapter = tmp_path / "adapter"

@@ -17,7 +17,8 @@ from typing import Any
 from amzqa.atomic import write_json_atomic
 from amzqa.errors import ConfigError
 from amzqa.facts import asked_facts
-from amzqa.generation.abstention import ABSTENTION_CALIBRATION, Threshold
+from amzqa.generation.abstention import Threshold
+from amzqa.layout import ABSTENTION_CALIBRATION, SFT_DATASET
 
 log = logging.getLogger(__name__)
 # A separate cut for fact questions is fitted only with at least this many of each label, and kept only where it
@@ -66,7 +67,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     from amzqa.generation import GenerationConfig, HFGenerator
     from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
 
-    dataset = load_from_disk(str(Path(data) / "dataset"))
+    dataset = load_from_disk(str(Path(data) / SFT_DATASET))
     if "eval" not in dataset:
         log.warning("no eval split in %s: abstention left to the model's own choice", data)
         return None

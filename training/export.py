@@ -22,8 +22,7 @@ from typing import Any
 
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.generation.abstention import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE
-from amzqa.generation.openvino import EXPORT_MANIFEST
+from amzqa.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, EXPORT_MANIFEST
 from amzqa.models import resolve_model
 from amzqa.prompt import template_fingerprint
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from amzqa.atomic import atomic_dir, write_json_atomic
 from amzqa.errors import ConfigError
-from amzqa.generation.hf import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, check_adapter
+from amzqa.generation.hf import check_adapter
+from amzqa.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
 
 log = logging.getLogger(__name__)

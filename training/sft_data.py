@@ -24,8 +24,7 @@ from typing import Any
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
-from amzqa.evaluation.questions import content_question, fact_questions, title_question
-from amzqa.evaluation.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
+from amzqa.layout import MANIFEST, SFT_DATASET, SFT_FORMAT, SFT_HELDOUT
 from amzqa.progress import bar
 from amzqa.prompt import (
     ABSTAIN_MESSAGE,
@@ -37,12 +36,13 @@ from amzqa.prompt import (
     sanitize,
     template_fingerprint,
 )
+from amzqa.questions import content_question, fact_questions, title_question
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
+from amzqa.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.text import content_words, split_sentences
 
 log = logging.getLogger(__name__)
-SFT_FORMAT = "amzqa-sft/1"
 EVAL_SALT = "amzqa-sft-eval-v1"
 
 
@@ -162,7 +162,9 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
     if cfg.corpus is None or cfg.artifacts is None or cfg.out is None:
         raise ConfigError("sft-data needs corpus, artifacts and out")
     started = time.perf_counter()
-    arts = Artifacts.open(cfg.artifacts, corpus=cfg.corpus)  # refuses an index of another corpus
+    from indexing.corpus import open_corpus
+
+    arts = Artifacts.open(cfg.artifacts, corpus_fingerprint=open_corpus(cfg.corpus).fingerprint)  # refuses another corpus's index
     rset = retrievers or RetrieverSet(arts)
     store = rset.store
     r = random.Random(cfg.seed)
@@ -197,9 +199,9 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
     if not splits["train"]:
         raise ConfigError("no training examples: the corpus has no eligible products with descriptions")
     with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        DatasetDict({k: Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(str(tmp / "dataset"))
-        write_json_atomic(tmp / "heldout.json", {"rate": cfg.heldout_rate, "salt": HELDOUT_SALT, "uids": heldout})
-        files = sorted(p for p in (tmp / "dataset").rglob("*") if p.is_file())
+        DatasetDict({k: Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(str(tmp / SFT_DATASET))
+        write_json_atomic(tmp / SFT_HELDOUT, {"rate": cfg.heldout_rate, "salt": HELDOUT_SALT, "uids": heldout})
+        files = sorted(p for p in (tmp / SFT_DATASET).rglob("*") if p.is_file())
         checksum = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
         counts = {k: len(v) for k, v in splits.items()}
         counts["abstain"] = sum(e["abstain"] for v in splits.values() for e in v)
@@ -212,7 +214,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
             "corpus_fingerprint": arts.manifest["corpus"]["fingerprint"], "config": cfg.to_dict(),
             "seconds": round(time.perf_counter() - started, 2),
         }
-        write_json_atomic(tmp / "manifest.json", manifest)
+        write_json_atomic(tmp / MANIFEST, manifest)
     log.info("SFT data: %s", counts)
     return manifest
 
@@ -220,7 +222,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
 def load_sft_manifest(path: str | Path) -> dict[str, Any]:
     from amzqa.errors import ArtifactError
 
-    man = Path(path) / "manifest.json"
+    man = Path(path) / MANIFEST
     if not man.is_file():
         raise ArtifactError(f"{path}: not an SFT data folder (no manifest.json); build one with amzqa sft-data")
     data = json.loads(man.read_text())

@@ -19,7 +19,7 @@ from typing import Any
 
 from amzqa.atomic import atomic_dir, write_json_atomic, write_text_atomic
 from amzqa.errors import ConfigError
-from amzqa.generation.hf import ADAPTER_PROVENANCE
+from amzqa.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
 from amzqa.optional import require
 from training.config import TrainConfig
@@ -126,7 +126,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     device = cfg.check_machine()
     batching = resolve_batching(cfg, device)
     data_manifest = load_sft_manifest(cfg.data)
-    dataset = load_from_disk(str(Path(cfg.data) / "dataset"))
+    dataset = load_from_disk(str(Path(cfg.data) / SFT_DATASET))
     path, model = load_base(cfg, device, batching)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

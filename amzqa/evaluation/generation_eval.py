@@ -21,12 +21,11 @@ from amzqa.atomic import write_json_atomic, write_text_atomic
 from amzqa.citations import SUPPORT_THRESHOLD, check, support
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
-from amzqa.evaluation.questions import make_questions
-from amzqa.evaluation.retrieval_eval import heldout_products, relevant_sets
-from amzqa.evaluation.split import HELDOUT_RATE
 from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l, states_fact, strip_markers
 from amzqa.progress import bar
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.questions import make_questions, relevant_sets
+from amzqa.split import HELDOUT_RATE, heldout_products
 from amzqa.text import split_sentences
 
 ANSWER_METRICS = ("states_answer", "stated_and_cited", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",

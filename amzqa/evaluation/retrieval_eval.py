@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ from amzqa.atomic import write_json_atomic, write_text_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 from amzqa.evaluation.metrics import bootstrap_rankings, first_relevant_rank, ranking_report
-from amzqa.evaluation.questions import Question, make_questions
-from amzqa.evaluation.split import HELDOUT_RATE, is_heldout
 from amzqa.progress import bar
+from amzqa.questions import Question, make_questions, relevant_sets
 from amzqa.records import Product
-from amzqa.retrieval.base import candidates, title_key, to_hits
+from amzqa.retrieval.base import candidates, to_hits
+from amzqa.split import HELDOUT_RATE, heldout_products
 
 log = logging.getLogger(__name__)
 MODES = ("dense", "lexical", "hybrid")
@@ -43,24 +42,6 @@ class RetrievalEvalConfig(Config):
             raise ConfigError("n and k must be >= 1, bootstrap >= 10")
         if not 0 < self.heldout_rate <= 1:
             raise ConfigError("heldout_rate must be in (0, 1]")
-
-
-def heldout_products(store, rate: float, n: int, seed: int) -> list[Product]:
-    uids = store.table.column("uid").to_pylist()
-    rows = [i for i, u in enumerate(uids) if is_heldout(u, rate)]
-    random.Random(seed).shuffle(rows)
-    return [store.get(i) for i in sorted(rows[:n])]
-
-
-def relevant_sets(store, golds: list[Product]) -> dict[str, set[str]]:
-    """Each gold product plus its near-duplicate editions (same normalised title): any of them is a hit."""
-    want = {title_key(p.title): p.uid for p in golds}
-    groups: dict[str, set[str]] = {p.uid: {p.uid} for p in golds}
-    for uid, title in zip(store.table.column("uid").to_pylist(), store.table.column("title").to_pylist()):
-        gold = want.get(title_key(title))
-        if gold is not None:
-            groups[gold].add(uid)
-    return groups
 
 
 def pick_questions(store, cfg: RetrievalEvalConfig) -> tuple[list[Question], list[Product], int]:

@@ -14,11 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from amzqa.layout import ABSTENTION_CALIBRATION
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, shows_asked_fact
 
 log = logging.getLogger(__name__)
-ADAPTER_PROVENANCE = "amzqa_adapter.json"
-ABSTENTION_CALIBRATION = "amzqa_abstention.json"
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.generation.abstention import (
-    ABSTENTION_CALIBRATION,
-    ADAPTER_PROVENANCE,
-    decide,
-    load_threshold,
-    stream_text,
-)
+from amzqa.generation.abstention import decide, load_threshold, stream_text
 from amzqa.generation.config import GenerationConfig
+from amzqa.layout import ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render
 
 log = logging.getLogger(__name__)
-__all__ = ["ABSTENTION_CALIBRATION", "ADAPTER_PROVENANCE", "HFGenerator", "check_adapter", "resolve_dtype"]
+__all__ = ["HFGenerator", "check_adapter", "resolve_dtype"]
 
 
 def check_adapter(adapter: str | Path, base_path: str) -> dict:

@@ -22,11 +22,11 @@ from pathlib import Path
 from amzqa.errors import ArtifactError, MissingExtraError
 from amzqa.generation.abstention import load_threshold, stream_text
 from amzqa.generation.config import GenerationConfig
+from amzqa.layout import EXPORT_MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
 
 log = logging.getLogger(__name__)
 MODEL_XML = "openvino_model.xml"
-EXPORT_MANIFEST = "amzqa_export.json"
 # f32 keys/values: the CPU default (u8) changed greedy tokens within the first 40 on the demo's prompts.
 # f32 compute: on a CPU with AVX512-BF16/AMX OpenVINO otherwise computes in bf16 (greedy tokens drift from the
 # transformers reference, and it fails outright when oneDNN is capped at AVX2); AVX2 CPUs compute in f32 anyway.

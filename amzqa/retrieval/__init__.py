@@ -24,9 +24,8 @@ class RetrieverSet:
 
     def __init__(self, artifacts: str | Path | Artifacts, embedder=None, fusion: str | None = None, nprobe: int | None = None) -> None:
         """``fusion``: None = the artifact's calibrated fusion (``fusion.json``) or weighted by default; or 'rrf'/'weighted'."""
-        from amzqa.retrieval.calibrate import load_calibration
         from amzqa.retrieval.dense import DenseRetriever
-        from amzqa.retrieval.hybrid import HybridRetriever
+        from amzqa.retrieval.hybrid import HybridRetriever, load_calibration
         from amzqa.retrieval.lexical import LexicalRetriever
 
         self.artifacts = artifacts if isinstance(artifacts, Artifacts) else Artifacts.open(artifacts)

@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amzqa.atomic import sha256_file, write_json_atomic
 from amzqa.errors import ArtifactError
+from amzqa.layout import INDEX_FORMAT, MANIFEST
 
-ARTIFACT_FORMAT = "amzqa-index/1"
-MANIFEST = "manifest.json"
+ARTIFACT_FORMAT = INDEX_FORMAT
+
+
+SMALL_FILE_BYTES = 1 << 20  # files up to this size are checksummed on every load; larger ones by size
+
+
+def manifest_seal(manifest: dict[str, Any]) -> str:
+    """The checksum of everything in a manifest but the seal itself (canonical JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "sealed"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def seal(folder: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Record the checksum and size of every file in ``folder`` (the manifest aside) and seal the manifest; write it.
+
+    Only build time calls this, on a private folder that is then swapped into place (or a revised copy)."""
+    folder = Path(folder)
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {**manifest, "files": {n: sha256_file(folder / n) for n in names},
+                "sizes": {n: (folder / n).stat().st_size for n in names}}
+    manifest["sealed"] = manifest_seal(manifest)
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def verify(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an edited manifest, a missing or resized file, and a changed small file (named, with the fix)."""
+    if manifest.get("sealed") != manifest_seal(manifest):
+        raise ArtifactError(f"{path / MANIFEST} was changed after the index was built (its seal does not match its "
+                            f"content); rebuild the index with amzqa index, or restore the original manifest")
+    sizes = manifest.get("sizes", {})
+    for name, digest in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise ArtifactError(f"{path}: {name} is missing; rebuild the index")
+        size = f.stat().st_size
+        if size != sizes.get(name):
+            raise ArtifactError(f"{f}: {size} bytes, the manifest sealed {sizes.get(name)}; the file was changed after "
+                                "the build: rebuild the index")
+        if size <= SMALL_FILE_BYTES and sha256_file(f) != digest:
+            raise ArtifactError(f"{f} does not match the checksum sealed in {MANIFEST}: it was changed after the build; "
+                                "rebuild the index (or rerun amzqa calibrate for fusion.json)")
 
 
 @dataclass
@@ -19,37 +62,38 @@ class Artifacts:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path, corpus: str | Path | None = None) -> Artifacts:
-        """Open ``path``; with ``corpus``, also check the index was built from that prepared corpus."""
+    def open(cls, path: str | Path, corpus_fingerprint: str | None = None) -> Artifacts:
+        """Open ``path`` and verify its seal; with ``corpus_fingerprint`` (of a prepared corpus), also check the index
+        was built from that corpus."""
         path = Path(path)
         man_path = path / MANIFEST
         if not man_path.is_file():
             hint = " (an interrupted build; run amzqa index again to resume it)" if Path(f"{path}.partial").exists() else ""
             raise ArtifactError(f"{path}: no index artifact here{hint}; build one with: amzqa index --corpus DIR --out {path}")
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(man_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{man_path}: not valid JSON ({exc}); rebuild the index") from None
         if manifest.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(f"{path}: artifact format {manifest.get('format')!r}; this amzqa reads {ARTIFACT_FORMAT!r}")
-        for name in manifest.get("files", {}):
-            if not (path / name).exists():
-                raise ArtifactError(f"{path}: {name} is missing; rebuild the index")
+            raise ArtifactError(f"{path}: artifact format {manifest.get('format')!r}; this amzqa reads {ARTIFACT_FORMAT!r}: "
+                                f"rebuild it with amzqa index --overwrite")
+        verify(path, manifest)
         arts = cls(path, manifest)
-        if corpus is not None:
-            arts.check_corpus(corpus)
+        if corpus_fingerprint is not None:
+            arts.check_corpus(corpus_fingerprint)
         return arts
 
     @property
     def embedding(self) -> dict[str, Any]:
         return self.manifest["embedding"]
 
-    def check_corpus(self, corpus: str | Path) -> None:
-        from indexing.corpus import open_corpus
-
-        info = open_corpus(corpus)
+    def check_corpus(self, fingerprint: str) -> None:
+        """Refuse an index built from another prepared corpus than the one with ``fingerprint``."""
         want = self.manifest["corpus"]["fingerprint"]
-        if info.fingerprint != want:
+        if fingerprint != want:
             raise ArtifactError(
-                f"{self.path} was built from a different corpus (fingerprint {want[:12]}, {self.manifest['corpus']['rows']} rows) "
-                f"than {corpus} (fingerprint {info.fingerprint[:12]}, {info.rows} rows); rebuild with amzqa index"
+                f"{self.path} was built from a different corpus (fingerprint {want[:12]}, {self.manifest['corpus']['rows']} "
+                f"rows) than the one given (fingerprint {fingerprint[:12]}); rebuild with amzqa index"
             )
 
     def check_embedder(self, embedder) -> None:

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from amzqa.layout import DENSE_FILE
 from amzqa.optional import require
 from amzqa.records import Hit
 from amzqa.retrieval.artifacts import Artifacts
@@ -13,7 +14,6 @@ from amzqa.retrieval.base import candidates, check_query, to_hits
 from amzqa.retrieval.store import ProductStore
 
 log = logging.getLogger(__name__)
-DENSE_FILE = "dense.faiss"
 
 
 def read_faiss(path: str, mmap: bool = True):

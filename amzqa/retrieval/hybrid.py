@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from amzqa.errors import ConfigError
+import json
+from pathlib import Path
+from typing import Any
+
+from amzqa.errors import ArtifactError, ConfigError
+from amzqa.layout import FUSION_FILE
 from amzqa.records import Hit
 from amzqa.retrieval.base import candidates, check_query, to_hits
 
@@ -82,7 +87,7 @@ class HybridRetriever:
 
     @classmethod
     def from_calibration(cls, dense, lexical, calibration: dict) -> HybridRetriever:
-        """The fusion chosen by :func:`amzqa.retrieval.calibrate.calibrate_fusion` for this catalog."""
+        """The fusion chosen by :func:`indexing.fusion.calibrate_fusion` for this catalog."""
         return cls(dense, lexical, fusion=calibration["fusion"], rrf_k=int(calibration.get("rrf_k", 60)),
                    weights={k: float(v) for k, v in calibration["weights"].items()},
                    alpha=float(calibration.get("alpha", 0.5)), calibrated=True)
@@ -103,3 +108,14 @@ class HybridRetriever:
         n = candidates(k)
         rankings = {"dense": self.dense.search(query, n), "lexical": self.lexical.search(query, n)}
         return to_hits(self.store, self.fuse(rankings), k)
+
+
+def load_calibration(artifacts) -> dict[str, Any] | None:
+    """The stored calibration, or None; one computed for another corpus is refused."""
+    path = Path(artifacts.path) / FUSION_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if result.get("corpus_fingerprint") != artifacts.manifest["corpus"]["fingerprint"]:
+        raise ArtifactError(f"{path} was calibrated on another corpus; run amzqa calibrate --artifacts {artifacts.path}")
+    return result

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from amzqa.layout import LEXICAL_DIR
 from amzqa.optional import require
 from amzqa.records import Hit
 from amzqa.retrieval.artifacts import Artifacts
 from amzqa.retrieval.base import candidates, check_query, to_hits
 from amzqa.retrieval.store import ProductStore
-
-LEXICAL_DIR = "bm25"
 
 
 def make_stemmer(language: str | None):

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from amzqa.layout import PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
 from amzqa.records import Product
-
-PRODUCTS_FILE = "products.arrow"
-UID_KEYS_FILE = "uid_keys.npy"
-UID_ROWS_FILE = "uid_rows.npy"
 
 
 def write_store(folder: Path, batches) -> int:

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import write_json_atomic
+from amzqa.atomic import revise_dir, write_json_atomic
 from amzqa.errors import ArtifactError, ConfigError
+from amzqa.layout import FUSION_FILE, MANIFEST
 
 log = logging.getLogger(__name__)
-FUSION_FILE = "fusion.json"
 LEXICAL_WEIGHTS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 RRF_KS = (10, 60)
 CONVEX_ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -60,10 +60,10 @@ def grid() -> list[FusionChoice]:
 def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: bool | None = None) -> dict[str, Any]:
     """Score every fusion in :func:`grid` on questions about ``n`` non-held-out products; return the report."""
     from amzqa.evaluation.metrics import first_relevant_rank, ranking_report
-    from amzqa.evaluation.questions import make_questions
     from amzqa.evaluation.retrieval_eval import question_rankings, relevant_sets
-    from amzqa.evaluation.split import HELDOUT_RATE, calibration_products
+    from amzqa.questions import make_questions
     from amzqa.retrieval.base import to_hits
+    from amzqa.split import HELDOUT_RATE, calibration_products
 
     if n < 10:
         raise ConfigError("fusion calibration needs at least 10 products")
@@ -90,25 +90,26 @@ def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: b
                  for s, c, r in scored],
         "questions": len(questions), "products": len(products), "seed": seed,
         "corpus_fingerprint": rset.artifacts.manifest["corpus"]["fingerprint"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    log.info("fusion calibrated on %d questions: %s (MRR@10 %.3f, recall@10 %.3f)",
-             len(questions), best.label, best_report["mrr@10"], best_report["recall@10"])
+    }  # no timing inside: the file is reproducible byte for byte (the manifest's timings hold calibrate_s)
+    log.info("fusion calibrated on %d questions in %.1f s: %s (MRR@10 %.3f, recall@10 %.3f)", len(questions),
+             time.perf_counter() - started, best.label, best_report["mrr@10"], best_report["recall@10"])
     return result
 
 
-def save_calibration(artifacts: str | Path, result: dict[str, Any]) -> Path:
-    path = Path(artifacts) / FUSION_FILE
-    write_json_atomic(path, result)
-    return path
+def write_calibration(folder: str | Path, result: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+    """Write fusion.json into a private index folder (a build's, or a revised copy) and re-seal its manifest."""
+    from amzqa.retrieval.artifacts import seal
+
+    folder = Path(folder)
+    write_json_atomic(folder / FUSION_FILE, result)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    if seconds is not None:
+        manifest["timings"]["calibrate_s"] = round(seconds, 2)
+    return seal(folder, manifest)
 
 
-def load_calibration(artifacts) -> dict[str, Any] | None:
-    """The stored calibration, or None; one computed for another corpus is refused."""
-    path = Path(artifacts.path) / FUSION_FILE
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text(encoding="utf-8"))
-    if result.get("corpus_fingerprint") != artifacts.manifest["corpus"]["fingerprint"]:
-        raise ArtifactError(f"{path} was calibrated on another corpus; run amzqa calibrate --artifacts {artifacts.path}")
-    return result
+def save_calibration(artifacts: str | Path, result: dict[str, Any], seconds: float | None = None) -> Path:
+    """Recalibrate a published index: a revised copy gets the new fusion.json and seal, then replaces it atomically."""
+    with revise_dir(artifacts) as tmp:
+        write_calibration(tmp, result, seconds)
+    return Path(artifacts) / FUSION_FILE

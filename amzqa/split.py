@@ -7,6 +7,7 @@ generation evaluation agree on it without sharing state, and it stays stable whe
 from __future__ import annotations
 
 import hashlib
+import random
 
 HELDOUT_SALT = "amzqa-heldout-v1"
 HELDOUT_RATE = 0.15
@@ -23,9 +24,15 @@ def is_heldout(uid: str, rate: float = HELDOUT_RATE, salt: str = HELDOUT_SALT) -
 
 def calibration_products(store, n: int, seed: int, heldout_rate: float = HELDOUT_RATE) -> list:
     """Up to ``n`` products outside the held-out split, for fitting thresholds and fusion: no report scores them."""
-    import random
-
     uids = store.table.column("uid").to_pylist()
     rows = [i for i, u in enumerate(uids) if not is_heldout(u, heldout_rate)]
     random.Random(f"calibrate-{seed}").shuffle(rows)
+    return [store.get(i) for i in sorted(rows[:n])]
+
+
+def heldout_products(store, rate: float, n: int, seed: int) -> list:
+    """Up to ``n`` held-out products (the ones evaluation reports score), in row order."""
+    uids = store.table.column("uid").to_pylist()
+    rows = [i for i, u in enumerate(uids) if is_heldout(u, rate)]
+    random.Random(seed).shuffle(rows)
     return [store.get(i) for i in sorted(rows[:n])]

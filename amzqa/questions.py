@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from amzqa.facts import Fact, fact_of
 from amzqa.records import Product
+from amzqa.retrieval.base import title_key
 
 TITLE_TEMPLATES = (
     "{t}",
@@ -145,3 +146,14 @@ def make_questions(products: list[Product], seed: int = 0, kinds: tuple[str, ...
             if q is not None:
                 out.append(q)
     return out
+
+
+def relevant_sets(store, golds: list[Product]) -> dict[str, set[str]]:
+    """Each gold product plus its near-duplicate editions (same normalised title): any of them is a hit."""
+    want = {title_key(p.title): p.uid for p in golds}
+    groups: dict[str, set[str]] = {p.uid: {p.uid} for p in golds}
+    for uid, title in zip(store.table.column("uid").to_pylist(), store.table.column("title").to_pylist()):
+        gold = want.get(title_key(title))
+        if gold is not None:
+            groups[gold].add(uid)
+    return groups

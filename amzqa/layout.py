@@ -1,0 +1,35 @@
+"""Artifact layout: the format tags and file names of every folder amzqa writes, defined once.
+
+Build time (``indexing``, ``training``) writes these folders and query time reads them; both import the names from
+here, so a renamed file cannot leave a reader looking for the old one.
+"""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.json"  # every sealed folder: what it holds, how it was made, a checksum of each file
+
+# Prepared corpus (amzqa prepare)
+CORPUS_FORMAT = "amzqa-corpus/1"
+CORPUS_SHARDS = "shards"
+CORPUS_STATS = "stats.json"
+CORPUS_QUARANTINE = "quarantine.jsonl"
+
+# Index artifact (amzqa index); format 2: fusion.json sealed in, the manifest checksums itself.
+INDEX_FORMAT = "amzqa-index/2"
+PRODUCTS_FILE = "products.arrow"
+UID_KEYS_FILE = "uid_keys.npy"
+UID_ROWS_FILE = "uid_rows.npy"
+EMBEDDINGS_FILE = "embeddings.f16.npy"
+DENSE_FILE = "dense.faiss"
+LEXICAL_DIR = "bm25"
+FUSION_FILE = "fusion.json"
+
+# SFT data (amzqa sft-data)
+SFT_FORMAT = "amzqa-sft/1"
+SFT_DATASET = "dataset"
+SFT_HELDOUT = "heldout.json"
+
+# Beside an adapter, a merged model or an exported one
+ADAPTER_PROVENANCE = "amzqa_adapter.json"
+ABSTENTION_CALIBRATION = "amzqa_abstention.json"
+EXPORT_MANIFEST = "amzqa_export.json"
