@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from amzqa.errors import AmzqaError
+from amzqa.errors import AmzqaError, ConfigError
+from amzqa.recipes import CONFIG_KINDS, config_class
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -128,9 +129,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from amzqa.recipes import config_class
-
     cls = config_class(args.kind)
+    if args.action == "check" and args.path is None:
+        raise ConfigError(f"config check {args.kind} needs the recipe to check, e.g. amzqa config check {args.kind} "
+                          f"configs/{args.kind}/NAME.yaml")
     print(cls.describe() if args.action == "describe" else cls.from_yaml(args.path).to_yaml())
     return 0
 
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("config", cmd_config, "Describe a stage config's fields, or validate and print a recipe.")
     sp.add_argument("action", choices=["describe", "check"])
-    sp.add_argument("kind", help="prepare, synth, index, train, sft or generation")
+    sp.add_argument("kind", choices=sorted(CONFIG_KINDS), help="which stage's config")
     sp.add_argument("path", nargs="?", type=Path, help="recipe to check")
 
     sp = add("index", cmd_index, "Build the retrieval artifact (embeddings, FAISS, BM25) from a prepared corpus; resumes if interrupted.", True)

@@ -265,6 +265,7 @@ def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
     proc = subprocess.Popen([sys.executable, "-m", "amzqa", "app", "--artifacts", os.environ["AMZQA_ARTIFACTS"],
                              "--port", str(port), "--address", "127.0.0.1"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list = []
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -283,6 +284,9 @@ def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
         assert not alive, f"still running after amzqa app stopped: {alive}"
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-    finally:
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
+    finally:  # only what this test started: the session's other servers (llama.cpp) must live on
+        if proc.poll() is None:
+            proc.kill()
+        for child in children:
+            if child.is_running():
+                child.kill()

@@ -45,6 +45,42 @@ def test_paths_are_coerced():
     assert isinstance(cfg.input, Path)
 
 
+def test_values_are_validated_by_type_with_the_field_and_file_named(tmp_path):
+    from training.config import TrainConfig
+
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text("learning_rate: 2e-4\nmax_steps: '40'\n")  # PyYAML reads 2e-4 as a string
+    cfg = TrainConfig.from_yaml(recipe)
+    assert cfg.learning_rate == 0.0002 and isinstance(cfg.learning_rate, float) and cfg.max_steps == 40
+    recipe.write_text("learning_rate: fast\nmax_steps: 1.5\nbf16: [1]\n")
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_yaml(recipe)
+    message = str(err.value)
+    assert str(recipe) in message and "learning_rate" in message and "max_steps" in message and "bf16" in message
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["config", "check", "train"], "needs the recipe to check"),
+    (["config", "check", "train", "nowhere.yaml"], "config file not found: nowhere.yaml"),
+    (["config", "describe", "nope"], "invalid choice: 'nope'"),
+])
+def test_config_command_errors_are_clear(args, expected):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "amzqa", *args], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_check_prints_the_validated_recipe():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "amzqa", "config", "check", "train",
+                           "configs/train/smollm2-135m-qlora.yaml"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "learning_rate: 0.0004" in proc.stdout
+
+
 @pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.name)
 def test_accelerate_configs_load_with_accelerate(path):
     from accelerate.commands.config.config_args import ClusterConfig

