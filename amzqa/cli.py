@@ -217,7 +217,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         os.environ["AMZQA_API_KEY"] = args.api_key
         changes["api_key_env"] = "AMZQA_API_KEY"
     gen_cfg = gen_cfg.replace(**changes)
-    qa = QA.from_dir(args.artifacts, generator=args.generator, adapter=args.adapter, generation=gen_cfg)
+    qa = QA.from_dir(args.artifacts, generator=args.generator, adapter=str(args.adapter) if args.adapter else None, generation=gen_cfg)
     if args.json:
         print(json.dumps(answer_to_dict(qa.ask(args.question, k=args.k, mode=args.mode)), indent=2, ensure_ascii=False))
         return 0
@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--generator", choices=["auto", "hf", "openvino", "openai", "extractive"],
                     help="backend (default auto: openvino where exported, else hf, else extractive); openai = a server "
                          "such as amzqa serve, at --base-url")
-    sp.add_argument("--adapter", help="LoRA adapter folder (amzqa train) applied to the generator (with openai: read for "
+    sp.add_argument("--adapter", type=Path, help="LoRA adapter folder (amzqa train) applied to the generator (with openai: read for "
                                       "its abstention threshold; --model names it on the server)")
     sp.add_argument("--model", help="hf/openvino: model folder (e.g. an amzqa export); openai: the served model name "
                                     "(default: the server's base model)")
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products, or on your own (--questions).")
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
+    sp.add_argument("--systems", "--models", dest="models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
                     "@hf or @openvino (backend; default auto). Default base,extractive")
     sp.add_argument("--questions", type=Path, help="your own questions, JSONL: {\"question\": ..., \"uid\": product asked about "
                     "or null when the catalog does not answer, \"answer\": optional reference}; replaces the generated ones")

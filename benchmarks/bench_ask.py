@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from amzqa.layout import MANIFEST
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, table  # noqa: E402
 
@@ -38,13 +40,13 @@ def cpu_flags() -> str:
 
 
 def artifacts_for(path: Path | None) -> Path:
-    if path and (path / "manifest.json").is_file():
+    if path and (path / MANIFEST).is_file():
         return path
     from indexing.build import IndexConfig, build_index
     from indexing.corpus import PrepareConfig, prepare
 
     work = ROOT / "runs" / "bench-ask"
-    if not (work / "artifacts" / "manifest.json").is_file():
+    if not (work / "artifacts" / MANIFEST).is_file():
         prepare(PrepareConfig(input=ROOT / "indexing" / "sample" / "trn.json", out=work / "corpus", overwrite=True), progress=False)
         build_index(IndexConfig(corpus=work / "corpus", out=work / "artifacts", overwrite=True), progress=False)
     return work / "artifacts"

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from amzqa.layout import MANIFEST
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, run_measured, table  # noqa: E402
 
@@ -46,7 +48,7 @@ def main() -> None:
     s2, r2, out2 = run_measured(INDEX, str(corpus), str(arts))
     kept = int(out1.split()[0])
     timings = json.loads(out2.strip().splitlines()[-1])
-    man = json.loads((arts / "manifest.json").read_text())
+    man = json.loads((arts / MANIFEST).read_text())
     size = sum(p.stat().st_size for p in arts.rglob("*") if p.is_file()) / 2**30
     rows = [
         ["prepare (stream, clean, dedup, Parquet)", f"{args.n:,} lines -> {kept:,} products", f"{s1 / 60:.1f}", f"{r1:,.0f}"],

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from amzqa.layout import MANIFEST
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, table  # noqa: E402
 
@@ -50,7 +52,7 @@ def slice_corpus(corpus: Path, rows: int, out: Path) -> Path:
             break
     pq.write_table(pa.Table.from_batches(batches), out / "shards" / "part-00000.parquet")
     h = sha256_file(out / "shards" / "part-00000.parquet")
-    (out / "manifest.json").write_text(json.dumps({"format": CORPUS_FORMAT, "rows": n, "fingerprint": h,
+    (out / MANIFEST).write_text(json.dumps({"format": CORPUS_FORMAT, "rows": n, "fingerprint": h,
                                                     "shards": [{"path": "shards/part-00000.parquet", "rows": n, "sha256": h}]}))
     kept_with_content = sum(int(pa.compute.sum(b.column("has_content")).as_py() or 0) for b in batches)
     (out / "stats.json").write_text(json.dumps({"kept_with_content": kept_with_content}))

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from amzqa.layout import EMBEDDINGS_FILE
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, table  # noqa: E402
 
@@ -60,7 +62,7 @@ def main() -> None:
     from amzqa.retrieval.dense import DenseRetriever
 
     arts = Artifacts.open(args.artifacts)
-    vecs = np.load(args.artifacts / "embeddings.f16.npy", mmap_mode="r")
+    vecs = np.load(args.artifacts / EMBEDDINGS_FILE, mmap_mode="r")
     n = min(args.n, len(vecs))
     xb = np.ascontiguousarray(vecs[:n], dtype=np.float32)
     store = ProductStore(args.artifacts)
