@@ -22,10 +22,36 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _load(cls, args: argparse.Namespace, **overrides):
-    """A stage config from ``--config`` (if given) with command-line flags layered on top."""
+    """A stage config from ``--config`` (if given), its generated field flags layered on top, then ``overrides``;
+    every value is validated by the config's types (errors name the field and the recipe)."""
+    values = {name[len(_FIELD):]: value for name, value in vars(args).items() if name.startswith(_FIELD) and value is not None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "config", None):
-        return cls.from_yaml(args.config, **overrides)
-    return cls.from_dict({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_yaml(args.config, **values)
+    return cls.from_dict(values)
+
+
+_FIELD = "field__"  # namespace prefix of the flags generated from a config's fields
+
+
+def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """One flag per field of the stage config ``cls``, generated from its definition: ``--field-name VALUE``
+    (validated by the field's type when the config loads), booleans as ``--flag/--no-flag``; the help is the
+    field's documentation and its default. So a recipe key, a flag and its help can never disagree."""
+    import dataclasses
+
+    from amzqa.config import _hints
+
+    group = sp.add_argument_group(f"settings ({cls.__name__}; each overrides the --config recipe)")
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+        names = [f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, ())]
+        if _hints(cls)[f.name] is bool:
+            group.add_argument(*names, dest=_FIELD + f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            group.add_argument(*names, dest=_FIELD + f.name, default=None, metavar=f.name.upper(), help=text)
 
 
 # ---------------------------------------------------------------- commands
@@ -34,7 +60,7 @@ def _load(cls, args: argparse.Namespace, **overrides):
 def cmd_prepare(args: argparse.Namespace) -> int:
     from indexing.corpus import PrepareConfig, format_stats, prepare
 
-    cfg = _load(PrepareConfig, args, input=args.input, out=args.out, overwrite=args.overwrite or None)
+    cfg = _load(PrepareConfig, args)
     stats = prepare(cfg, progress=_progress(args))
     print(format_stats(stats, cfg.out))
     return 0
@@ -43,7 +69,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from indexing.synth import SynthConfig, synth
 
-    cfg = _load(SynthConfig, args, n=args.n, out=args.out, seed=args.seed, overwrite=args.overwrite or None)
+    cfg = _load(SynthConfig, args)
     path = synth(cfg, progress=_progress(args))
     print(f"wrote {cfg.n:,} records to {path}")
     return 0
@@ -140,8 +166,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from indexing.build import IndexConfig, build_index
 
-    cfg = _load(IndexConfig, args, corpus=args.corpus, out=args.out, overwrite=args.overwrite or None,
-                embedding_backend=args.backend, dense_type=args.dense_type)
+    cfg = _load(IndexConfig, args)
     man = build_index(cfg, progress=_progress(args))
     print(f"index written to {cfg.out}: {man['counts']['products']:,} products, dense={man['dense']['type']}, "
           f"embedding={man['embedding']['model_id']} ({man['embedding']['backend']}, dim {man['embedding']['dim']})")
@@ -232,7 +257,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_sft_data(args: argparse.Namespace) -> int:
     from training.sft_data import SFTDataConfig, build_sft_data
 
-    cfg = _load(SFTDataConfig, args, corpus=args.corpus, artifacts=args.artifacts, out=args.out, overwrite=args.overwrite or None)
+    cfg = _load(SFTDataConfig, args)
     man = build_sft_data(cfg, progress=_progress(args))
     print(f"SFT data written to {cfg.out}: {man['counts']} from {man['products']} products "
           f"({man['heldout_products']} held-out products excluded)")
@@ -243,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.train import train
 
-    cfg = _load(TrainConfig, args, data=args.data, out=args.out, max_steps=args.max_steps, overwrite=args.overwrite or None)
+    cfg = _load(TrainConfig, args)
     prov = train(cfg, progress=_progress(args))
     m = prov["metrics"]
     print(f"adapter written to {Path(cfg.out) / 'adapter'}: {prov['steps']} steps in {prov['train_seconds']:.0f} s, "
@@ -343,6 +368,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The stage configs the flags are generated from (light imports: ~0.2 s).
+    from indexing.build import IndexConfig
+    from indexing.corpus import PrepareConfig
+    from indexing.synth import SynthConfig
+    from training.config import TrainConfig
+    from training.sft_data import SFTDataConfig
+
     p = argparse.ArgumentParser(
         prog="amzqa",
         description="Retrieval-augmented question answering over product catalogs (AmazonTitles-1.3MM format).",
@@ -361,15 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("prepare", cmd_prepare, "Clean trn.json(.gz) into Parquet shards with stats.json and quarantine.jsonl.", True)
-    sp.add_argument("--input", type=Path, help="trn.json or trn.json.gz (JSON lines)")
-    sp.add_argument("--out", type=Path, help="output corpus folder")
-    sp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_config_flags(sp, PrepareConfig)
 
     sp = add("synth", cmd_synth, "Write a seeded synthetic catalog in trn.json format (for scale runs).", True)
-    sp.add_argument("--n", type=int, help="number of records (default 10000)")
-    sp.add_argument("--out", type=Path, help="output file; .gz compresses")
-    sp.add_argument("--seed", type=int, help="random seed (default 0)")
-    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_config_flags(sp, SynthConfig)
 
     sp = add("models", cmd_models, "Provision the default models offline (MiniLM embeddings, SmolLM2 generator).")
     sp.add_argument("action", choices=["fetch", "path"], help="fetch: provision into the cache; path: print locations")
@@ -383,11 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", nargs="?", type=Path, help="recipe to check")
 
     sp = add("index", cmd_index, "Build the retrieval artifact (embeddings, FAISS, BM25) from a prepared corpus; resumes if interrupted.", True)
-    sp.add_argument("--corpus", type=Path, help="prepared corpus folder (amzqa prepare)")
-    sp.add_argument("--out", type=Path, help="artifact folder to write")
-    sp.add_argument("--backend", choices=["onnx", "onnx-fp32", "torch"], help="embedding backend (default onnx int8)")
-    sp.add_argument("--dense-type", choices=["auto", "flat", "ivf_sq8", "ivf_flat", "hnsw"], help="FAISS index type")
-    sp.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    add_config_flags(sp, IndexConfig, aliases={"embedding_backend": ("--backend",)})
 
     sp = add("calibrate", cmd_calibrate, "Choose the hybrid fusion for an artifact's catalog on questions about "
              "non-held-out products (amzqa index does this at build time); writes fusion.json.")
@@ -422,16 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the answer as JSON (no streaming)")
 
     sp = add("sft-data", cmd_sft_data, "Build RAFT-style SFT data: questions, retrieved sources with distractors, cited answers.", True)
-    sp.add_argument("--corpus", type=Path, help="prepared corpus folder")
-    sp.add_argument("--artifacts", type=Path, help="index artifact of that corpus (distractors come from it)")
-    sp.add_argument("--out", type=Path, help="output folder")
-    sp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_config_flags(sp, SFTDataConfig)
 
     sp = add("train", cmd_train, "QLoRA fine-tuning (trl SFTTrainer + peft LoRA + bitsandbytes NF4); resumes from checkpoints.", True)
-    sp.add_argument("--data", type=Path, help="SFT data folder (amzqa sft-data)")
-    sp.add_argument("--out", type=Path, help="run folder (adapter/, checkpoints/, train_log.csv)")
-    sp.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
-    sp.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    add_config_flags(sp, TrainConfig)
 
     sp = add("merge", cmd_merge, "Merge a LoRA adapter into 16-bit base weights (a plain transformers checkpoint).")
     sp.add_argument("adapter", type=Path, help="adapter folder (amzqa train writes RUN/adapter)")

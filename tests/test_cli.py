@@ -88,3 +88,30 @@ def test_eval_refuses_a_bad_question_file(sample_artifacts, tmp_path):
 
 def test_app_refuses_a_missing_index(tmp_path):
     refused(amzqa("app", "--artifacts", tmp_path / "nothing"), "no index artifact here")
+
+
+STAGE_CONFIGS = {"prepare": "prepare", "synth": "synth", "index": "index", "sft-data": "sft", "train": "train"}
+
+
+def test_stage_flags_are_generated_from_the_configs():
+    """One definition: every field of a stage's config is a flag of its subcommand, documented with its default."""
+    import dataclasses
+
+    from amzqa.recipes import config_class
+
+    for command, kind in STAGE_CONFIGS.items():
+        text = amzqa(command, "--help").stdout
+        for field in dataclasses.fields(config_class(kind)):
+            flag = "--" + field.name.replace("_", "-")
+            assert flag in text, (command, flag)
+            first_words = " ".join(field.metadata["help"].split()[:3])
+            assert first_words in " ".join(text.split()), (command, field.name, first_words)
+
+
+def test_a_flag_overrides_the_recipe_and_is_validated(tmp_path):
+    refused(amzqa("train", "--config", "configs/train/smollm2-135m-qlora.yaml", "--learning-rate", "fast",
+                  "--data", tmp_path, "--out", tmp_path / "run"), "learning_rate", "fast")
+    synth = amzqa("synth", "--n", "7", "--seed", "3", "--out", tmp_path / "s.json", "--no-overwrite")
+    assert synth.returncode == 0 and len((tmp_path / "s.json").read_text().splitlines()) == 7
+    again = amzqa("synth", "--n", "7", "--seed", "4", "--out", tmp_path / "s.json", "--overwrite")
+    assert again.returncode == 0
