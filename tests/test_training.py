@@ -397,3 +397,22 @@ def test_fact_questions_get_their_own_abstention_cut():
     report = report_by_question(examples, [-3.0, -1.0, -4.0, -6.0], [False, True, False, True], [True, True, False, False], cut)
     assert report == {"fact_refused": {"n": 1, "rate": 0.0}, "other_refused": {"n": 1, "rate": 1.0},
                       "absent_abstained": {"n": 2, "rate": 0.5}}
+
+
+def test_base_model_keywords_put_each_rank_on_its_own_gpu_and_store_nf4_in_the_compute_dtype():
+    """Multi-GPU launches: rank r loads onto GPU r (not all onto 0); the 4-bit storage dtype equals the compute dtype
+    (FSDP-QLoRA shards it with the rest). Pure logic: no GPU here."""
+    import torch
+
+    from training.config import TrainConfig
+    from training.train import base_load_kwargs
+
+    cfg = TrainConfig(bf16=True, device="auto")
+    for rank in (0, 1, 3):
+        kw = base_load_kwargs(cfg, "cuda", "padding_free", rank)
+        assert kw["device_map"] == {"": rank}
+        q = kw["quantization_config"]
+        assert q.bnb_4bit_quant_storage == torch.bfloat16 == q.bnb_4bit_compute_dtype == kw["dtype"]
+        assert kw["attn_implementation"] == "flash_attention_2"
+    cpu = base_load_kwargs(TrainConfig(bf16=False), "cpu", "length_grouped")
+    assert "device_map" not in cpu and cpu["quantization_config"].bnb_4bit_quant_storage == torch.uint8

@@ -65,22 +65,39 @@ def resolve_batching(cfg: TrainConfig, device: str) -> str:
     return "length_grouped"
 
 
-def load_base(cfg: TrainConfig, device: str, batching: str):
+def base_load_kwargs(cfg: TrainConfig, device: str, batching: str, local_rank: int = 0) -> dict[str, Any]:
+    """``from_pretrained`` keywords of the base model: dtype, NF4 quantisation (its storage dtype equal to the compute
+    dtype, which FSDP needs to shard the 4-bit weights with the rest), each process's own GPU, FlashAttention for
+    padding-free batches."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    path = resolve_model(cfg.model)
     bf16 = cfg.use_bf16(device)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.load_in_4bit:
-        require("bitsandbytes", "train")
+        from transformers import BitsAndBytesConfig
+
+        # On GPUs the packed weights are stored in the compute dtype (what FSDP needs); on CPU bitsandbytes' kernels
+        # read them as uint8, its default.
+        storage = dtype if device == "cuda" else torch.uint8
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=cfg.double_quant,
-            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
+            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=storage)
     if device == "cuda":
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": local_rank}  # rank r on GPU r (DDP/FSDP), not every rank on GPU 0
     if batching == "padding_free" and device == "cuda":
         kwargs["attn_implementation"] = "flash_attention_2"
+    return kwargs
+
+
+def load_base(cfg: TrainConfig, device: str, batching: str):
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+
+    if cfg.load_in_4bit:
+        require("bitsandbytes", "train")
+    path = resolve_model(cfg.model)
+    kwargs = base_load_kwargs(cfg, device, batching, PartialState().local_process_index)
     return path, AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
