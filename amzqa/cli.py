@@ -34,7 +34,8 @@ def _load(cls, args: argparse.Namespace, **overrides):
 _FIELD = "field__"  # namespace prefix of the flags generated from a config's fields
 
 
-def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None,
+                     exclude: tuple[str, ...] = ()) -> None:
     """One flag per field of the stage config ``cls``, generated from its definition: ``--field-name VALUE``
     (validated by the field's type when the config loads), booleans as ``--flag/--no-flag``; the help is the
     field's documentation and its default. So a recipe key, a flag and its help can never disagree."""
@@ -43,7 +44,7 @@ def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[
     from amzqa.config import _hints
 
     group = sp.add_argument_group(f"settings ({cls.__name__}; each overrides the --config recipe)")
-    for f in dataclasses.fields(cls):
+    for f in (f for f in dataclasses.fields(cls) if f.name not in exclude):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
@@ -126,12 +127,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from amzqa.serve import ServeConfig, parse_adapters, start
 
-    cfg = ServeConfig.from_yaml(args.config) if args.config else ServeConfig()
-    changes = {k: v for k, v in {"engine": args.engine, "model": args.model, "host": args.host, "port": args.port,
-                                 "threads": args.threads}.items() if v is not None}
+    cfg = _load(ServeConfig, args)
     if args.adapter:
-        changes["adapters"] = {**cfg.adapters, **parse_adapters(args.adapter)}
-    cfg = cfg.replace(**changes)
+        cfg = cfg.replace(adapters={**cfg.adapters, **parse_adapters(args.adapter)})
     server = start(cfg, log_path=args.log)
 
     def interrupt(*_):
@@ -285,23 +283,25 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from amzqa.evaluation import generation_eval as gen_eval
     from amzqa.evaluation import retrieval_eval as ret_eval
     from amzqa.retrieval import RetrieverSet
 
-    out = args.out or ret_eval.default_out(args.what)
-    rset = RetrieverSet(args.artifacts)
-    common = {k: v for k, v in {"artifacts": args.artifacts, "seed": args.seed, "out": out,
-                                "questions": args.questions}.items() if v is not None}
+    given = {name[len(_FIELD):]: v for name, v in vars(args).items() if name.startswith(_FIELD) and v is not None}
+    if "artifacts" not in given:
+        raise ConfigError("eval needs --artifacts (an index folder: amzqa index)")
+    out = Path(given.setdefault("out", ret_eval.default_out(args.what)))
+    rset = RetrieverSet(given["artifacts"])
     if args.what in ("retrieval", "all"):
-        cfg = ret_eval.RetrievalEvalConfig.from_dict({**common, **({"n": args.n} if args.n and args.what == "retrieval" else {})})
+        fields = {f.name for f in dataclasses.fields(ret_eval.RetrievalEvalConfig)} - ({"n"} if args.what == "all" else set())
+        cfg = ret_eval.RetrievalEvalConfig.from_dict({k: v for k, v in given.items() if k in fields})
         report = ret_eval.evaluate_retrieval(cfg, rset=rset, progress=_progress(args))
         ret_eval.write_report(report, out)
         print(ret_eval.markdown(report))
     if args.what in ("generation", "all"):
-        cfg = gen_eval.GenerationEvalConfig.from_dict({**common, **{k: v for k, v in {
-            "systems": args.models, "n": args.n if args.what == "generation" or args.n else None,
-            "max_new_tokens": args.max_new_tokens}.items() if v is not None}})
+        cfg = gen_eval.GenerationEvalConfig.from_dict(given)
         report = gen_eval.evaluate_generation(cfg, rset=rset, progress=_progress(args))
         gen_eval.write_report(report, out)
         print(gen_eval.markdown(report).split("## Example answers")[0])
@@ -369,6 +369,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # The stage configs the flags are generated from (light imports: ~0.2 s).
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig
+    from amzqa.serve import ServeConfig
     from indexing.build import IndexConfig
     from indexing.corpus import PrepareConfig
     from indexing.synth import SynthConfig
@@ -472,28 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true")
 
     sp = add("serve", cmd_serve, "Serve the generator as an OpenAI-compatible server for many users (vLLM with LoRA "
-             "adapters per request, or llama.cpp); prints the URL; TERM or Ctrl-C stops it.")
+             "adapters per request, or llama.cpp); prints the URL; TERM or Ctrl-C stops it.", True)
+    add_config_flags(sp, ServeConfig, exclude=("adapters",))
+    sp.add_argument("--adapter", action="append", metavar="NAME=PATH", help="LoRA adapter served under NAME (repeatable; "
+                    "vllm); added to the recipe's adapters")
     sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="index the askers will use (printed in the hint)")
-    sp.add_argument("--config", type=Path, help="serve recipe (configs/serve/*.yaml)")
-    sp.add_argument("--engine", choices=["vllm", "llamacpp"], help="default vllm")
-    sp.add_argument("--model", help="base model (default smollm2); llamacpp: also a .gguf or a gguf export folder")
-    sp.add_argument("--adapter", action="append", metavar="NAME=PATH", help="LoRA adapter served under NAME (repeatable; vllm)")
-    sp.add_argument("--host", help="bind address (default 127.0.0.1)")
-    sp.add_argument("--port", type=int, help="port (default 8000)")
-    sp.add_argument("--threads", type=int, help="CPU threads (default all cores)")
     sp.add_argument("--log", type=Path, help="write the engine's log here")
 
-    sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products, or on your own (--questions).")
+    sp = add("eval", cmd_eval, "Offline evaluation on questions written from held-out products, or on your own (--questions). "
+             "retrieval takes the settings its config has (artifacts, questions, n, k, seed, bootstrap, heldout_rate, out).")
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
-    sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--systems", "--models", dest="models", help="generation systems, comma-separated: base, extractive, adapter:PATH; an HF system may end in "
-                    "@hf or @openvino (backend; default auto). Default base,extractive")
-    sp.add_argument("--questions", type=Path, help="your own questions, JSONL: {\"question\": ..., \"uid\": product asked about "
-                    "or null when the catalog does not answer, \"answer\": optional reference}; replaces the generated ones")
-    sp.add_argument("--n", type=int, help="questions / products to sample (retrieval default 500, generation 60)")
-    sp.add_argument("--max-new-tokens", type=int, help="generation budget per answer (default 96)")
-    sp.add_argument("--seed", type=int, help="random seed (default 0)")
-    sp.add_argument("--out", type=Path, help="report folder (default reports/<what>-<time>)")
+    add_config_flags(sp, GenerationEvalConfig, aliases={"systems": ("--models",)})
 
     sp = add("app", cmd_app, "Serve the Streamlit search-and-answer page on localhost.")
     sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="artifact folder (amzqa index)")

@@ -115,3 +115,13 @@ def test_a_flag_overrides_the_recipe_and_is_validated(tmp_path):
     assert synth.returncode == 0 and len((tmp_path / "s.json").read_text().splitlines()) == 7
     again = amzqa("synth", "--n", "7", "--seed", "4", "--out", tmp_path / "s.json", "--overwrite")
     assert again.returncode == 0
+
+
+def test_eval_all_through_the_generated_flags(sample_artifacts, tmp_path):
+    out = tmp_path / "rep"
+    proc = amzqa("eval", "all", "--artifacts", sample_artifacts, "--systems", "extractive", "--n", "6", "--bootstrap", "50",
+                 "--no-abstention-auc", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gen = json.loads((out / "report.json").read_text())
+    assert set(gen["systems"]) == {"extractive"} and gen["n_questions"] == 6 and gen["config"]["bootstrap"] == 50
+    assert json.loads((out / "retrieval.json").read_text())["config"]["n"] == 500  # n is generation's under "all"
