@@ -24,6 +24,8 @@ class TrainConfig(Config):
     lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r).", 32)
     lora_dropout: float = doc("Dropout on the LoRA path.", 0.05)
     target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
+    chat_template: str | None = doc("Chat template used when the base model's tokenizer has none: mistral, zephyr, phi3 "
+                                    "(shipped, amzqa/chat_templates/) or a .jinja file; the adapter's tokenizer keeps it.", None)
     batching: str = doc("auto (padding_free with FlashAttention, else length_grouped), padded (trl's default), "
                         "length_grouped (padded batches of similar length), padding_free (flattened, position ids).", "auto")
     answer_only_head: bool = doc("Run the LM head and loss only where the next token is an answer token (same loss and "

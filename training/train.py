@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from amzqa.chat import ensure_chat_template
 from amzqa.errors import ConfigError
 from amzqa.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
@@ -146,6 +147,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     dataset = load_from_disk(str(Path(cfg.data) / SFT_DATASET))
     path, model = load_base(cfg, device, batching)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    template = ensure_chat_template(tokenizer, cfg.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.load_in_4bit:
@@ -185,7 +187,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     if not args.bf16:
         adapter_to_fp32(trainer.model)
     return trainer, {"device": device, "batching": batching, "answer_only_head": cfg.answer_only_head, "base_path": path,
-                     "data_manifest": data_manifest}
+                     "data_manifest": data_manifest, "chat_template": template}
 
 
 def adapter_to_fp32(model) -> int:
@@ -231,7 +233,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules},
         "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
                  "prompt": facts["data_manifest"]["prompt"]},
-        "device": facts["device"], "batching": facts["batching"], "answer_only_head": facts["answer_only_head"], "steps": trainer.state.global_step,
+        "device": facts["device"], "batching": facts["batching"], "chat_template": facts["chat_template"], "answer_only_head": facts["answer_only_head"], "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1), "train_tokens": tokens,
         "metrics": {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
         "config": cfg.to_dict(), "versions": library_versions(),
