@@ -1,0 +1,120 @@
+"""Each GPU recipe's code path on this CPU, with a tiny randomly initialised model of the recipe's architecture
+(Mistral with its sliding window, Llama as TinyLlama, Phi-3 with fused projections): the real tokenizer files minus
+their chat template (so the recipe's shipped template is used), the recipe loaded as it ships with only the model,
+the sizes and the GPU-only settings (device, optimiser, bf16) overridden; then train -> adapter with provenance ->
+merge -> QA answers -> generation evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+ARCHITECTURES = {
+    "mistral-7b-instruct-v0.3-qlora.yaml": ("MistralConfig", {"num_key_value_heads": 2, "sliding_window": 64}),
+    # TinyLlama's grouped-query attention (heads share key/value); bitsandbytes' CPU kernels want 32-wide outputs
+    "tinyllama-1.1b-chat-qlora.yaml": ("LlamaConfig", {"num_key_value_heads": 1, "hidden_size": 128, "intermediate_size": 256}),
+    "phi-3-mini-4k-instruct-qlora.yaml": ("Phi3Config", {"num_key_value_heads": 4}),
+}
+CPU_OVERRIDES = {"device": "cpu", "bf16": False, "optim": "adamw_torch", "max_steps": 8, "per_device_train_batch_size": 2,
+                 "gradient_accumulation_steps": 1, "max_length": 512, "save_steps": 100, "eval_steps": 0,
+                 "logging_steps": 1, "calibrate_abstention": False, "warmup_ratio": 0.0}
+
+
+@pytest.fixture(scope="module")
+def sft_data(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
+    from training.sft_data import SFTDataConfig, build_sft_data
+
+    out = tmp_path_factory.mktemp("sft-tiny") / "data"
+    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,
+                                 max_products=20, questions_per_product=1, abstain_fraction=0.2, eval_fraction=0.1),
+                   retrievers=retrievers)
+    return out
+
+
+def tiny_checkpoint(recipe: str, folder) -> str:
+    import transformers
+
+    from amzqa.models import default_generator_path
+
+    tok = transformers.AutoTokenizer.from_pretrained(default_generator_path())
+    tok.chat_template = None  # like a base whose files carry no template: the recipe's shipped one must be used
+    config_name, extra = ARCHITECTURES[recipe]
+    sizes = {"hidden_size": 64, "intermediate_size": 128, **extra}
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tok), num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=1024, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **sizes)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("recipe", sorted(ARCHITECTURES))
+def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_architecture(
+        recipe, sft_data, sample_artifacts, retrievers, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation
+    from amzqa.generation import GenerationConfig, HFGenerator
+    from amzqa.pipeline import QA
+    from training.config import TrainConfig
+    from training.merge import merge_adapter
+    from training.train import adapter_provenance, build_trainer, train
+
+    shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)
+    base = tiny_checkpoint(recipe, tmp_path / "base")
+    cfg = shipped.replace(model=base, data=sft_data, out=tmp_path / "run", **CPU_OVERRIDES)
+
+    trainer, facts = build_trainer(cfg, progress=False)
+    # The recipe's settings reached the trainer (a silent fallback would be a failure).
+    assert facts["chat_template"] == shipped.chat_template
+    assert trainer.args.learning_rate == shipped.learning_rate and trainer.args.lr_scheduler_type.value == shipped.lr_scheduler_type
+    assert trainer.args.gradient_checkpointing == shipped.gradient_checkpointing
+    peft_cfg = trainer.model.peft_config["default"]
+    assert peft_cfg.r == shipped.lora_r and peft_cfg.lora_alpha == shipped.lora_alpha
+    assert set(peft_cfg.target_modules) == set(shipped.target_modules.split(","))
+    assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())  # NF4, double quant
+    assert trainer.model.get_base_model().config.quantization_config.bnb_4bit_use_double_quant
+    batch = trainer.train_dataset.select(range(4))
+    before = trainer.evaluate(batch)["eval_loss"]
+    del trainer
+
+    prov = train(cfg, progress=False)
+    adapter = cfg.out / "adapter"
+    assert prov["steps"] == 8 and prov["chat_template"] == shipped.chat_template
+    assert adapter_provenance(adapter)["base_path"] == base
+    trainer, _ = build_trainer(cfg, progress=False, max_steps=1)
+    trained = PeftModel.from_pretrained(trainer.model.get_base_model(), str(adapter))
+    trainer.model = trained
+    after = trainer.evaluate(batch)["eval_loss"]
+    assert after < before, (before, after)
+    lora_b = {n: p for n, p in trained.named_parameters() if "lora_B" in n}
+    targets = {n.split(".lora_B")[0].rsplit(".", 1)[-1] for n in lora_b}
+    assert targets == set(shipped.target_modules.split(","))  # every target module got an adapter...
+    assert all(bool((p != 0).any()) for p in lora_b.values())  # ...and every one received gradients
+    del trainer, trained
+
+    merged = tmp_path / "merged"
+    merge_adapter(adapter, merged, dtype="float32")
+    ids = torch.tensor([[1, 500, 900, 1200, 40]])
+    with torch.no_grad():
+        on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), str(adapter))
+        a = on_base(ids).logits
+        b = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits
+    assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+
+    gen_cfg = GenerationConfig(model=base, adapter=str(adapter), max_new_tokens=8, calibrated_abstention=False)
+    qa = QA.from_dir(sample_artifacts, generator=HFGenerator(gen_cfg), adapter=str(adapter))
+    answer = qa.ask("Is the JBL Flip 5 waterproof?")
+    assert answer.sources and isinstance(answer.text, str)
+    assert qa.config.k == 2  # the adapter's trained prompt shape
+
+    report = evaluate_generation(GenerationEvalConfig(artifacts=sample_artifacts, n=4, max_new_tokens=8, bootstrap=20,
+                                                      abstention_auc=False),
+                                 rset=retrievers, progress=False, systems=[("tiny", HFGenerator(gen_cfg))])
+    assert report["n_questions"] == 4 and "tiny" in report["systems"]
