@@ -268,6 +268,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(TrainConfig, args)
     prov = train(cfg, progress=_progress(args))
+    if int(os.environ.get("RANK", "0")):  # a multi-process launch: rank 0 reports
+        return 0
     m = prov["metrics"]
     print(f"adapter written to {Path(cfg.out) / 'adapter'}: {prov['steps']} steps in {prov['train_seconds']:.0f} s, "
           f"train loss {m.get('train_loss')}, eval loss {m.get('eval_loss')}, batching {prov['batching']} on {prov['device']}")

@@ -118,3 +118,38 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
                                                       abstention_auc=False),
                                  rset=retrievers, progress=False, systems=[("tiny", HFGenerator(gen_cfg))])
     assert report["n_questions"] == 4 and "tiny" in report["systems"]
+
+
+def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_data, tmp_path):
+    """``torchrun --nproc_per_node 2`` (DDP over gloo on CPU, the same launch as on GPUs): both ranks train on halves
+    of each global batch, rank 0 alone writes the adapter, and the first step's loss matches one process on the same
+    global batch (before any update both see the same weights)."""
+    import json
+    import subprocess
+    import sys
+
+    base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
+    common = ["--config", "configs/train/mistral-7b-instruct-v0.3-qlora.yaml", "--model", base, "--data", str(sft_data),
+              "--device", "cpu", "--bf16", "false", "--optim", "adamw_torch", "--max-steps", "2",
+              "--gradient-accumulation-steps", "1", "--max-length", "512", "--save-steps", "100", "--eval-steps", "0",
+              "--logging-steps", "1", "--no-calibrate-abstention", "--batching", "padded", "--overwrite"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "amzqa", "train"]
+    ddp = subprocess.run(torchrun + common + ["--out", str(tmp_path / "ddp"), "--per-device-train-batch-size", "2"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("adapter written") == 1
+    prov = json.loads((tmp_path / "ddp" / "adapter" / "amzqa_adapter.json").read_text())
+    assert prov["world_size"] == 2 and prov["steps"] == 2
+    single = subprocess.run([sys.executable, "-m", "amzqa", "train", *common, "--out", str(tmp_path / "one"),
+                             "--per-device-train-batch-size", "4"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    def first_loss(run):
+        import csv
+
+        rows = list(csv.DictReader(open(tmp_path / run / "train_log.csv")))
+        return float(next(r["loss"] for r in rows if r["loss"])), int(next(r["num_tokens"] for r in rows if r["loss"]))
+
+    (ddp_loss, ddp_tokens), (one_loss, one_tokens) = first_loss("ddp"), first_loss("one")
+    assert ddp_tokens == one_tokens  # the same global batch
+    assert abs(ddp_loss - one_loss) < 0.02, (ddp_loss, one_loss)

@@ -118,6 +118,8 @@ class CsvLog:
                         csv.writer(f).writerow(CsvLog.FIELDS)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
+                if not state.is_world_process_zero:  # one log for a multi-process run
+                    return
                 logs = logs or {}
                 row = {"step": state.global_step, "epoch": state.epoch, "seconds": round(time.perf_counter() - self.start, 2),
                        "num_tokens": state.num_input_tokens_seen or logs.get("num_tokens")}
@@ -234,10 +236,12 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
                  "prompt": facts["data_manifest"]["prompt"]},
         "device": facts["device"], "batching": facts["batching"], "chat_template": facts["chat_template"], "answer_only_head": facts["answer_only_head"], "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1), "train_tokens": tokens,
+        "train_seconds": round(seconds, 1), "train_tokens": tokens, "world_size": trainer.args.world_size,
         "metrics": {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()},
         "config": cfg.to_dict(), "versions": library_versions(),
     }
+    if not trainer.is_world_process_zero():  # DDP/FSDP: the adapter is the same on every rank; rank 0 writes it
+        return provenance
     with atomic_dir(out / "adapter", overwrite=True) as tmp:
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
         trainer.processing_class.save_pretrained(str(tmp))
