@@ -135,13 +135,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def interrupt(*_):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)  # TERM stops the engine too, like Ctrl-C
-    names = server.models()
-    print(f"{cfg.engine} serving {', '.join(names)} at {server.url}")
-    print(f"ask through it: amzqa ask QUESTION --artifacts {args.artifacts} --generator openai --base-url {server.url}"
-          + (f" --model {next(iter(cfg.adapters))} --adapter {next(iter(cfg.adapters.values()))}" if cfg.adapters else ""),
-          flush=True)
-    try:
+    try:  # from here on TERM or Ctrl-C, whenever it comes, stops the engine and exits 0
+        signal.signal(signal.SIGTERM, interrupt)
+        names = server.models()
+        print(f"{cfg.engine} serving {', '.join(names)} at {server.url}")
+        print(f"ask through it: amzqa ask QUESTION --artifacts {args.artifacts} --generator openai --base-url {server.url}"
+              + (f" --model {next(iter(cfg.adapters))} --adapter {next(iter(cfg.adapters.values()))}" if cfg.adapters else ""),
+              flush=True)
         while server.process.poll() is None:
             time.sleep(1.0)
         print(f"amzqa: error: the {cfg.engine} server exited with code {server.process.returncode}", file=sys.stderr)
