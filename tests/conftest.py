@@ -73,3 +73,15 @@ def llamacpp_server():
     with start(ServeConfig(engine="llamacpp", port=free_port(), parallel=4, max_model_len=2048,
                            startup_timeout_s=120)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sft_dir(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
+    """Small RAFT SFT data from the sample catalog (2 sources x 80 characters, 40 products), built once."""
+    from training.sft_data import SFTDataConfig, build_sft_data
+
+    out = tmp_path_factory.mktemp("sft") / "data"
+    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,
+                                 max_products=40, questions_per_product=1, abstain_fraction=0.25, eval_fraction=0.1),
+                   retrievers=retrievers)
+    return out

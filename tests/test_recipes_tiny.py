@@ -22,17 +22,6 @@ CPU_OVERRIDES = {"device": "cpu", "bf16": False, "optim": "adamw_torch", "max_st
                  "logging_steps": 1, "calibrate_abstention": False, "warmup_ratio": 0.0}
 
 
-@pytest.fixture(scope="module")
-def sft_data(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
-    from training.sft_data import SFTDataConfig, build_sft_data
-
-    out = tmp_path_factory.mktemp("sft-tiny") / "data"
-    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,
-                                 max_products=20, questions_per_product=1, abstain_fraction=0.2, eval_fraction=0.1),
-                   retrievers=retrievers)
-    return out
-
-
 def tiny_checkpoint(recipe: str, folder) -> str:
     import transformers
 
@@ -55,7 +44,7 @@ def tiny_checkpoint(recipe: str, folder) -> str:
 
 @pytest.mark.parametrize("recipe", sorted(ARCHITECTURES))
 def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_architecture(
-        recipe, sft_data, sample_artifacts, retrievers, tmp_path):
+        recipe, sft_dir, sample_artifacts, retrievers, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -68,7 +57,7 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
 
     shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)
     base = tiny_checkpoint(recipe, tmp_path / "base")
-    cfg = shipped.replace(model=base, data=sft_data, out=tmp_path / "run", **CPU_OVERRIDES)
+    cfg = shipped.replace(model=base, data=sft_dir, out=tmp_path / "run", **CPU_OVERRIDES)
 
     trainer, facts = build_trainer(cfg, progress=False)
     # The recipe's settings reached the trainer (a silent fallback would be a failure).
@@ -120,7 +109,7 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
     assert report["n_questions"] == 4 and "tiny" in report["systems"]
 
 
-def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_data, tmp_path):
+def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     """``torchrun --nproc_per_node 2`` (DDP over gloo on CPU, the same launch as on GPUs): both ranks train on halves
     of each global batch, rank 0 alone writes the adapter, and the first step's loss matches one process on the same
     global batch (before any update both see the same weights)."""
@@ -129,7 +118,7 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_data, tmp_path):
     import sys
 
     base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
-    common = ["--config", "configs/train/mistral-7b-instruct-v0.3-qlora.yaml", "--model", base, "--data", str(sft_data),
+    common = ["--config", "configs/train/mistral-7b-instruct-v0.3-qlora.yaml", "--model", base, "--data", str(sft_dir),
               "--device", "cpu", "--bf16", "false", "--optim", "adamw_torch", "--max-steps", "2",
               "--gradient-accumulation-steps", "1", "--max-length", "512", "--save-steps", "100", "--eval-steps", "0",
               "--logging-steps", "1", "--no-calibrate-abstention", "--batching", "padded", "--overwrite"]

@@ -14,15 +14,6 @@ from training.sft_data import SFTDataConfig, build_sft_data, cite, product_name,
 
 
 @pytest.fixture(scope="module")
-def sft_dir(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sft") / "data"
-    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,
-                                 max_products=40, questions_per_product=1, abstain_fraction=0.25, eval_fraction=0.1),
-                   retrievers=retrievers)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_cfg(sft_dir, tmp_path_factory):
     return TrainConfig(data=sft_dir, out=tmp_path_factory.mktemp("run") / "r", max_steps=6, per_device_train_batch_size=4,
                        learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler_type="constant", logging_steps=1, save_steps=3,
