@@ -24,7 +24,7 @@ def _progress(args: argparse.Namespace) -> bool | None:
 def _load(cls, args: argparse.Namespace, **overrides):
     """A stage config from ``--config`` (if given), its generated field flags layered on top, then ``overrides``;
     every value is validated by the config's types (errors name the field and the recipe)."""
-    values = {name[len(_FIELD):]: value for name, value in vars(args).items() if name.startswith(_FIELD) and value is not None}
+    values = field_values(args)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if getattr(args, "config", None):
         return cls.from_yaml(args.config, **values)
@@ -32,6 +32,11 @@ def _load(cls, args: argparse.Namespace, **overrides):
 
 
 _FIELD = "field__"  # namespace prefix of the flags generated from a config's fields
+
+
+def field_values(args: argparse.Namespace) -> dict:
+    """The config fields given as generated flags (unset flags left out)."""
+    return {name[len(_FIELD):]: v for name, v in vars(args).items() if name.startswith(_FIELD) and v is not None}
 
 
 def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None,
@@ -291,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from amzqa.evaluation import retrieval_eval as ret_eval
     from amzqa.retrieval import RetrieverSet
 
-    given = {name[len(_FIELD):]: v for name, v in vars(args).items() if name.startswith(_FIELD) and v is not None}
+    given = field_values(args)
     if "artifacts" not in given:
         raise ConfigError("eval needs --artifacts (an index folder: amzqa index)")
     out = Path(given.setdefault("out", ret_eval.default_out(args.what)))
