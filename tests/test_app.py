@@ -63,8 +63,7 @@ def injected_artifacts(sample_artifacts, tmp_path_factory):
 def app_env(injected_artifacts, monkeypatch):
     sample_artifacts = injected_artifacts
     monkeypatch.setenv("AMZQA_ARTIFACTS", str(sample_artifacts))
-    monkeypatch.setenv("AMZQA_GENERATOR", "extractive")
-    monkeypatch.setenv("AMZQA_ADAPTER", str(sample_artifacts / "no-adapter"))
+    monkeypatch.setenv("AMZQA_GENERATION", json.dumps({"backend": "extractive", "adapter": str(sample_artifacts / "no-adapter")}))
     monkeypatch.chdir(ROOT)
 
 
@@ -115,8 +114,7 @@ def test_page_answers_through_an_engine_server(app_env, llamacpp_server, monkeyp
     """The 'server' generator: the page asks a real llama.cpp server through the OpenAI client backend."""
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("AMZQA_BASE_URL", llamacpp_server.url)
-    monkeypatch.setenv("AMZQA_GENERATOR", "server")
+    monkeypatch.setenv("AMZQA_GENERATION", json.dumps({"backend": "openai", "base_url": llamacpp_server.url}))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     assert at.sidebar.selectbox(key="generator").value == "server"
@@ -180,8 +178,8 @@ def _free_port() -> int:
 @pytest.fixture()
 def server(injected_artifacts):
     port = _free_port()
-    env = dict(os.environ, AMZQA_ARTIFACTS=str(injected_artifacts), AMZQA_GENERATOR="extractive",
-               AMZQA_ADAPTER=str(injected_artifacts / "no-adapter"))
+    env = dict(os.environ, AMZQA_ARTIFACTS=str(injected_artifacts),
+               AMZQA_GENERATION=json.dumps({"backend": "extractive", "adapter": str(injected_artifacts / "no-adapter")}))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address",
                              "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import sys
 from tests.conftest import ROOT
 
 SUBCOMMANDS = ("prepare", "synth", "models", "config", "index", "calibrate", "search", "ask", "sft-data", "train",
-               "merge", "engines", "export", "serve", "eval", "app", "demo")
+               "merge", "doctor", "engines", "export", "serve", "eval", "app", "demo")
 
 
 def amzqa(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -106,6 +106,35 @@ def test_stage_flags_are_generated_from_the_configs():
             assert flag in text, (command, flag)
             first_words = " ".join(field.metadata["help"].split()[:3])
             assert first_words in " ".join(text.split()), (command, field.name, first_words)
+
+
+def test_ask_and_app_share_the_generated_generator_flags(sample_artifacts, tmp_path):
+    """ask and app take the same GenerationConfig flags (same choices, same types); bad values name the field."""
+    import dataclasses
+
+    from amzqa.cli import build_parser
+    from amzqa.generation import GenerationConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+
+    def flags(command):
+        return {o: (a.dest, a.type, a.choices) for a in sub[command]._actions for o in a.option_strings
+                if a.dest.startswith("field__") or o in ("--config", "--api-key")}
+
+    assert flags("ask") == flags("app")
+    assert {"--" + f.name.replace("_", "-") for f in dataclasses.fields(GenerationConfig)} <= set(flags("ask"))
+    refused(amzqa("ask", "speaker?", "--artifacts", sample_artifacts, "--generator", "gpt9"), "backend", "gpt9")
+    refused(amzqa("ask", "speaker?", "--artifacts", sample_artifacts, "--max-new-tokens", "lots"), "max_new_tokens", "lots")
+    refused(amzqa("ask", "speaker?", "--artifacts", sample_artifacts, "-k", "50"), "k must be between 1 and 20")
+    refused(amzqa("app", "--artifacts", sample_artifacts, "--generator", "openai"), "needs base_url")
+    recipe = tmp_path / "gen.yaml"
+    recipe.write_text("backend: extractive\nmax_new_tokens: 12\n")
+    proc = amzqa("ask", "Is the JBL Flip 5 waterproof?", "--artifacts", sample_artifacts, "--generation", recipe,
+                 "--mode", "lexical", "-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout)
+    assert len(answer["sources"]) == 2 and answer["sources"][0]["found_by"] == ["lexical"]
+    assert answer["sources"][0]["uid"] == "B07QXV6N1B" and "[1]" in answer["answer"]
 
 
 def test_a_flag_overrides_the_recipe_and_is_validated(tmp_path):

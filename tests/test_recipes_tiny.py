@@ -142,3 +142,76 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     (ddp_loss, ddp_tokens), (one_loss, one_tokens) = first_loss("ddp"), first_loss("one")
     assert ddp_tokens == one_tokens  # the same global batch
     assert abs(ddp_loss - one_loss) < 0.02, (ddp_loss, one_loss)
+
+
+def test_a_recipe_naming_modules_the_model_lacks_is_refused_with_the_real_names(sft_dir, tmp_path):
+    """Phi-3's fused projections named for a Mistral model: the message lists the modules that do exist."""
+    import subprocess
+    import sys
+
+    base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
+    proc = subprocess.run([sys.executable, "-m", "amzqa", "train", "--config", "configs/train/phi-3-mini-4k-instruct-qlora.yaml",
+                           "--model", base, "--data", str(sft_dir), "--out", str(tmp_path / "run"), "--device", "cpu",
+                           "--bf16", "false", "--optim", "adamw_torch", "--max-steps", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "['qkv_proj', 'gate_up_proj'] are not modules of MistralForCausalLM" in proc.stderr, proc.stderr[-2000:]
+    assert "'q_proj'" in proc.stderr and "all-linear" in proc.stderr
+
+
+def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_path, monkeypatch):
+    """Our refusal's logic, with the probe's answer replaced: the real probe passes on this CPU (see doctor's test)."""
+    import amzqa.machine
+    from amzqa.errors import ConfigError
+    from training.config import TrainConfig
+    from training.train import build_trainer
+
+    monkeypatch.setattr(amzqa.machine, "bitsandbytes_runs", lambda device: (False, "RuntimeError: no kernel for cpu"))
+    cfg = TrainConfig(data=sft_dir, out=tmp_path / "run", device="cpu", max_steps=1)
+    with pytest.raises(ConfigError, match="bitsandbytes cannot run NF4 on cpu.*no kernel.*load_in_4bit: false"):
+        build_trainer(cfg)
+
+
+@pytest.mark.parametrize("env, gpus, device, message", [
+    ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4"}, 2, "cuda", "started 4 processes on this machine but it has 2 GPU"),
+    ({"WORLD_SIZE": "1", "ACCELERATE_USE_FSDP": "true"}, 1, "cuda", "FSDP launch with one process"),
+    ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, 2, "cuda", None),
+    ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, 0, "cpu", None),  # DDP over gloo: the tested CPU launch
+])
+def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, message):
+    from amzqa.errors import ConfigError
+    from training.config import check_launch
+
+    if message is None:
+        check_launch(device, env, gpus)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            check_launch(device, env, gpus)
+
+
+def test_doctor_reports_this_machine_and_a_recipe():
+    import json
+    import subprocess
+    import sys
+
+    from amzqa.machine import bitsandbytes_runs, cpu_info
+
+    facts = json.loads(subprocess.run([sys.executable, "-m", "amzqa", "doctor", "--json"], capture_output=True, text=True,
+                                      cwd=ROOT, timeout=120).stdout)
+    assert facts["isa"] == cpu_info()[1] and facts["cores"] >= 1 and facts["torch"].startswith("2.")
+    assert facts["bnb_cpu"] == bitsandbytes_runs("cpu")[0] is True
+    assert bitsandbytes_runs("meta")[0] is False  # a device without kernels: reported, never raised
+    expected = "configs/train/smollm2-135m-qlora.yaml" if not facts["gpus"] else facts["recipe"]
+    assert facts["recipe"] == expected and (ROOT / facts["recipe"]).is_file()
+    text = subprocess.run([sys.executable, "-m", "amzqa", "doctor"], capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
+    assert "ISA:" in text and "recipe:" in text and "bitsandbytes NF4" in text
+
+
+@pytest.mark.parametrize("memory, recipe", [(80.0, "mistral-7b"), (16.0, "phi-3-mini"), (8.0, "tinyllama"), (4.0, "smollm2")])
+def test_doctor_chooses_the_largest_recipe_the_gpu_fits(memory, recipe):
+    from amzqa.machine import GPU, Machine
+
+    m = Machine(cpu="x", isa=[], cores=2, torch="2", cuda="12", gpus=[GPU("card", memory, True, "9.0")], bnb_gpu=True)
+    assert recipe in m.recipe()[0]
+    assert "smollm2" in Machine(cpu="x", isa=[], cores=2, torch="2", cuda="12", gpus=[GPU("card", 80.0, True, "9.0")],
+                                bnb_gpu=False).recipe()[0]

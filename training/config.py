@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -82,6 +83,7 @@ class TrainConfig(Config):
         device = ("cuda" if cuda else "cpu") if self.device == "auto" else self.device
         if device == "cuda" and not cuda:
             raise ConfigError("this recipe needs a CUDA GPU (device: cuda) but none is available")
+        check_launch(device, dict(os.environ), torch.cuda.device_count() if cuda else 0)
         if device == "cpu":
             if self.optim.startswith("paged_"):
                 raise ConfigError(f"optim={self.optim} needs a CUDA GPU; none is available. "
@@ -98,6 +100,22 @@ class TrainConfig(Config):
 
             return torch.cuda.is_bf16_supported() if device == "cuda" else native_bf16()
         return bool(self.bf16)
+
+
+def check_launch(device: str, env: dict[str, str], gpus: int) -> None:
+    """Refuse a multi-process launch (accelerate launch / torchrun) this machine cannot honour: more processes per
+    node than GPUs (ranks would share a card and run out of memory, or NCCL refuses), or an FSDP launch of one
+    process (nothing to shard). The launcher's own config sets these variables, so a config written for another
+    machine is caught here with the numbers named."""
+    world = int(env.get("WORLD_SIZE", "1"))
+    local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
+    if device == "cuda" and local > gpus:
+        raise ConfigError(f"the launch started {local} processes on this machine but it has {gpus} GPU(s); set "
+                          f"num_processes: {gpus} in the accelerate config (configs/accelerate/*.yaml) or pass "
+                          f"--num_processes {gpus}")
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and world < 2:
+        raise ConfigError("an FSDP launch with one process shards nothing; launch it with num_processes >= 2 "
+                          "(configs/accelerate/fsdp_qlora.yaml) or train without accelerate launch")
 
 
 def native_bf16() -> bool:

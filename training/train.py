@@ -97,6 +97,13 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
 
     if cfg.load_in_4bit:
         require("bitsandbytes", "train")
+        from amzqa.machine import bitsandbytes_runs
+
+        runs, why = bitsandbytes_runs(device)
+        if not runs:
+            raise ConfigError(f"load_in_4bit: bitsandbytes cannot run NF4 on {device} on this machine ({why}); see "
+                              "amzqa doctor, or train LoRA on full-precision weights (load_in_4bit: false, "
+                              "double_quant: false)")
     path = resolve_model(cfg.model)
     kwargs = base_load_kwargs(cfg, device, batching, PartialState().local_process_index)
     return path, AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -154,7 +161,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [m.strip() for m in cfg.target_modules.split(",")]
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else check_targets(model, cfg.target_modules)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                       task_type="CAUSAL_LM", bias="none")
     has_eval = "eval" in dataset
@@ -190,6 +197,19 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         adapter_to_fp32(trainer.model)
     return trainer, {"device": device, "batching": batching, "answer_only_head": cfg.answer_only_head, "base_path": path,
                      "data_manifest": data_manifest, "chat_template": template}
+
+
+def check_targets(model, names: str) -> list[str]:
+    """The recipe's LoRA target modules, each checked against the model's own module names (peft would otherwise fail
+    on the first missing one with no list of what exists, or — with a regex — silently adapt fewer layers)."""
+    targets = [m.strip() for m in names.split(",") if m.strip()]
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if type(module).__name__ in ("Linear", "Linear4bit", "Linear8bitLt") and "lm_head" not in name})
+    missing = [t for t in targets if t not in linear]
+    if missing:
+        raise ConfigError(f"target_modules {missing} are not modules of {type(model).__name__}; its linear layers are "
+                          f"{linear} (or use target_modules: all-linear)")
+    return targets
 
 
 def adapter_to_fp32(model) -> int:

@@ -18,7 +18,8 @@ class GenerationConfig(Config):
     backend: str = doc("'auto' = openvino where its extra is installed and the model is exported (amzqa models fetch "
                        "exports the default model; amzqa export an adapter), else hf, else extractive; or one of "
                        "hf, openvino, openai, extractive.", "auto")
-    model: str = doc("Causal LM folder (an OpenVINO export for backend openvino) or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct.", "smollm2")
+    model: str = doc("Causal LM folder (an OpenVINO export for backend openvino) or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct. (amzqa ask/app --generator openai --model NAME: "
+                     "the name to request on the server, i.e. served_model.)", "smollm2")
     adapter: str | None = doc("PEFT LoRA adapter folder (from amzqa train) applied on top of the model.", None)
     load_in_4bit: bool = doc("Load the base weights in 4-bit NF4 with double quantisation (bitsandbytes).", False)
     dtype: str = doc("Weights dtype: float32, bfloat16, float16 (GPU only), or auto = bfloat16 on a GPU and on CPUs "
