@@ -7,7 +7,11 @@ Three kinds:
   be matched literally — the hard case for lexical retrieval;
 * ``fact``: the question names the product and asks for one fact its description states (an age range, a battery
   life, a page count, care instructions, a material, an author, what is included...); ``Question.sentence`` is the
-  description sentence that holds the answer.
+  description sentence that holds the answer;
+* ``pt``: a Brazilian shopper's question in Portuguese about a product of the English catalog: Portuguese templates,
+  the title's generic words in Portuguese (livro, capa, fone de ouvido, panela: a glossary, so the set does not
+  depend on the translator it evaluates) put first as Portuguese word order does, names and models as written,
+  with the same noise as the English questions.
 
 Used by the retrieval and generation evaluations and by the SFT data builder (with disjoint products).
 """
@@ -46,6 +50,54 @@ CONTENT_TEMPLATES = (
     "do you sell anything where {s}?",
     "find me the item described as: {s}",
 )
+PT_TITLE_TEMPLATES = (
+    "{t}",
+    "vocês têm {t}?",
+    "procuro {t}",
+    "me fale sobre {t}",
+    "o que você pode me dizer sobre {t}?",
+    "{t} é bom?",
+    "quero comprar {t}",
+    "{t} é {a}?",
+    "{t}: {aq}",
+    "qual é a descrição do {t}?",
+)
+PT_ATTRIBUTES = ("à prova d'água", "lavável na máquina", "bom para crianças", "bom para iniciantes", "fácil de limpar",
+                 "durável", "um bom presente", "resistente", "confortável", "original")
+PT_ATTRIBUTE_QUESTIONS = ("quanto tempo dura?", "qual é o tamanho?", "é feito de quê?", "quem é o autor?",
+                          "o que vem na caixa?", "para que idade é?", "precisa de pilhas?", "como eu limpo?",
+                          "tem garantia?", "vale a pena?")
+# The generic words of catalog titles as a Brazilian shopper writes them (the sample catalog's commonest); names,
+# brands and models stay as written.
+PT_GLOSSARY = {
+    "book": "livro", "books": "livros", "edition": "edição", "paperback": "brochura", "hardcover": "capa dura",
+    "cover": "capa", "case": "capa", "guide": "guia", "cookbook": "livro de receitas", "novel": "romance",
+    "series": "série", "collection": "coleção", "history": "história", "library": "biblioteca", "notes": "notas",
+    "headphones": "fone de ouvido", "earbuds": "fone de ouvido", "headset": "fone de ouvido", "speaker": "caixa de som",
+    "wireless": "sem fio", "portable": "portátil", "waterproof": "à prova d'água", "charger": "carregador",
+    "charging": "carregamento", "cable": "cabo", "battery": "bateria", "batteries": "pilhas", "rechargeable": "recarregável",
+    "camera": "câmera", "display": "tela", "screen": "tela", "remote": "controle remoto", "adapter": "adaptador",
+    "plug": "tomada", "smart": "inteligente", "digital": "digital", "electric": "elétrico", "cordless": "sem fio",
+    "laptop": "notebook", "card": "cartão", "power": "energia", "desk": "mesa", "lamp": "luminária", "light": "luz",
+    "skillet": "frigideira", "pan": "panela", "pot": "panela", "cooker": "panela elétrica", "kettle": "chaleira",
+    "blender": "liquidificador", "coffee": "café", "maker": "cafeteira", "espresso": "expresso", "cup": "xícara",
+    "cups": "xícaras", "glass": "vidro", "bottle": "garrafa", "flask": "garrafa térmica", "tumbler": "copo térmico",
+    "kitchen": "cozinha", "cooking": "culinária", "baking": "assadeira", "sheet": "forma", "board": "tábua",
+    "knife": "faca", "scale": "balança", "processor": "processador", "chopper": "picador", "rice": "arroz",
+    "food": "alimentos", "water": "água", "salt": "sal", "iron": "ferro", "cast": "fundido", "steel": "aço",
+    "stainless": "inox", "aluminum": "alumínio", "wood": "madeira", "wooden": "de madeira", "cotton": "algodão",
+    "wool": "lã", "shirt": "camiseta", "dress": "vestido", "jacket": "jaqueta", "hoodie": "moletom", "shoes": "tênis",
+    "sleeve": "manga", "short": "curta", "men": "masculino", "women": "feminino", "kids": "infantil", "baby": "bebê",
+    "toy": "brinquedo", "game": "jogo", "pieces": "peças", "piece": "peças", "set": "conjunto", "kit": "kit",
+    "pack": "pacote", "gift": "presente", "mat": "tapete", "stand": "suporte", "chair": "cadeira", "table": "mesa",
+    "bag": "bolsa", "backpack": "mochila", "watch": "relógio", "ring": "anel", "black": "preto", "white": "branco",
+    "red": "vermelho", "blue": "azul", "green": "verde", "grey": "cinza", "gray": "cinza", "brown": "marrom",
+    "navy": "azul-marinho", "dark": "escuro", "large": "grande", "mini": "mini", "classic": "clássico",
+    "original": "original", "vintage": "vintage", "deluxe": "luxo", "premium": "premium", "professional": "profissional",
+    "adjustable": "ajustável", "reusable": "reutilizável", "natural": "natural", "beginners": "iniciantes",
+    "learning": "aprendizado", "running": "corrida", "yoga": "ioga", "indoor": "interno", "round": "redondo",
+    "inch": "polegadas", "inches": "polegadas", "oz": "oz", "quart": "litros", "liter": "litro",
+}
 _WORD = re.compile(r"[\w'-]+")
 _STOP = frozenset("a an and the of for to in on with by at from or is are it this that its as be your you our".split())
 
@@ -87,6 +139,27 @@ def title_question(p: Product, r: random.Random) -> Question:
     template = r.choice(TITLE_TEMPLATES)
     text = template.format(t=noisy_title(p.title, r), a=r.choice(ATTRIBUTES), aq=r.choice(ATTRIBUTE_QUESTIONS))
     return Question(text, p.uid, p.row_id, "title")
+
+
+def portuguese_name(title: str, r: random.Random) -> str:
+    """The product as a Brazilian shopper names it: the kind of thing in Portuguese, first (substantivo antes do
+    modificador: "fone de ouvido sem fio JBL Tune 510BT"), then the rest as written. The kind is the last one or two
+    generic words of the title (where English titles put it: "... Portable Waterproof Speaker"); partial titles,
+    typos and lower case as in :func:`noisy_title`."""
+    words = noisy_title(title, r).split()
+    generic = [i for i, w in enumerate(words) if w.casefold().strip("(),:") in PT_GLOSSARY]
+    moved = generic[-r.randint(1, 2):] if generic else []
+    kind = [PT_GLOSSARY[words[i].casefold().strip("(),:")] for i in moved]
+    if not kind and r.random() < 0.5:  # a title of names only (many books): Portuguese names the kind of thing
+        kind = [r.choice(("livro", "produto"))]
+    rest = [w for i, w in enumerate(words) if i not in moved]
+    return " ".join(list(dict.fromkeys(kind)) + rest) or title
+
+
+def portuguese_question(p: Product, r: random.Random) -> Question:
+    template = r.choice(PT_TITLE_TEMPLATES)
+    text = template.format(t=portuguese_name(p.title, r), a=r.choice(PT_ATTRIBUTES), aq=r.choice(PT_ATTRIBUTE_QUESTIONS))
+    return Question(capitalised(text, r), p.uid, p.row_id, "pt")
 
 
 def content_question(p: Product, r: random.Random, min_words: int = 5, max_words: int = 12) -> Question | None:
@@ -150,6 +223,8 @@ def make_questions(products: list[Product], seed: int = 0, kinds: tuple[str, ...
             q = content_question(p, r)
             if q is not None:
                 out.append(q)
+        if "pt" in kinds:
+            out.append(portuguese_question(p, r))
     return out
 
 

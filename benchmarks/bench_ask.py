@@ -24,19 +24,7 @@ from pathlib import Path
 from amzqa.layout import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, table  # noqa: E402
-
-
-def cpu_flags() -> str:
-    flags = set()
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-    wanted = sorted(f for f in flags if f in ("avx2", "fma", "f16c") or f.startswith(("avx512", "amx")))
-    return f"{model}, {os.cpu_count()} cores; ISA: {' '.join(wanted) or 'no AVX2'}"
+from benchmarks.common import ROOT, print_machine, table  # noqa: E402
 
 
 def artifacts_for(path: Path | None) -> Path:
@@ -123,7 +111,7 @@ def main() -> None:
     from amzqa.pipeline import QA, QAConfig
     from amzqa.retrieval import RetrieverSet
 
-    print(f"CPU: {cpu_flags()}")
+    print_machine()
     print(f"torch ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(default)')} "
           f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(default)')}")
     rset = RetrieverSet(artifacts_for(args.artifacts))

@@ -15,7 +15,7 @@ from pathlib import Path
 from amzqa.layout import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, run_measured, table  # noqa: E402
+from benchmarks.common import ROOT, print_machine, run_measured, table  # noqa: E402
 
 PREPARE = """
 import sys
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2_248_619)
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
     args = ap.parse_args()
+    print_machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
     src = args.workdir / f"synth-{args.n}.json.gz"
     if not src.exists():

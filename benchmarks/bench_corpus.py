@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, run_measured, table  # noqa: E402
+from benchmarks.common import ROOT, print_machine, run_measured, table  # noqa: E402
 
 OURS = """
 import sys, shutil
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--baseline-n", type=int, default=220_000, help="records for the side-by-side with pandas")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
     args = ap.parse_args()
+    print_machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     from indexing.synth import SynthConfig, synth

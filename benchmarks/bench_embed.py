@@ -19,7 +19,7 @@ from pathlib import Path
 from amzqa.layout import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, table  # noqa: E402
+from benchmarks.common import ROOT, print_machine, table  # noqa: E402
 
 
 def titles_from(corpus: Path, n: int) -> list[str]:
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=1000)
     ap.add_argument("--skip-recall", action="store_true", help="measure throughput only")
     args = ap.parse_args()
+    print_machine()
 
     import numpy as np
     from sentence_transformers import SentenceTransformer

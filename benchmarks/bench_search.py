@@ -19,7 +19,7 @@ from pathlib import Path
 from amzqa.layout import EMBEDDINGS_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, table  # noqa: E402
+from benchmarks.common import ROOT, print_machine, table  # noqa: E402
 
 
 def index_bytes(index) -> int:
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--nlist", type=int, default=4096)
     ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
     args = ap.parse_args()
+    print_machine()
 
     import faiss
     import numpy as np

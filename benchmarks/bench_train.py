@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, table  # noqa: E402
+from benchmarks.common import ROOT, print_machine, table  # noqa: E402
 
 
 def padding_ceiling(data: Path, batch: int, seed: int = 0) -> dict[str, float]:
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--ceiling-only", action="store_true", help="only the padding analysis (no training)")
     ap.add_argument("--padding-free", action="store_true", help="also time padding-free batching (the GPU path) on this CPU")
     args = ap.parse_args()
+    print_machine()
 
     c = padding_ceiling(args.data, args.batch)
     print(f"{c['examples']} examples, tokens p50 {c['p50']:.0f} / p95 {c['p95']:.0f} / max {c['max']}; padding in "

@@ -25,6 +25,13 @@ def run_measured(code: str, *args: str) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, out
 
 
+def print_machine() -> None:
+    """Every benchmark's first line: the CPU and its vector ISA (figures from another CPU are not comparable)."""
+    from amzqa.machine import describe_cpu
+
+    print(f"CPU: {describe_cpu()}", flush=True)
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table (pastes straight into the README)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -110,9 +110,9 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
 
 
 def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
-    """``torchrun --nproc_per_node 2`` (DDP over gloo on CPU, the same launch as on GPUs): both ranks train on halves
-    of each global batch, rank 0 alone writes the adapter, and the first step's loss matches one process on the same
-    global batch (before any update both see the same weights)."""
+    """``accelerate launch`` with the shipped DDP config (2 processes; over gloo on this CPU, NCCL on GPUs): both ranks
+    train on halves of each global batch, rank 0 alone clears the run folder and writes the adapter, and the first
+    step's loss matches one process on the same global batch (before any update both see the same weights)."""
     import json
     import subprocess
     import sys
@@ -122,10 +122,14 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
               "--device", "cpu", "--bf16", "false", "--optim", "adamw_torch", "--max-steps", "2",
               "--gradient-accumulation-steps", "1", "--max-length", "512", "--save-steps", "100", "--eval-steps", "0",
               "--logging-steps", "1", "--no-calibrate-abstention", "--batching", "padded", "--overwrite"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "amzqa", "train"]
-    ddp = subprocess.run(torchrun + common + ["--out", str(tmp_path / "ddp"), "--per-device-train-batch-size", "2"],
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
+              "--mixed_precision", "no", "-m", "amzqa", "train"]  # the config's bf16 is for GPUs
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "ddp" / "stale.txt").write_text("from an earlier run")  # --overwrite: cleared once, by rank 0
+    ddp = subprocess.run(launch + common + ["--out", str(tmp_path / "ddp"), "--per-device-train-batch-size", "2"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert not (tmp_path / "ddp" / "stale.txt").exists()
     assert ddp.stdout.count("adapter written") == 1
     prov = json.loads((tmp_path / "ddp" / "adapter" / "amzqa_adapter.json").read_text())
     assert prov["world_size"] == 2 and prov["steps"] == 2
@@ -215,3 +219,25 @@ def test_doctor_chooses_the_largest_recipe_the_gpu_fits(memory, recipe):
     assert recipe in m.recipe()[0]
     assert "smollm2" in Machine(cpu="x", isa=[], cores=2, torch="2", cuda="12", gpus=[GPU("card", 80.0, True, "9.0")],
                                 bnb_gpu=False).recipe()[0]
+
+
+def test_gpu_check_runs_its_whole_path_on_a_tiny_mistral(sample_corpus, sample_artifacts, tmp_path):
+    """benchmarks/gpu_check.py end to end on this CPU: the recipe as shipped (GPU settings overridden with --set),
+    a tiny Mistral in place of the 7B, the sample catalog; the report names the machine and compares the systems."""
+    import subprocess
+    import sys
+
+    base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
+    sets = [f"--set={k}={v}" for k, v in {"device": "cpu", "bf16": "false", "optim": "adamw_torch", "max_length": 512,
+                                           "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                                           "eval_steps": 0, "save_steps": 100, "calibrate_abstention": "false"}.items()]
+    report = tmp_path / "gpu-check.md"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--model", base, "--corpus", str(sample_corpus),
+                           "--artifacts", str(sample_artifacts), "--steps", "2", "--sft-products", "30", "--eval-n", "6",
+                           "--workdir", str(tmp_path / "work"), "--report", str(report), *sets],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = report.read_text()
+    assert "ISA:" in text and "| steps | 2 |" in text and "peak GPU memory (GiB) | n/a (no GPU)" in text
+    assert "| stated_and_cited |" in text and "| refused |" in text and "6 questions" in text
+    assert (tmp_path / "work" / "train" / "adapter" / "amzqa_adapter.json").is_file()

@@ -92,7 +92,6 @@ def base_load_kwargs(cfg: TrainConfig, device: str, batching: str, local_rank: i
 
 
 def load_base(cfg: TrainConfig, device: str, batching: str):
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM
 
     if cfg.load_in_4bit:
@@ -105,8 +104,17 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
                               "amzqa doctor, or train LoRA on full-precision weights (load_in_4bit: false, "
                               "double_quant: false)")
     path = resolve_model(cfg.model)
-    kwargs = base_load_kwargs(cfg, device, batching, PartialState().local_process_index)
+    kwargs = base_load_kwargs(cfg, device, batching, local_rank(device))
     return path, AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def local_rank(device: str) -> int:
+    """This process's GPU under a multi-process launch (accelerate's view of it); CPU ranks share the one device."""
+    if device != "cuda":
+        return 0
+    from accelerate import PartialState
+
+    return PartialState().local_process_index
 
 
 class CsvLog:
@@ -230,12 +238,14 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     from amzqa.embedding import model_fingerprint
     from amzqa.versions import library_versions
 
-    out = Path(cfg.out) if cfg.out else None
-    if out is not None and out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     trainer, facts = build_trainer(cfg, progress)
+    out = Path(cfg.out)
+    # One process, or one of a launch's ranks (their process group is up once the trainer's arguments are): the main
+    # process clears the run folder alone, the others wait for it.
+    with trainer.args.main_process_first(local=False, desc="run folder"):
+        if out.exists() and cfg.overwrite and trainer.args.process_index == 0:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
     trainer.add_callback(CsvLog(out / "train_log.csv"))
     write_text_atomic(out / "train_config.yaml", cfg.to_yaml())
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

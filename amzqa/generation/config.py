@@ -21,6 +21,8 @@ class GenerationConfig(Config):
     model: str = doc("Causal LM folder (an OpenVINO export for backend openvino) or hub id; 'smollm2' = the provisioned SmolLM2-135M-Instruct. (amzqa ask/app --generator openai --model NAME: "
                      "the name to request on the server, i.e. served_model.)", "smollm2")
     adapter: str | None = doc("PEFT LoRA adapter folder (from amzqa train) applied on top of the model.", None)
+    chat_template: str | None = doc("Chat template used when the model's tokenizer has none: mistral, zephyr, phi3 (shipped) "
+                                    "or a .jinja file, as in the training recipe (an adapter's tokenizer carries its own).", None)
     load_in_4bit: bool = doc("Load the base weights in 4-bit NF4 with double quantisation (bitsandbytes).", False)
     dtype: str = doc("Weights dtype: float32, bfloat16, float16 (GPU only), or auto = bfloat16 on a GPU and on CPUs "
                      "with native bf16 instructions (AVX512-BF16/AMX: ~2x faster prefill, same decode), else float32.",

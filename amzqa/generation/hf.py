@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from amzqa.chat import ensure_chat_template
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.generation.abstention import decide, load_threshold, stream_text
 from amzqa.generation.config import GenerationConfig
@@ -106,6 +107,7 @@ class HFGenerator:
             torch.set_num_threads(cfg.threads)
         self.path = resolve_model(cfg.model)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.adapter if cfg.adapter and Path(cfg.adapter, "tokenizer.json").is_file() else self.path)
+        ensure_chat_template(self.tokenizer, cfg.chat_template)  # refuses a model with none, naming the setting
         self.dtype = resolve_dtype(cfg.dtype, cfg.device)
         kwargs: dict = {"dtype": self.dtype}
         if cfg.load_in_4bit:
@@ -114,11 +116,9 @@ class HFGenerator:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=self.dtype)
-        if cfg.device == "auto":
-            kwargs["device_map"] = "auto"
+        if cfg.device != "cpu":  # placed while loading: a 4-bit model cannot be moved afterwards
+            kwargs["device_map"] = "auto" if cfg.device == "auto" else {"": torch.cuda.current_device()}
         model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
-        if cfg.device == "cuda":
-            model = model.to("cuda")
         self.adapter_provenance: dict = {}
         if cfg.adapter:
             from peft import PeftModel
