@@ -23,7 +23,8 @@ from amzqa.text import content_words, split_sentences
 _GROUP = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _ABSTAIN = re.compile(
     r"catalog(ue)? does not (answer|contain|have)|(sources|catalog(ue)?) (do|does) not (answer|contain|mention|say)"
-    r"|not (mentioned|found|available) in the (sources|catalog(ue)?)|no (information|source) (about|on|for)", re.I)
+    r"|not (mentioned|found|available) in the (sources|catalog(ue)?)|no (information|source) (about|on|for)"
+    r"|cat[aá]logo n[aã]o (responde|cont[eé]m|tem|menciona)", re.I)  # a model answering in Portuguese
 SUPPORT_THRESHOLD = 0.5
 
 

@@ -221,7 +221,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def answer_to_dict(answer) -> dict:
     return {
-        "question": answer.question, "answer": answer.text, "abstained": answer.abstained,
+        "question": answer.question, "answer": answer.text, "abstained": answer.abstained, "language": answer.language,
+        **({"question_en": answer.question_en, "answer_en": answer.text_en} if answer.text_en is not None else {}),
         "citations": [{"marker": c.marker, "uid": c.uid, "title": c.title, "attributed": c.attributed} for c in answer.citations],
         "sources": [{"n": i, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4), "found_by": list(h.found_by)}
                     for i, h in enumerate(answer.sources, 1)],
@@ -233,6 +234,8 @@ def answer_to_dict(answer) -> dict:
 def print_answer(answer, streamed: bool = False) -> None:
     if not streamed:
         print(answer.text)
+    if answer.question_en is not None:
+        print(f"\n(pergunta em português; no catálogo em inglês: {answer.question_en!r})")
     if answer.citations:
         print("\ncitations:")
         for c in answer.citations:

@@ -28,6 +28,7 @@ from amzqa.citations import check
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
+from amzqa.language import ABSTAIN_MESSAGE_PT
 from amzqa.layout import EMBEDDINGS_FILE, MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
@@ -61,6 +62,9 @@ class QAConfig(Config):
     abstain_threshold: float | None = doc("Relevance below which the pipeline abstains without generating; "
                                           "null = calibrate on held-out questions at load.", None)
     calibration: dict | None = doc("How abstain_threshold was calibrated (filled in by calibrate()).", None)
+    language: str = doc("'auto' = a Portuguese question is answered in Portuguese when the pt extra is installed (the "
+                        "question translated to English for retrieval and generation, the checked answer translated back "
+                        "with its [n] markers kept); 'en' = every question as English.", "auto")
     answer_rate: float = doc("Calibration target: share of answerable held-out questions that must pass the "
                              "relevance gate. The generator can still abstain after reading the sources, so the "
                              "gate only stops questions nothing in the catalog is close to.", 0.98)
@@ -74,6 +78,8 @@ class QAConfig(Config):
             raise ConfigError("answer_rate must be between 0.5 and 1")
         if self.excerpt_chars < 50:
             raise ConfigError("excerpt_chars must be >= 50")
+        if self.language not in ("auto", "en"):
+            raise ConfigError(f"language must be auto or en, got {self.language!r}")
 
 
 def check_question(question: Any) -> str:
@@ -105,6 +111,11 @@ class QA:
         self.generator = generator
         self.config = config or QAConfig()
         self._title_vectors = np.load(retrievers.artifacts.path / EMBEDDINGS_FILE, mmap_mode="r")
+        self.languages = None
+        if self.config.language == "auto":
+            from amzqa import language
+
+            self.languages = language.Languages() if language.available() else None
         if self.config.abstain_threshold is None:
             self.config = self.calibrate()
 
@@ -197,58 +208,94 @@ class QA:
 
     # ------------------------------------------------------------ asking
 
-    def _retrieve(self, question: str, k: int | None, mode: str | None) -> tuple[str, list[Hit], bool, dict[str, float]]:
+    def _retrieve(self, question: str, k: int | None, mode: str | None) -> Asked:
         t0 = time.perf_counter()
         question = check_question(question)
-        hits = self.retrievers.get(mode or self.config.mode).retrieve(question, k or self.config.k)
+        asked = Asked(question, question, "en", [], False, {})
+        if self.languages is not None:
+            asked.language = self.languages.detect(question).language
+            if asked.language == "pt":  # retrieval, the gate and the model all work in the catalog's language
+                asked.query = self.languages.to_english(question) or question
         t1 = time.perf_counter()
-        relevant = bool(hits) and self.relevance(question, hits) >= (self.config.abstain_threshold or 0.0)
+        asked.hits = self.retrievers.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        return question, hits, relevant, {"retrieve_s": t1 - t0, "relevance_s": t2 - t1}
+        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits) >= (self.config.abstain_threshold or 0.0)
+        asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
+        if asked.language == "pt":
+            asked.timings["translate_question_s"] = t1 - t0
+        return asked
 
-    def _finish(self, question: str, hits: list[Hit], raw: str, timings: dict[str, float], started: float) -> Answer:
-        checked = check(raw, [h.product for h in hits])
-        timings["total_s"] = time.perf_counter() - started
-        return Answer(question=question, text=checked.text, citations=checked.citations, sources=hits,
-                      abstained=checked.abstained, timings=timings, removed_citations=checked.removed,
-                      unsupported_sentences=checked.unsupported, raw_text=raw, hedges=checked.hedges)
+    def _finish(self, asked: Asked, raw: str, started: float) -> Answer:
+        checked = check(raw, [h.product for h in asked.hits])
+        answer = Answer(question=asked.question, text=checked.text, citations=checked.citations, sources=asked.hits,
+                        abstained=checked.abstained, timings=asked.timings, removed_citations=checked.removed,
+                        unsupported_sentences=checked.unsupported, raw_text=raw, hedges=checked.hedges)
+        return self._localise(answer, asked, started)
+
+    def _abstain(self, asked: Asked, started: float) -> Answer:
+        answer = Answer(asked.question, ABSTAIN_MESSAGE, [], asked.hits, abstained=True, timings=asked.timings)
+        return self._localise(answer, asked, started)
+
+    def _localise(self, answer: Answer, asked: Asked, started: float) -> Answer:
+        """A Portuguese question gets the checked English answer in Portuguese, the same markers citing the same
+        sources; both texts are kept."""
+        answer.language = asked.language
+        if asked.language == "pt":
+            t = time.perf_counter()
+            answer.question_en, answer.text_en = asked.query, answer.text
+            answer.text = ABSTAIN_MESSAGE_PT if answer.abstained else self.languages.to_portuguese(answer.text)
+            answer.timings["translate_answer_s"] = time.perf_counter() - t
+        answer.timings["total_s"] = time.perf_counter() - started
+        return answer
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         started = time.perf_counter()
-        question, hits, relevant, timings = self._retrieve(question, k, mode)
-        if not relevant:
-            timings["total_s"] = time.perf_counter() - started
-            return Answer(question, ABSTAIN_MESSAGE, [], hits, abstained=True, timings=timings)
+        asked = self._retrieve(question, k, mode)
+        if not asked.relevant:
+            return self._abstain(asked, started)
         t = time.perf_counter()
-        prompt = build_prompt(question, hits, self.config.excerpt_chars)
-        timings["prompt_s"] = time.perf_counter() - t
+        prompt = build_prompt(asked.query, asked.hits, self.config.excerpt_chars)
+        asked.timings["prompt_s"] = time.perf_counter() - t
         t = time.perf_counter()
         raw = self.generator.generate(prompt)
-        timings["generate_s"] = time.perf_counter() - t
-        return self._finish(question, hits, raw, timings, started)
+        asked.timings["generate_s"] = time.perf_counter() - t
+        return self._finish(asked, raw, started)
 
     def stream(self, question: str, k: int | None = None, mode: str | None = None) -> AnswerStream:
         started = time.perf_counter()
-        question, hits, relevant, timings = self._retrieve(question, k, mode)
-        if not relevant:
-            def done(_: str) -> Answer:
-                timings["total_s"] = time.perf_counter() - started
-                return Answer(question, ABSTAIN_MESSAGE, [], hits, abstained=True, timings=timings)
-
-            return AnswerStream(iter([ABSTAIN_MESSAGE]), hits, done)
+        asked = self._retrieve(question, k, mode)
+        if not asked.relevant:
+            message = ABSTAIN_MESSAGE_PT if asked.language == "pt" else ABSTAIN_MESSAGE
+            return AnswerStream(iter([message]), asked.hits, lambda _: self._abstain(asked, started))
         t = time.perf_counter()
-        prompt = build_prompt(question, hits, self.config.excerpt_chars)
-        timings["prompt_s"] = time.perf_counter() - t
+        prompt = build_prompt(asked.query, asked.hits, self.config.excerpt_chars)
+        asked.timings["prompt_s"] = time.perf_counter() - t
 
         def pieces() -> Iterator[str]:
             t_gen = time.perf_counter()
             for i, piece in enumerate(self.generator.stream(prompt)):
                 if i == 0:
-                    timings["first_token_s"] = time.perf_counter() - started
+                    asked.timings["first_token_s"] = time.perf_counter() - started
                 yield piece
-            timings["generate_s"] = time.perf_counter() - t_gen
+            asked.timings["generate_s"] = time.perf_counter() - t_gen
 
-        return AnswerStream(pieces(), hits, lambda raw: self._finish(question, hits, raw, timings, started))
+        if asked.language != "pt":
+            return AnswerStream(pieces(), asked.hits, lambda raw: self._finish(asked, raw, started))
+        english: list[str] = []  # the model's own text, for the citation check; Portuguese sentences are shown
+        return AnswerStream(self.languages.stream_portuguese(pieces(), english), asked.hits,
+                            lambda _: self._finish(asked, "".join(english), started))
+
+
+@dataclasses.dataclass
+class Asked:
+    """A question on its way through the pipeline: as asked, as retrieval and the model see it (English)."""
+
+    question: str
+    query: str
+    language: str
+    hits: list[Hit]
+    relevant: bool
+    timings: dict[str, float]
 
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:

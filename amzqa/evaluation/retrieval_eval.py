@@ -36,6 +36,10 @@ class RetrievalEvalConfig(Config):
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     heldout_rate: float = doc("Share of products in the held-out split.", HELDOUT_RATE)
     out: Path | None = doc("Report folder (report.json, report.md); default reports/retrieval-<time>.", None)
+    portuguese: bool = doc("Also ask about the same held-out products in Portuguese (amzqa.questions.portuguese_question) "
+                           "and report hybrid retrieval of those questions as asked and as the QA pipeline sends them "
+                           "(detected and translated to English), beside English title questions, with paired intervals. "
+                           "Needs the pt extra; generated questions only.", True)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.k < 1 or self.bootstrap < 10:
@@ -119,9 +123,47 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, rset=None, progress: bool | Non
         },
         "examples": [{"question": q.text, "kind": q.kind, "uid": q.uid, "rank_hybrid": ranks["hybrid"][i]}
                      for i, q in enumerate(questions[:10])],
-        "seconds": round(time.perf_counter() - started, 2),
     }
+    if cfg.portuguese and cfg.questions is None:
+        report["portuguese"] = portuguese_section(rset, products, relevant, cfg, progress)
+    report["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+PT_VARIANTS = {"en": "English title question", "pt_translated": "Portuguese, as the QA pipeline sends it",
+               "pt_asked": "Portuguese, as asked (no translation)"}
+
+
+def portuguese_section(rset, products: list[Product], relevant: dict[str, set[str]], cfg: RetrievalEvalConfig,
+                       progress: bool | None = None) -> dict[str, Any]:
+    """The same products asked about in English and in Portuguese: hybrid ranks of each variant, paired."""
+    import random
+
+    from amzqa import language
+    from amzqa.questions import portuguese_question, title_question
+
+    if not language.available():
+        return {"skipped": "the pt extra is not installed (pip install 'amzqa[pt]')"}
+    langs = language.Languages()
+    r_en, r_pt = random.Random(cfg.seed), random.Random(cfg.seed + 1)
+    english = [title_question(p, r_en) for p in products]
+    asked = [portuguese_question(p, r_pt) for p in products]
+    started = time.perf_counter()
+    detected = [langs.detect(q.text).language for q in asked]
+    translated = [dataclasses.replace(q, text=langs.to_english(q.text) if lang == "pt" else q.text)
+                  for q, lang in zip(asked, detected)]
+    seconds = time.perf_counter() - started
+    variants = {"en": english, "pt_translated": translated, "pt_asked": asked}
+    ranks = {name: evaluate_questions(rset, qs, relevant, cfg.k, progress)["hybrid"] for name, qs in variants.items()}
+    stats = bootstrap_rankings(ranks, cfg.bootstrap, cfg.seed)
+    return {
+        "questions": len(products), "detected_pt": sum(d == "pt" for d in detected) / len(detected),
+        "detect_and_translate_ms_per_question": round(1000 * seconds / len(asked), 2),
+        "results": {name: {**ranking_report(rk), "ci95": stats["intervals"][name]} for name, rk in ranks.items()},
+        "differences": {k: v for k, v in stats["differences"].items() if k in ("en - pt_translated", "pt_translated - pt_asked")},
+        "examples": [{"asked": a.text, "translated": t.text, "english": e.text, "uid": a.uid}
+                     for a, t, e in list(zip(asked, translated, english))[:8]],
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -154,7 +196,29 @@ def markdown(report: dict[str, Any]) -> str:
               f"MRR@10 {g['mrr@10']:+.3f}, nDCG@10 {g['ndcg@10']:+.3f}."]
     if report.get("hybrid_fusion"):
         lines += ["", f"Hybrid fusion: {report['hybrid_fusion']}."]
+    lines += portuguese_markdown(report.get("portuguese"))
     return "\n".join(lines) + "\n"
+
+
+def portuguese_markdown(pt: dict[str, Any] | None) -> list[str]:
+    if not pt:
+        return []
+    if "skipped" in pt:
+        return ["", f"Portuguese questions: skipped ({pt['skipped']})."]
+    metrics = ("recall@1", "recall@5", "recall@10", "mrr@10")
+    lines = ["", "## Portuguese questions", "",
+             f"The same {pt['questions']} held-out products asked about in English and in Portuguese (hybrid retriever; "
+             f"{pt['detected_pt']:.0%} of the Portuguese questions detected as Portuguese and translated; detection and "
+             f"translation {pt['detect_and_translate_ms_per_question']} ms a question).", "",
+             "| question | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, m in pt["results"].items():
+        ci = m["ci95"]
+        lines.append(f"| {PT_VARIANTS[name]} | " + " | ".join(f"{m[x]:.3f} [{ci[x][0]:.3f}, {ci[x][1]:.3f}]" for x in metrics) + " |")
+    for pair, diff in pt["differences"].items():
+        lines.append("")
+        lines.append(f"**{pair}** (paired, 95% interval): " + "; ".join(
+            f"{x} {diff[x]['value']:+.3f} [{diff[x]['ci95'][0]:+.3f}, {diff[x]['ci95'][1]:+.3f}]" for x in metrics))
+    return lines
 
 
 def write_report(report: dict[str, Any], out: Path) -> Path:
