@@ -20,6 +20,7 @@ QUESTIONS = [
     "What ages is the LEGO Classic brick box for?",
     "Who illustrated Goodnight Moon?",
     "Do you sell a petrol lawn mower with a 21 inch deck?",  # not in the catalog: the answer must abstain
+    "A caixa de som JBL Flip 5 é à prova d'água?",  # Portuguese: answered in Portuguese (pt extra)
 ]
 
 
@@ -89,6 +90,8 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
         for name, pipeline in ((qa.generator.name, qa), ("extractive", extractive)):
             answer = pipeline.ask(q)
             print(f"\n--- {name}: " + answer.text)
+            if answer.text_en:
+                print(f"    (asked in Portuguese; searched as {answer.question_en!r}; English answer: {answer.text_en!r})")
             cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
             print(f"    citations: {cites or '-'}; abstained: {answer.abstained}; {answer.timings['total_s']:.1f}s")
     print(f"\n[{qa.generator.name}] {peak_rss()}")

@@ -21,23 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from amzqa.layout import MANIFEST
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, print_machine, table  # noqa: E402
-
-
-def artifacts_for(path: Path | None) -> Path:
-    if path and (path / MANIFEST).is_file():
-        return path
-    from indexing.build import IndexConfig, build_index
-    from indexing.corpus import PrepareConfig, prepare
-
-    work = ROOT / "runs" / "bench-ask"
-    if not (work / "artifacts" / MANIFEST).is_file():
-        prepare(PrepareConfig(input=ROOT / "indexing" / "sample" / "trn.json", out=work / "corpus", overwrite=True), progress=False)
-        build_index(IndexConfig(corpus=work / "corpus", out=work / "artifacts", overwrite=True), progress=False)
-    return work / "artifacts"
+from benchmarks.common import ROOT, artifacts_for, print_machine, table  # noqa: E402
 
 
 def questions(rset, n: int) -> list[str]:

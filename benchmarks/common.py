@@ -25,6 +25,23 @@ def run_measured(code: str, *args: str) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, out
 
 
+def artifacts_for(path: Path | None, work: str = "bench-ask") -> Path:
+    """``path`` if it is an index, else the bundled sample catalog indexed once under runs/WORK."""
+    from amzqa.layout import MANIFEST
+
+    if path and (path / MANIFEST).is_file():
+        return path
+    from indexing.build import IndexConfig, build_index
+    from indexing.corpus import PrepareConfig, prepare
+
+    work_dir = ROOT / "runs" / work
+    if not (work_dir / "artifacts" / MANIFEST).is_file():
+        prepare(PrepareConfig(input=ROOT / "indexing" / "sample" / "trn.json", out=work_dir / "corpus", overwrite=True),
+                progress=False)
+        build_index(IndexConfig(corpus=work_dir / "corpus", out=work_dir / "artifacts", overwrite=True), progress=False)
+    return work_dir / "artifacts"
+
+
 def print_machine() -> None:
     """Every benchmark's first line: the CPU and its vector ISA (figures from another CPU are not comparable)."""
     from amzqa.machine import describe_cpu
