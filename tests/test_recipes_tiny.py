@@ -181,6 +181,7 @@ def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_pat
     ({"WORLD_SIZE": "1", "ACCELERATE_USE_FSDP": "true"}, 1, "cuda", "FSDP launch with one process"),
     ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, 2, "cuda", None),
     ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, 0, "cpu", None),  # DDP over gloo: the tested CPU launch
+    ({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, 0, "cpu", "FSDP needs GPUs"),
 ])
 def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, message):
     from amzqa.errors import ConfigError
@@ -191,6 +192,23 @@ def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, me
     else:
         with pytest.raises(ConfigError, match=message):
             check_launch(device, env, gpus)
+
+
+def test_the_shipped_fsdp_launch_on_a_cpu_is_refused_before_it_starts(sft_dir, tmp_path):
+    """accelerate launch with configs/accelerate/fsdp_qlora.yaml really starts 2 ranks here; each stops with our
+    message instead of accelerate's traceback about missing devices."""
+    import subprocess
+    import sys
+
+    base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           "configs/accelerate/fsdp_qlora.yaml", "--mixed_precision", "no", "-m", "amzqa", "train",
+                           "--config", "configs/train/mistral-7b-instruct-v0.3-qlora.yaml", "--model", base, "--data",
+                           str(sft_dir), "--out", str(tmp_path / "run"), "--device", "cpu", "--bf16", "false",
+                           "--optim", "adamw_torch", "--max-steps", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("amzqa: error: FSDP needs GPUs") == 2, proc.stderr[-3000:]
+    assert "no available devices" not in proc.stderr
 
 
 def test_doctor_reports_this_machine_and_a_recipe():

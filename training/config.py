@@ -113,6 +113,9 @@ def check_launch(device: str, env: dict[str, str], gpus: int) -> None:
         raise ConfigError(f"the launch started {local} processes on this machine but it has {gpus} GPU(s); set "
                           f"num_processes: {gpus} in the accelerate config (configs/accelerate/*.yaml) or pass "
                           f"--num_processes {gpus}")
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and device == "cpu":
+        raise ConfigError("FSDP needs GPUs (accelerate's FSDP has no CPU device); on a CPU launch the DDP config: "
+                          "accelerate launch --config_file configs/accelerate/ddp.yaml --mixed_precision no -m amzqa train ...")
     if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and world < 2:
         raise ConfigError("an FSDP launch with one process shards nothing; launch it with num_processes >= 2 "
                           "(configs/accelerate/fsdp_qlora.yaml) or train without accelerate launch")
