@@ -270,12 +270,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from amzqa.pipeline import QA, QAConfig
 
     gen_cfg = generation_config(args)
-    asked = QAConfig.from_dict(field_values(args, _QA))
+    given = field_values(args, _QA)
+    typed = QAConfig.from_dict(given)  # validated; unset ones stay None: the adapter's trained prompt shape decides
+    k, mode = (typed.k if "k" in given else None), (typed.mode if "mode" in given else None)
     qa = QA.from_dir(args.artifacts, generator=gen_cfg.backend, adapter=gen_cfg.adapter, generation=gen_cfg)
     if args.json:
-        print(json.dumps(answer_to_dict(qa.ask(args.question, k=asked.k, mode=asked.mode)), indent=2, ensure_ascii=False))
+        print(json.dumps(answer_to_dict(qa.ask(args.question, k=k, mode=mode)), indent=2, ensure_ascii=False))
         return 0
-    stream = qa.stream(args.question, k=asked.k, mode=asked.mode)
+    stream = qa.stream(args.question, k=k, mode=mode)
     for piece in stream:
         print(piece, end="", flush=True)
     print()
