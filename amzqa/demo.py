@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,70 +42,134 @@ def peak_rss() -> str:
 
 
 def release() -> None:
-    """Collect the models a finished stage dropped, and hand freed heap back to the OS (glibc keeps it otherwise)."""
-    import ctypes
+    """Collect the models a finished step dropped, and hand freed heap back to the OS (glibc keeps it otherwise)."""
     import gc
 
+    from amzqa.allocator import release_heap
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc
-        pass
+    release_heap()
 
 
-def train_in_child(recipe: Path, data: Path, out: Path, progress: bool | None) -> dict:
-    """``amzqa train`` in its own process: the demo's peak memory is then the larger of training alone and the rest,
-    not their sum (the answering stages leave ~1 GiB of engines, imports and heap behind; measured in the README)."""
-    import json
-    import os
-    import subprocess
-    import sys
+# Each stage runs in its own process, one after another: the demo's memory is the largest stage's, not the sum of
+# every engine, import and heap the stages leave behind (one process: 3.2 GB peak; README, issue #14).
+BASE_STAGES = ("prepare", "index", "search", "ask")
+FINETUNE_STAGES = ("sft-data", "train", "export", "compare", "retrieval", "eval", "facts")
+STAGES = BASE_STAGES + FINETUNE_STAGES
+# Training starts on mimalloc (amzqa/allocator.py); the answering stages keep glibc's malloc: OpenVINO GenAI and the
+# translator abort on mimalloc ("free(): invalid pointer", seen in the ask stage).
+MIMALLOC_STAGES = ("train",)
 
-    from amzqa.layout import ADAPTER_PROVENANCE
 
-    cmd = [sys.executable, "-m", "amzqa", "train", "--config", str(recipe), "--data", str(data), "--out", str(out),
-           "--overwrite"] + (["--no-progress"] if progress is False else [])
-    # the child's peak resident memory, as the kernel counted it (wait4), printed beside the parent's
-    proc = subprocess.Popen(cmd, env=dict(os.environ))
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"amzqa train exited with {proc.returncode}: {' '.join(cmd)}")
-    prov = json.loads((out / "adapter" / ADAPTER_PROVENANCE).read_text())
-    return {**prov, "peak_rss_mib": usage.ru_maxrss / 1024}
+@dataclasses.dataclass(frozen=True)
+class DemoDirs:
+    """Where each stage reads and writes: every stage finds the earlier ones' results here."""
+
+    workdir: Path
+    reports: Path = Path("reports")
+
+    corpus = property(lambda self: self.workdir / "corpus")
+    artifacts = property(lambda self: self.workdir / "artifacts")
+    qa_settings = property(lambda self: self.workdir / "qa.json")  # the calibrated gate, outside the sealed index
+    sft = property(lambda self: self.workdir / "sft")
+    run = property(lambda self: self.workdir / "train")
+    adapter = property(lambda self: self.workdir / "train" / "adapter")
+    export = property(lambda self: self.workdir / "export-openvino")
 
 
 def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True, eval_n: int = 24,
              reports: Path = Path("reports")) -> None:
-    from amzqa.pipeline import QA
-    from amzqa.retrieval import RetrieverSet
-    from indexing.build import IndexConfig, build_index
+    """Every stage, each as ``amzqa demo --stage NAME`` in a child process."""
+    import time
+
+    stages = STAGES if finetune else BASE_STAGES
+    peaks: dict[str, tuple[float, float]] = {}
+    start = time.perf_counter()
+    for stage in stages:
+        peaks[stage] = run_stage_process(stage, workdir, progress, eval_n, reports)
+    banner(f"done in {time.perf_counter() - start:.0f} s: peak memory of each stage's process (MiB)")
+    for stage, (own, tree) in peaks.items():
+        print(f"  {stage:<9} {own:>7,.0f} resident (largest process)   {tree:>7,.0f} PSS (with its children)")
+    print(f"\nDemo artifacts are in {workdir}. Try: amzqa ask \"is the JBL Flip 5 waterproof?\" --artifacts "
+          f"{DemoDirs(workdir).artifacts}" + (f" --adapter {DemoDirs(workdir).adapter}" if finetune else ""))
+
+
+def run_stage_process(stage: str, workdir: Path, progress: bool | None, eval_n: int, reports: Path) -> tuple[float, float]:
+    """Run one stage in a child process; (its peak RSS, the peak of its whole process tree) in MiB."""
+    import os
+    import subprocess
+    import sys
+
+    from amzqa.allocator import with_mimalloc
+    from amzqa.memory import TreeSampler
+
+    cmd = [sys.executable, "-m", "amzqa", "demo", "--stage", stage, "--workdir", str(workdir), "--eval-n", str(eval_n),
+           "--reports", str(reports)] + (["--no-progress"] if progress is False else [])
+    env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=with_mimalloc(env) if stage in MIMALLOC_STAGES else env)
+    with TreeSampler(proc.pid) as tree:
+        _, status, usage = os.wait4(proc.pid, 0)  # the kernel's count of the child's peak, as /usr/bin/time reads it
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise SystemExit(f"demo stage {stage!r} exited with {code}: {' '.join(cmd)}")
+    return usage.ru_maxrss / 1024, tree.peak_mib
+
+
+def run_stage(stage: str, workdir: Path, progress: bool | None = None, eval_n: int = 24,
+              reports: Path = Path("reports")) -> None:
+    """One stage of the demo in this process (``amzqa demo --stage NAME``); the earlier stages' results must exist."""
+    dirs = DemoDirs(workdir, reports)
+    needs = {"index": dirs.corpus, "search": dirs.artifacts, "ask": dirs.artifacts, "sft-data": dirs.qa_settings,
+             "train": dirs.sft, "export": dirs.adapter, "compare": dirs.adapter, "retrieval": dirs.artifacts, "eval": dirs.adapter, "facts": dirs.adapter}
+    if stage in needs and not needs[stage].exists():
+        from amzqa.errors import ConfigError
+
+        raise ConfigError(f"demo stage {stage!r} needs {needs[stage]}: run the earlier stages first (amzqa demo)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    {"prepare": stage_prepare, "index": stage_index, "search": stage_search, "ask": stage_ask,
+     "sft-data": stage_sft_data, "train": stage_train, "export": lambda d, p: export_for_engine(d.adapter, d.export),
+     "compare": stage_compare, "retrieval": stage_retrieval,
+     "eval": lambda d, p: stage_eval(d, p, eval_n), "facts": lambda d, p: stage_facts(d, p, eval_n)}[stage](dirs, progress)
+    print(f"[{stage}] {peak_rss()}", flush=True)
+
+
+def stage_prepare(dirs: DemoDirs, progress: bool | None) -> None:
     from indexing.corpus import PrepareConfig, format_stats, prepare
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    corpus, artifacts = workdir / "corpus", workdir / "artifacts"
+    banner(f"1. prepare: {SAMPLE} -> {dirs.corpus}")
+    stats = prepare(PrepareConfig(input=SAMPLE, out=dirs.corpus, overwrite=True), progress=progress)
+    print(format_stats(stats, dirs.corpus))
 
-    banner(f"1. prepare: {SAMPLE} -> {corpus}")
-    stats = prepare(PrepareConfig(input=SAMPLE, out=corpus, overwrite=True), progress=progress)
-    print(format_stats(stats, corpus))
 
-    banner(f"2. index: {corpus} -> {artifacts}")
-    man = build_index(IndexConfig(corpus=corpus, out=artifacts, overwrite=True), progress=progress)
+def stage_index(dirs: DemoDirs, progress: bool | None) -> None:
+    from indexing.build import IndexConfig, build_index
+
+    banner(f"2. index: {dirs.corpus} -> {dirs.artifacts}")
+    man = build_index(IndexConfig(corpus=dirs.corpus, out=dirs.artifacts, overwrite=True), progress=progress)
     print(f"{man['counts']['products']} products; dense {man['dense']['type']} ({man['embedding']['backend']}, "
-          f"dim {man['embedding']['dim']}); BM25 over {man['lexical']['fields']}; {peak_rss()}")
+          f"dim {man['embedding']['dim']}); BM25 over {man['lexical']['fields']}")
+
+
+def stage_search(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.retrieval import RetrieverSet
 
     banner("3. search: top hits of the hybrid retriever")
-    rset = RetrieverSet(artifacts)
+    rset = RetrieverSet(dirs.artifacts)
     for q in SEARCHES:
         print(f"\n? {q}")
         for h in rset.hybrid.retrieve(q, k=3):
             print(f"  {h.rank}. [{h.uid}] {h.product.title}  ({'+'.join(h.found_by)})")
 
-    banner("4. ask: answers with citations (base SmolLM2-135M-Instruct and the extractive baseline)")
-    from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
 
+def stage_ask(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
+    from amzqa.pipeline import QA
+    from amzqa.retrieval import RetrieverSet
+
+    banner("4. ask: answers with citations (base SmolLM2-135M-Instruct and the extractive baseline)")
+    rset = RetrieverSet(dirs.artifacts)
     qa = QA(rset, load_generator(None, config=GenerationConfig(max_new_tokens=64)))  # OpenVINO where exported
-    qa.save(workdir / "qa.json")  # the calibrated relevance gate, outside the sealed index
+    qa.save(dirs.qa_settings)
     extractive = QA(rset, ExtractiveGenerator(), qa.config)
     print(f"abstention threshold {qa.config.abstain_threshold} ({qa.config.calibration['method']})")
     for q in QUESTIONS:
@@ -114,73 +179,114 @@ def run_demo(workdir: Path, progress: bool | None = None, finetune: bool = True,
             print(f"\n--- {name}: " + answer.text)
             if answer.text_en:
                 print(f"    (asked in Portuguese; searched as {answer.question_en!r}; English answer: {answer.text_en!r})")
-            cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
-            print(f"    citations: {cites or '-'}; abstained: {answer.abstained}; {answer.timings['total_s']:.1f}s")
-    print(f"\n[{qa.generator.name}] {peak_rss()}")
-    qa_config = qa.config
-    qa = extractive = None
-    release()
-    if not finetune:
-        return
+            print(f"    citations: {citations(answer)}; abstained: {answer.abstained}; {answer.timings['total_s']:.1f}s")
+
+
+def citations(answer) -> str:
+    return ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations) or "-"
+
+
+def sft_config(dirs: DemoDirs):
     from amzqa.recipes import config_class
+
+    return config_class("sft").from_yaml(CONFIGS / "sft-cpu.yaml", corpus=dirs.corpus, artifacts=dirs.artifacts,
+                                         out=dirs.sft, overwrite=True)
+
+
+def stage_sft_data(dirs: DemoDirs, progress: bool | None) -> None:
     from training.sft_data import build_sft_data
 
-    sft, run = workdir / "sft", workdir / "train"
-    banner(f"5. sft-data: RAFT-style examples from the sample index -> {sft}")
-    sft_cfg = config_class("sft").from_yaml(CONFIGS / "sft-cpu.yaml", corpus=corpus, artifacts=artifacts, out=sft, overwrite=True)
-    man = build_sft_data(sft_cfg, progress=progress, retrievers=rset)
+    banner(f"5. sft-data: RAFT-style examples from the sample index -> {dirs.sft}")
+    man = build_sft_data(sft_config(dirs), progress=progress)
     print(f"{man['counts']} from {man['products']} products; {man['heldout_products']} held-out products never used")
 
-    banner(f"6. train: QLoRA (NF4 + LoRA all-linear) on SmolLM2-135M, CPU recipe -> {run}")
-    prov = train_in_child(CONFIGS / "train" / "smollm2-135m-qlora.yaml", sft, run, progress)
+
+def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.recipes import config_class
+    from training.train import train
+
+    banner(f"6. train: QLoRA (NF4 + LoRA all-linear) on SmolLM2-135M, CPU recipe -> {dirs.run}")
+    cfg = config_class("train").from_yaml(CONFIGS / "train" / "smollm2-135m-qlora.yaml", data=dirs.sft, out=dirs.run,
+                                          overwrite=True)
+    prov = train(cfg, progress=progress)
     print(f"{prov['steps']} steps in {prov['train_seconds']:.0f} s ({prov['train_tokens']} tokens, {prov['batching']}); "
-          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}; "
-          f"training process peak RSS {prov['peak_rss_mib']:,.0f} MiB; this process {peak_rss()}")
-    adapter = run / "adapter"
-    tuned_model = export_for_engine(adapter, workdir / "export-openvino")
+          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}")
+
+
+def tuned_generation(dirs: DemoDirs):
+    """The fine-tuned generator's settings: the OpenVINO export where the train stage made one, else the adapter."""
+    from amzqa.generation import GenerationConfig
+
+    exported = (dirs.export / "openvino_model.xml").is_file()
+    return GenerationConfig(max_new_tokens=64, adapter=None if exported else str(dirs.adapter),
+                            model=str(dirs.export) if exported else "smollm2"), exported
+
+
+def stage_compare(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.generation import GenerationConfig, load_generator
+    from amzqa.pipeline import QA, QAConfig, load_settings
+    from amzqa.retrieval import RetrieverSet
 
     banner("7. compare: base vs fine-tuned, same prompts (the adapter's 3 sources x 150 characters)")
-    shape = {"k": sft_cfg.k, "excerpt_chars": sft_cfg.excerpt_chars}
-    tuned_cfg = GenerationConfig(max_new_tokens=64, adapter=None if tuned_model else str(adapter),
-                                 model=str(tuned_model) if tuned_model else "smollm2")
+    rset = RetrieverSet(dirs.artifacts)
+    saved = load_settings(dirs.qa_settings)
+    saved.pop("index", None)
+    sft = sft_config(dirs)
+    qa_config = QAConfig.from_dict({**saved, "k": sft.k, "excerpt_chars": sft.excerpt_chars})
     answers: dict[str, list] = {}
-    for name, gen_cfg in (("base", GenerationConfig(max_new_tokens=64)), ("fine-tuned", tuned_cfg)):
-        pipeline = QA(rset, load_generator(None, config=gen_cfg), qa_config.replace(**shape))  # one model at a time
+    for name, gen_cfg in (("base", GenerationConfig(max_new_tokens=64)), ("fine-tuned", tuned_generation(dirs)[0])):
+        pipeline = QA(rset, load_generator(None, config=gen_cfg), qa_config)  # one model at a time
         answers[name] = [pipeline.ask(q) for q in QUESTIONS]
-        backend, pipeline = pipeline.generator.name, None
+        pipeline = None
         release()
     for i, q in enumerate(QUESTIONS):
         print(f"\n? {q}")
         for name in answers:
             answer = answers[name][i]
-            cites = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations)
-            print(f"--- {name}: {answer.text}\n    citations: {cites or '-'}; abstained: {answer.abstained}")
-    print(f"\n[{backend}] {peak_rss()}")
+            print(f"--- {name}: {answer.text}\n    citations: {citations(answer)}; abstained: {answer.abstained}")
 
-    banner("8. eval all: retrieval + generation (base, fine-tuned, extractive) on held-out products")
-    from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report
-    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
-    from amzqa.evaluation.retrieval_eval import write_report as write_retrieval
 
-    out = reports / "demo"
-    write_retrieval(evaluate_retrieval(RetrievalEvalConfig(artifacts=artifacts, out=out), rset=rset, progress=progress), out)
-    tuned_system = f"export:{tuned_model}" if tuned_model else f"adapter:{adapter}"
-    gen_cfg = GenerationEvalConfig(artifacts=artifacts, systems=f"base,{tuned_system},extractive", n=eval_n,
-                                   max_new_tokens=64, out=out)  # prompt shape: the adapter's (3 x 150)
-    report = evaluate_generation(gen_cfg, rset=rset, progress=progress)
+def eval_config(dirs: DemoDirs, eval_n: int):
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig
+
+    tuned, exported = tuned_generation(dirs)
+    tuned_system = f"export:{tuned.model}" if exported else f"adapter:{dirs.adapter}"
+    return GenerationEvalConfig(artifacts=dirs.artifacts, systems=f"base,{tuned_system},extractive", n=eval_n,
+                                max_new_tokens=64, out=dirs.reports / "demo")  # prompt shape: the adapter's (3 x 150)
+
+
+def stage_retrieval(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval, markdown, write_report
+
+    banner("8. eval retrieval: dense, lexical, hybrid on held-out products")
+    out = dirs.reports / "demo"
+    report = evaluate_retrieval(RetrievalEvalConfig(artifacts=dirs.artifacts, out=out), progress=progress)
+    write_report(report, out)
+    print(markdown(report).split("\n**")[0])  # the table; the paired differences are in the report
+    print(f"report: {out / 'retrieval.md'}")
+
+
+def stage_eval(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
+    from amzqa.evaluation.generation_eval import evaluate_generation, markdown, write_report
+
+    banner("8b. eval generation: base, fine-tuned, extractive on held-out products")
+    out = dirs.reports / "demo"
+    report = evaluate_generation(eval_config(dirs, eval_n), progress=progress)
     write_report(report, out)
     print(markdown(report).split("## Example answers")[0])
-    print(f"report: {out / 'report.md'} (plots: metrics.png, latency.png); {peak_rss()}")
+    print(f"report: {out / 'report.md'} (plots: metrics.png, latency.png)")
+
+
+def stage_facts(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
+    from amzqa.evaluation.generation_eval import evaluate_generation, markdown, write_report
 
     banner(f"9. eval on fact questions written by hand ({FACT_QUESTIONS.name}): does the answer state the fact asked?")
-    facts_out = out / "facts"
-    report = evaluate_generation(gen_cfg.replace(questions=FACT_QUESTIONS, out=facts_out, abstention_auc=False),
-                                 rset=rset, progress=progress)
-    write_report(report, facts_out)
+    out = dirs.reports / "demo" / "facts"
+    report = evaluate_generation(eval_config(dirs, eval_n).replace(questions=FACT_QUESTIONS, out=out,
+                                                                   abstention_auc=False), progress=progress)
+    write_report(report, out)
     print(markdown(report).split("## Example answers")[0])
-    print(f"report: {facts_out / 'report.md'}; {peak_rss()}")
-    print(f"\nDemo artifacts are in {workdir}. Try: amzqa ask \"is the JBL Flip 5 waterproof?\" --artifacts {artifacts} "
-          f"--adapter {adapter}")
+    print(f"report: {out / 'report.md'}")
 
 
 def export_for_engine(adapter: Path, out: Path) -> Path | None:
@@ -189,6 +295,10 @@ def export_for_engine(adapter: Path, out: Path) -> Path | None:
     from amzqa.generation.openvino import openvino_available
 
     if not openvino_available():
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)  # an earlier run's export is not this adapter's
+        print("OpenVINO is not installed: the fine-tuned model answers with the adapter on transformers")
         return None
     from training.export import export_model
 

@@ -4,7 +4,8 @@
 
 Rows: transformers as users get it from the library (stock, the default torch threads: the baseline), the
 OpenVINO engine in-process (the CPU default), each idle and, with ``--busy``, while another process keeps one
-core busy; then each server (``amzqa serve``) with 1, 4 and 8 concurrent askers (aggregate generated tokens/s).
+core busy; then each server (``amzqa serve``) with 1, 4 and 8 concurrent askers (aggregate generated tokens/s), and
+the most 8 askers could gain on this CPU given one asker's prefill and decode times (``batching_ceiling``).
 Questions come from held-out products (title questions first, then content questions), k=5 sources x 300 characters, <= 96 new tokens,
 asked through ``QA.stream`` (first-token time is to the first streamed piece); each server phase (1, 4, 8 askers:
 n, 2n, 3n questions) gets questions it has not seen, so its prompt cache cannot skip their prefill. Without an artifact the sample
@@ -54,7 +55,16 @@ def run_sequential(qa, qs: list[str], tokenizer) -> dict[str, float]:
     total = np.array([r["total"] for r in rows])
     return {"p50": float(np.percentile(total, 50)), "p95": float(np.percentile(total, 95)),
             "first": float(np.percentile([r["first"] for r in rows], 50)),
-            "tok_s": sum(r["tokens"] for r in rows) / float(total.sum())}
+            "tok_s": sum(r["tokens"] for r in rows) / float(total.sum()),
+            "mean_total": float(total.mean()), "mean_first": float(np.mean([r["first"] for r in rows]))}
+
+
+def batching_ceiling(single: dict[str, float], users: int) -> float:
+    """The most ``users`` concurrent askers can gain over one (aggregate tokens/s), from one asker's own timings: on a
+    compute-bound CPU distinct prompts' prefills cannot overlap, so ``users`` answers take at least ``users`` first
+    tokens plus one answer's decoding (decode steps batched for free, the best case)."""
+    total, first = single["mean_total"], single["mean_first"]
+    return users * total / (users * first + (total - first))
 
 
 def run_concurrent(qa, batch: list[str], tokenizer, users: int) -> dict[str, float]:
@@ -154,6 +164,8 @@ def main() -> None:
     for engine in ("llamacpp", "vllm"):
         if (engine, 8) in p50:
             ratios.append([f"{engine}: tokens/s at 8 askers / 1", f"{p50[(engine, 8)]['tok_s'] / p50[(engine, 1)]['tok_s']:.2f}x"])
+            ratios.append([f"{engine}: ceiling at 8 askers (prefills serialised, decode free)",
+                           f"{batching_ceiling(p50[(engine, 1)], 8):.2f}x"])
     if ratios:
         print("\n" + table(["ratio", "value"], ratios))
 

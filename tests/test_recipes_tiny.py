@@ -133,6 +133,10 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     assert ddp.stdout.count("adapter written") == 1
     prov = json.loads((tmp_path / "ddp" / "adapter" / "amzqa_adapter.json").read_text())
     assert prov["world_size"] == 2 and prov["steps"] == 2
+    from amzqa.allocator import mimalloc_library
+
+    # amzqa train restarts itself on mimalloc where installed (lower peak memory; amzqa/allocator.py), in every rank
+    assert prov["allocator"] == ("mimalloc" if mimalloc_library() else "system")
     single = subprocess.run([sys.executable, "-m", "amzqa", "train", *common, "--out", str(tmp_path / "one"),
                              "--per-device-train-batch-size", "4"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]

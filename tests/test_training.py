@@ -91,6 +91,28 @@ def test_target_answers_cite_before_the_full_stop():
     assert len(product_name("word " * 40)) <= 60
 
 
+def in_mapped_checkpoint(tensor) -> bool:
+    """Whether ``tensor``'s memory lies in a safetensors file this process has memory-mapped."""
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].endswith(".safetensors"):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= tensor.data_ptr() < hi:
+                return True
+    return False
+
+
+def test_transformers_loads_weights_as_views_of_the_mapped_checkpoint():
+    """Why training copies the unquantised weights out (detach_from_checkpoint): loaded as they are stored, they are
+    views of the memory-mapped file, which stays mapped (and every page read stays resident) while they live."""
+    from transformers import AutoModelForCausalLM
+
+    from amzqa.models import resolve_model
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2"), dtype=torch.float32)
+    assert in_mapped_checkpoint(model.get_input_embeddings().weight)
+
+
 def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     from peft import PeftModel
 
@@ -105,6 +127,10 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     assert any("Linear4bit" in type(m).__name__ for m in trainer.model.modules())  # really NF4 (bitsandbytes)
     # fp32 training keeps fp32 adapters (trl casts QLoRA adapters to bf16 whatever bf16 says: emulated on AVX2)
     assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    # the embeddings and norms are copies, not views of the checkpoint's memory map (which would keep every page of
+    # the file resident for the whole run)
+    unquantised = [p for p in trainer.model.parameters() if p.dtype.is_floating_point and not p.requires_grad]
+    assert unquantised and not any(in_mapped_checkpoint(p) for p in unquantised)
     del trainer
 
     prov = train(tiny_cfg, progress=False)

@@ -13,6 +13,7 @@ format is refused: its answers would cite poorly without anyone being told.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from amzqa.allocator import release_heap
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, EXPORT_MANIFEST
@@ -69,6 +71,8 @@ def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | N
 
             source = Path(work) / "merged"
             merge_adapter(adapter, source, dtype="float32", base=model)
+            gc.collect()
+            release_heap()  # the merged model is on disk: the exporter's process should not sit beside its copy
         if fmt == "openvino":
             _openvino(source, tmp)
         else:
