@@ -236,7 +236,10 @@ def stage_compare(dirs: DemoDirs, progress: bool | None) -> None:
     answers: dict[str, list] = {}
     for name, gen_cfg in (("base", GenerationConfig(max_new_tokens=64)), ("fine-tuned", tuned_generation(dirs)[0])):
         pipeline = QA(rset, load_generator(None, config=gen_cfg), qa_config)  # one model at a time
-        answers[name] = [pipeline.ask(q) for q in QUESTIONS]
+        answers[name] = []
+        for q in QUESTIONS:
+            answers[name].append(pipeline.ask(q))
+            release()  # as the evaluation does: glibc's heap would grow answer by answer
         pipeline = None
         release()
     for i, q in enumerate(QUESTIONS):
