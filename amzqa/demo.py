@@ -56,9 +56,6 @@ def release() -> None:
 BASE_STAGES = ("prepare", "index", "search", "ask")
 FINETUNE_STAGES = ("sft-data", "train", "export", "compare", "retrieval", "eval", "facts")
 STAGES = BASE_STAGES + FINETUNE_STAGES
-# Training starts on mimalloc (amzqa/allocator.py); the answering stages keep glibc's malloc: OpenVINO GenAI and the
-# translator abort on mimalloc ("free(): invalid pointer", seen in the ask stage).
-MIMALLOC_STAGES = ("train",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +97,11 @@ def run_stage_process(stage: str, workdir: Path, progress: bool | None, eval_n: 
     import subprocess
     import sys
 
-    from amzqa.allocator import with_mimalloc
     from amzqa.memory import TreeSampler
 
     cmd = [sys.executable, "-m", "amzqa", "demo", "--stage", stage, "--workdir", str(workdir), "--eval-n", str(eval_n),
            "--reports", str(reports)] + (["--no-progress"] if progress is False else [])
-    env = dict(os.environ)
-    proc = subprocess.Popen(cmd, env=with_mimalloc(env) if stage in MIMALLOC_STAGES else env)
+    proc = subprocess.Popen(cmd, env=dict(os.environ))
     with TreeSampler(proc.pid) as tree:
         _, status, usage = os.wait4(proc.pid, 0)  # the kernel's count of the child's peak, as /usr/bin/time reads it
     code = os.waitstatus_to_exitcode(status)
@@ -202,6 +197,11 @@ def stage_sft_data(dirs: DemoDirs, progress: bool | None) -> None:
 
 
 def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.allocator import reexec_with_mimalloc
+
+    # as amzqa train does; the answering stages keep glibc's malloc (OpenVINO aborts on mimalloc: "free(): invalid
+    # pointer")
+    reexec_with_mimalloc()
     from amzqa.recipes import config_class
     from training.train import train
 

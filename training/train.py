@@ -122,10 +122,6 @@ def detach_from_checkpoint(model) -> None:
         for param in model.parameters():
             if param.dtype.is_floating_point:
                 param.data = param.data.clone()
-        for module in model.modules():
-            for name, buf in module._buffers.items():
-                if buf is not None and buf.dtype.is_floating_point:
-                    module._buffers[name] = buf.clone()
     gc.collect()
     release_heap()
 
