@@ -1,14 +1,17 @@
-"""Checking the citations in a generated answer against the sources the model was given.
+"""Checking a generated answer against the sources the model was given: what is shown is what the sources say.
 
 * every ``[n]`` (also ``[1, 2]`` and ``[1][2]``) is mapped to source n; markers to sources that were not given
   are removed from the text and counted;
-* a sentence the model wrote without a marker is attributed post hoc to the source that best supports it
-  (``Citation.attributed=True``) when enough of its content words occur in that source;
-* a sentence no source supports is flagged;
-* an answer is an abstention only when it is one: empty, or every sentence of it says the catalog does not answer
-  (the abstention message alone, or a refusal as the whole answer). A hedging sentence inside an answer that also
-  states facts ("There is no information about the warranty.") is dropped from the text and listed in ``hedges``;
-  the answer and its citations stand.
+* every sentence is judged against the source it cites (:func:`amzqa.support.judge`: content words, numbers with
+  their units, materials, negations): a sentence its cited source does not support is re-attributed to the source
+  that does (``Citation.reattributed``), else removed from the text and listed in ``unsupported``;
+* a sentence the model wrote without a marker gets the marker of the source that supports it
+  (``Citation.attributed``), else is removed and listed in ``unsupported``;
+* a sentence that states nothing ("Yes.", a bare marker) is not shown;
+* an answer is an abstention when it is one (empty, or every sentence says the catalog does not answer), and also
+  when no sentence survives the check: then ``evidence`` offers the sources' sentence closest to the question.
+  A hedging clause inside an answer that also states facts ("Hand wash only [2]; the catalog does not say whether
+  it can go in the oven.") is dropped from the text and listed in ``hedges``; the facts and their citations stand.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ import re
 from dataclasses import dataclass, field
 
 from amzqa.prompt import ABSTAIN_MESSAGE
-from amzqa.records import Citation, Product
+from amzqa.records import Citation, Evidence, Product
+from amzqa.support import best_evidence, claim_text, judge, states_something
 from amzqa.text import content_words, split_sentences
 
 _GROUP = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _ABSTAIN = re.compile(
-    r"catalog(ue)? does not (answer|contain|have)|(sources|catalog(ue)?) (do|does) not (answer|contain|mention|say)"
-    r"|not (mentioned|found|available) in the (sources|catalog(ue)?)|no (information|source) (about|on|for)"
-    r"|cat[aá]logo n[aã]o (responde|cont[eé]m|tem|menciona)", re.I)  # a model answering in Portuguese
+    r"catalog(ue)? does not (answer|contain|have|say|state|mention|list|specify)"
+    r"|(sources|catalog(ue)?|description) (do|does) not (answer|contain|mention|say|state|list|specify)"
+    r"|not (mentioned|found|available|stated|specified) in the (sources|catalog(ue)?)|no (information|source|details?) (about|on|for|regarding)"
+    r"|cat[aá]logo n[aã]o (responde|cont[eé]m|tem|menciona|diz)", re.I)  # a model answering in Portuguese
+# Clause boundaries a hedge can be joined to a fact by: ";", ", but", ", and", a dash, ", although".
+_CLAUSE = re.compile(r"\s*;\s*|,\s+(?=(?:but|and|although|though|however|while)\b)|\s+[-–—]\s+")
 SUPPORT_THRESHOLD = 0.5
 
 
@@ -36,10 +43,13 @@ class CheckedAnswer:
     unsupported: list[str] = field(default_factory=list)
     abstained: bool = False
     hedges: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # an abstention's offer: what the catalog does say closest to the question
+    reasons: list[str] = field(default_factory=list)  # why each unsupported sentence was removed, in order
 
 
 def support(sentence: str, product: Product) -> float:
-    """Share of the sentence's content words found in the product's title and description."""
+    """Share of the sentence's content words found in the product's title and description (a coarse overlap,
+    kept for the evaluation's word-level view; what is shown is decided by :func:`amzqa.support.judge`)."""
     words = content_words(_GROUP.sub(" ", sentence))
     if not words:
         return 1.0  # nothing to support ("Yes.", a bare marker)
@@ -47,23 +57,51 @@ def support(sentence: str, product: Product) -> float:
 
 
 def is_hedge(sentence: str) -> bool:
-    """A sentence that says the sources or the catalog do not answer (markers and case ignored)."""
+    """A sentence (or clause) that says the sources or the catalog do not answer (markers and case ignored)."""
     return bool(_ABSTAIN.search(_GROUP.sub(" ", sentence)))
 
 
 def is_abstention(text: str) -> bool:
     """The whole answer refuses: empty, or nothing but sentences that say the catalog does not answer."""
     sentences = split_sentences(_GROUP.sub(" ", text))
-    return not sentences or all(is_hedge(s) for s in sentences)
+    return not sentences or all(is_hedge(s) and not drop_hedges(s)[0] for s in sentences)
 
 
-def check(text: str, sources: list[Product] | tuple[Product, ...]) -> CheckedAnswer:
+def drop_hedges(sentence: str) -> tuple[str, list[str]]:
+    """The sentence without its hedging clauses, and those clauses ("Hand wash only [2]; the catalog does not say
+    ..." keeps "Hand wash only [2]."). A sentence that is all hedge comes back empty."""
+    if not is_hedge(sentence):
+        return sentence, []
+    clauses = [c for c in _CLAUSE.split(sentence) if c and c.strip()]
+    kept = [c for c in clauses if not is_hedge(c)]
+    hedges = [c.strip() for c in clauses if is_hedge(c)]
+    if not kept or not any(states_something(c) for c in kept):
+        return "", [sentence.strip()]
+    text = "; ".join(c.strip().rstrip(",;") for c in kept)
+    if text[-1] not in ".!?":  # the sentence's own end went with the hedge
+        markers = re.match(r"(.*?)((?:\s*\[\d+\])*)$", text)
+        text = f"{markers.group(1).rstrip()}{markers.group(2)}." if markers.group(2) else f"{text}."
+    return text, hedges
+
+
+def _supporting(sentence: str, sources, numbers: list[int]) -> tuple[list[int], str, str]:
+    """(markers among ``numbers`` whose source supports the sentence, the evidence sentence, why not if none)."""
+    kept, evidence, reason = [], "", ""
+    for n in numbers:
+        verdict = judge(sentence, sources[n - 1])
+        if verdict.supported:
+            kept.append(n)
+            evidence = evidence or verdict.evidence
+        elif not reason:
+            reason = f"[{n}]: {verdict.reason}"
+    return kept, evidence, reason
+
+
+def check(text: str, sources: list[Product] | tuple[Product, ...], question: str = "") -> CheckedAnswer:
+    """The answer as it may be shown: every sentence supported by the source its marker names (see module doc)."""
     text = text.strip()
     if is_abstention(text):
-        return CheckedAnswer(ABSTAIN_MESSAGE, abstained=True)
-    hedges = [s for s in split_sentences(text) if is_hedge(s)]
-    if hedges:  # the facts stand; the hedges are dropped from the text and reported
-        text = " ".join(s for s in split_sentences(text) if not is_hedge(s))
+        return CheckedAnswer(ABSTAIN_MESSAGE, abstained=True, evidence=_evidence(question, sources))
     removed = 0
 
     def keep_valid(m: re.Match) -> str:
@@ -71,23 +109,55 @@ def check(text: str, sources: list[Product] | tuple[Product, ...]) -> CheckedAns
         nums = [int(x) for x in re.split(r"[,;]", m.group(1))]
         valid = [n for n in nums if 1 <= n <= len(sources)]
         removed += len(nums) - len(valid)
-        return "".join(f"[{n}]" for n in valid)
+        return "".join(f"[{n}]" for n in dict.fromkeys(valid))
 
-    text = " ".join(_GROUP.sub(keep_valid, text).split())
-    text = re.sub(r"\s+([.,;:!?])", r"\1", text)
-    citations: dict[int, Citation] = {}
+    shown: list[str] = []
+    hedges: list[str] = []
     unsupported: list[str] = []
-    for sentence in split_sentences(text):
-        written = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
-        for n in written:
-            citations.setdefault(n, Citation(n, sources[n - 1].uid, sources[n - 1].title, attributed=False))
-        if written:
+    reasons: list[str] = []
+    citations: dict[int, Citation] = {}
+    for raw_sentence in split_sentences(text):
+        sentence, dropped = drop_hedges(raw_sentence)
+        hedges += dropped
+        sentence = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_GROUP.sub(keep_valid, sentence).split()))
+        if not sentence:
             continue
-        best = max(range(len(sources)), key=lambda i: support(sentence, sources[i]), default=None)
-        if best is not None and support(sentence, sources[best]) >= SUPPORT_THRESHOLD:
-            n = best + 1
-            citations.setdefault(n, Citation(n, sources[best].uid, sources[best].title, attributed=True))
-        else:
-            unsupported.append(sentence)
-    ordered = sorted(citations.values(), key=lambda c: text.find(f"[{c.marker}]") if f"[{c.marker}]" in text else len(text) + c.marker)
-    return CheckedAnswer(text, ordered, removed, unsupported, hedges=hedges)
+        if not states_something(sentence):  # "Yes." / "[1]": nothing a source could support
+            if claim_text(sentence):
+                unsupported.append(sentence)
+                reasons.append("states nothing to check")
+            continue
+        written = list(dict.fromkeys(int(n) for n in re.findall(r"\[(\d+)\]", sentence)))
+        kept, evidence, reason = _supporting(sentence, sources, written)
+        attributed = reattributed = False
+        if not kept:  # cited to a source that does not say it, or not cited: the source that does, if any
+            others = [n for n in range(1, len(sources) + 1) if n not in written]
+            kept, evidence, other_reason = _supporting(sentence, sources, others[:])
+            kept = kept[:1]
+            reason = reason or other_reason
+            attributed, reattributed = not written, bool(written)
+        if not kept:
+            unsupported.append(claim_text(sentence) if not written else sentence)
+            reasons.append(reason or "no source supports it")
+            continue
+        body = claim_text(sentence)
+        end = body[-1] if body[-1] in ".!?" else "."
+        body = body.rstrip(".!? ")
+        shown.append(f"{body} {''.join(f'[{n}]' for n in kept)}{end}")
+        for n in kept:
+            citations.setdefault(n, Citation(n, sources[n - 1].uid, sources[n - 1].title, attributed=attributed,
+                                             reattributed=reattributed, sentence=evidence))
+    if not shown:
+        return CheckedAnswer(ABSTAIN_MESSAGE, [], removed, unsupported, True, hedges, _evidence(question, sources),
+                             reasons)
+    out = " ".join(shown)
+    ordered = sorted(citations.values(), key=lambda c: out.find(f"[{c.marker}]"))
+    return CheckedAnswer(out, ordered, removed, unsupported, False, hedges, None, reasons)
+
+
+def _evidence(question: str, sources) -> Evidence | None:
+    found = best_evidence(question, sources) if question and sources else None
+    if found is None:
+        return None
+    n, sentence = found
+    return Evidence(n, sources[n - 1].uid, sources[n - 1].title, sentence)

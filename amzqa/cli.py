@@ -223,10 +223,14 @@ def answer_to_dict(answer) -> dict:
     return {
         "question": answer.question, "answer": answer.text, "abstained": answer.abstained, "language": answer.language,
         **({"question_en": answer.question_en, "answer_en": answer.text_en} if answer.text_en is not None else {}),
-        "citations": [{"marker": c.marker, "uid": c.uid, "title": c.title, "attributed": c.attributed} for c in answer.citations],
+        "citations": [{"marker": c.marker, "uid": c.uid, "title": c.title, "attributed": c.attributed,
+                       "reattributed": c.reattributed, "evidence": c.sentence} for c in answer.citations],
+        "evidence": None if answer.evidence is None else {"marker": answer.evidence.marker, "uid": answer.evidence.uid,
+                                                          "sentence": answer.evidence.sentence},
         "sources": [{"n": i, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4), "found_by": list(h.found_by)}
                     for i, h in enumerate(answer.sources, 1)],
-        "removed_citations": answer.removed_citations, "unsupported_sentences": answer.unsupported_sentences,
+        "removed_citations": answer.removed_citations, "unsupported": answer.unsupported,
+        "unsupported_reasons": answer.unsupported_reasons, "raw_text": answer.raw_text,
         "timings_s": {k: round(v, 3) for k, v in answer.timings.items()},
     }
 
@@ -236,12 +240,18 @@ def print_answer(answer, streamed: bool = False) -> None:
         print(answer.text)
     if answer.question_en is not None:
         print(f"\n(pergunta em português; no catálogo em inglês: {answer.question_en!r})")
+    if answer.evidence is not None:
+        e = answer.evidence
+        print(f"\nwhat the catalog does say: \"{e.sentence}\" [{e.marker}] ({e.uid}  {e.title})")
     if answer.citations:
         print("\ncitations:")
         for c in answer.citations:
-            print(f"  [{c.marker}] {c.uid}  {c.title}" + ("  (attributed)" if c.attributed else ""))
-    if answer.unsupported_sentences:
-        print(f"\nnot supported by any source: {len(answer.unsupported_sentences)} sentence(s)")
+            how = "  (attributed)" if c.attributed else "  (re-attributed: the source the model cited does not say it)" if c.reattributed else ""
+            print(f"  [{c.marker}] {c.uid}  {c.title}{how}" + (f"\n      says: \"{c.sentence}\"" if c.sentence else ""))
+    if answer.unsupported:
+        print(f"\nremoved, no source says it: {len(answer.unsupported)} sentence(s)")
+        for sentence, why in zip(answer.unsupported, answer.unsupported_reasons):
+            print(f"  - {sentence}  ({why})")
     print("\nsources:")
     for i, h in enumerate(answer.sources, 1):
         print(f"  [{i}] {h.uid}  {h.product.title}  (score {h.score:.3f}; {'+'.join(h.found_by)})")
@@ -471,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=10, help="number of results")
     sp.add_argument("--json", action="store_true", help="print JSON")
 
-    sp = add("ask", cmd_ask, "Answer a question from the catalog with citations (streams tokens to the terminal).")
+    sp = add("ask", cmd_ask, "Answer a question from the catalog with citations (streams each sentence once its cited source is checked to say it).")
     sp.add_argument("question", help="the shopper's question")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
     add_generation_flags(sp)

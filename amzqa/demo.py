@@ -13,6 +13,11 @@ SAMPLE = ROOT / "indexing" / "sample" / "trn.json"
 # 64 questions about one fact of a product, with the fact as its description states it, plus 10 about products the
 # catalog does not have; written by hand, never used for training (amzqa eval ... --questions takes the same format).
 FACT_QUESTIONS = ROOT / "indexing" / "sample" / "fact_questions.jsonl"
+# 117 more over other products, phrased as shoppers type (partial names; 45 describe the product instead of naming
+# it), plus 8 about products the catalog lacks; written by hand, never used for training or tuning.
+SHOPPER_QUESTIONS = ROOT / "indexing" / "sample" / "fact_questions_shopper.jsonl"
+SFT_RECIPE = "sft-select-cpu.yaml"  # evidence selection: the model picks the sentence, the pipeline cites it
+TRAIN_RECIPE = "smollm2-135m-select.yaml"
 CONFIGS = ROOT / "configs"
 SEARCHES = ["cordless electric kettle", "book about a boy wizard at a school of magic", "waterproof speaker for the pool"]
 QUESTIONS = [
@@ -184,7 +189,7 @@ def citations(answer) -> str:
 def sft_config(dirs: DemoDirs):
     from amzqa.recipes import config_class
 
-    return config_class("sft").from_yaml(CONFIGS / "sft-cpu.yaml", corpus=dirs.corpus, artifacts=dirs.artifacts,
+    return config_class("sft").from_yaml(CONFIGS / SFT_RECIPE, corpus=dirs.corpus, artifacts=dirs.artifacts,
                                          out=dirs.sft, overwrite=True)
 
 
@@ -205,8 +210,8 @@ def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
     from amzqa.recipes import config_class
     from training.train import train
 
-    banner(f"6. train: QLoRA (NF4 + LoRA all-linear) on SmolLM2-135M, CPU recipe -> {dirs.run}")
-    cfg = config_class("train").from_yaml(CONFIGS / "train" / "smollm2-135m-qlora.yaml", data=dirs.sft, out=dirs.run,
+    banner(f"6. train: LoRA (all-linear) on SmolLM2-135M to select the answering sentence, CPU recipe -> {dirs.run}")
+    cfg = config_class("train").from_yaml(CONFIGS / "train" / TRAIN_RECIPE, data=dirs.sft, out=dirs.run,
                                           overwrite=True)
     prov = train(cfg, progress=progress)
     print(f"{prov['steps']} steps in {prov['train_seconds']:.0f} s ({prov['train_tokens']} tokens, {prov['batching']}); "
@@ -218,7 +223,7 @@ def tuned_generation(dirs: DemoDirs):
     from amzqa.generation import GenerationConfig
 
     exported = (dirs.export / "openvino_model.xml").is_file()
-    return GenerationConfig(max_new_tokens=64, adapter=None if exported else str(dirs.adapter),
+    return GenerationConfig(max_new_tokens=64, adapter=None if exported else str(dirs.adapter), strategy="select",
                             model=str(dirs.export) if exported else "smollm2"), exported
 
 
@@ -227,7 +232,7 @@ def stage_compare(dirs: DemoDirs, progress: bool | None) -> None:
     from amzqa.pipeline import QA, QAConfig, load_settings
     from amzqa.retrieval import RetrieverSet
 
-    banner("7. compare: base vs fine-tuned, same prompts (the adapter's 3 sources x 150 characters)")
+    banner("7. compare: base (writes, checked) vs fine-tuned (selects a source sentence), same retrieval (3 sources)")
     rset = RetrieverSet(dirs.artifacts)
     saved = load_settings(dirs.qa_settings)
     saved.pop("index", None)
@@ -253,7 +258,7 @@ def eval_config(dirs: DemoDirs, eval_n: int):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig
 
     tuned, exported = tuned_generation(dirs)
-    tuned_system = f"export:{tuned.model}" if exported else f"adapter:{dirs.adapter}"
+    tuned_system = f"select:export:{tuned.model}" if exported else f"select:adapter:{dirs.adapter}"
     return GenerationEvalConfig(artifacts=dirs.artifacts, systems=f"base,{tuned_system},extractive", n=eval_n,
                                 max_new_tokens=64, out=dirs.reports / "demo")  # prompt shape: the adapter's (3 x 150)
 
@@ -283,13 +288,14 @@ def stage_eval(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
 def stage_facts(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
     from amzqa.evaluation.generation_eval import evaluate_generation, markdown, write_report
 
-    banner(f"9. eval on fact questions written by hand ({FACT_QUESTIONS.name}): does the answer state the fact asked?")
-    out = dirs.reports / "demo" / "facts"
-    report = evaluate_generation(eval_config(dirs, eval_n).replace(questions=FACT_QUESTIONS, out=out,
-                                                                   abstention_auc=False), progress=progress)
-    write_report(report, out)
-    print(markdown(report).split("## Example answers")[0])
-    print(f"report: {out / 'report.md'}")
+    for questions, folder in ((FACT_QUESTIONS, "facts"), (SHOPPER_QUESTIONS, "facts-shopper")):
+        banner(f"9. eval on fact questions written by hand ({questions.name}): does the answer state the fact asked?")
+        out = dirs.reports / "demo" / folder
+        report = evaluate_generation(eval_config(dirs, eval_n).replace(questions=questions, out=out,
+                                                                       abstention_auc=False), progress=progress)
+        write_report(report, out)
+        print(markdown(report).split("## Example answers")[0])
+        print(f"report: {out / 'report.md'}")
 
 
 def export_for_engine(adapter: Path, out: Path) -> Path | None:

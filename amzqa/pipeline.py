@@ -32,6 +32,7 @@ from amzqa.language import ABSTAIN_MESSAGE_PT
 from amzqa.layout import EMBEDDINGS_FILE, MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
+from amzqa.text import split_sentences
 
 log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
@@ -226,10 +227,11 @@ class QA:
         return asked
 
     def _finish(self, asked: Asked, raw: str, started: float) -> Answer:
-        checked = check(raw, [h.product for h in asked.hits])
+        checked = check(raw, [h.product for h in asked.hits], asked.query)
         answer = Answer(question=asked.question, text=checked.text, citations=checked.citations, sources=asked.hits,
                         abstained=checked.abstained, timings=asked.timings, removed_citations=checked.removed,
-                        unsupported_sentences=checked.unsupported, raw_text=raw, hedges=checked.hedges)
+                        unsupported=checked.unsupported, raw_text=raw, hedges=checked.hedges,
+                        evidence=checked.evidence, unsupported_reasons=checked.reasons)
         return self._localise(answer, asked, started)
 
     def _abstain(self, asked: Asked, started: float) -> Answer:
@@ -279,11 +281,40 @@ class QA:
                 yield piece
             asked.timings["generate_s"] = time.perf_counter() - t_gen
 
+        raw: list[str] = []  # the model's own text; what is streamed is each sentence once it passed the check
+        shown = checked_sentences(pieces(), [h.product for h in asked.hits], asked.query, raw)
         if asked.language != "pt":
-            return AnswerStream(pieces(), asked.hits, lambda raw: self._finish(asked, raw, started))
-        english: list[str] = []  # the model's own text, for the citation check; Portuguese sentences are shown
-        return AnswerStream(self.languages.stream_portuguese(pieces(), english), asked.hits,
-                            lambda _: self._finish(asked, "".join(english), started))
+            return AnswerStream(shown, asked.hits, lambda _: self._finish(asked, "".join(raw), started))
+        english: list[str] = []
+        return AnswerStream(self.languages.stream_portuguese(shown, english), asked.hits,
+                            lambda _: self._finish(asked, "".join(raw), started))
+
+
+def checked_sentences(pieces: Iterator[str], sources: list, question: str, raw: list[str]) -> Iterator[str]:
+    """The generated text as it may be shown, sentence by sentence: each sentence is checked against the sources
+    (:func:`amzqa.citations.check`) as soon as the next one begins, and only what passes is yielded, markers
+    corrected. Nothing passing: the abstention message. ``raw`` collects the model's own pieces."""
+    done, shown_any = 0, False
+
+    def passed(sentence: str) -> str:
+        checked = check(sentence, sources, question)
+        return "" if checked.abstained else checked.text
+
+    for piece in pieces:
+        raw.append(piece)
+        sentences = split_sentences("".join(raw))
+        while done < len(sentences) - 1:  # a sentence is complete once the next has begun
+            text, done = passed(sentences[done]), done + 1
+            if text:
+                yield (" " if shown_any else "") + text
+                shown_any = True
+    for sentence in split_sentences("".join(raw))[done:]:
+        text = passed(sentence)
+        if text:
+            yield (" " if shown_any else "") + text
+            shown_any = True
+    if not shown_any:
+        yield ABSTAIN_MESSAGE
 
 
 @dataclasses.dataclass

@@ -43,13 +43,25 @@ class Citation:
     """A source cited by an answer.
 
     ``marker`` is the ``n`` of ``[n]``; ``attributed`` is True when the model wrote no marker and the
-    pipeline attached the citation afterwards to the source that best supports the sentence.
+    pipeline attached the citation afterwards to the source that supports the sentence.
     """
 
     marker: int
     uid: str
     title: str
     attributed: bool = False
+    reattributed: bool = False  # the model cited another source, which does not say it; this one does
+    sentence: str = ""  # the source's sentence (or title) that supports the cited sentence
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the catalog does say closest to a question it could not answer: source ``marker``'s ``sentence``."""
+
+    marker: int
+    uid: str
+    title: str
+    sentence: str
 
 
 @dataclass(slots=True)
@@ -63,9 +75,16 @@ class Answer:
     abstained: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     removed_citations: int = 0
-    unsupported_sentences: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # sentences no source supports: removed, never shown
     raw_text: str = ""
     hedges: list[str] = field(default_factory=list)  # "no information about X" sentences dropped from the text
     language: str = "en"  # the question's language as detected ("pt" answers are translated)
     question_en: str | None = None  # a translated question: what retrieval and the model were given
     text_en: str | None = None  # a translated answer: the model's checked English text the citations were checked on
+    evidence: Evidence | None = None  # an abstention after the check: the sources' sentence closest to the question
+    unsupported_reasons: list[str] = field(default_factory=list)  # why each of ``unsupported`` was removed
+
+    @property
+    def unsupported_sentences(self) -> list[str]:
+        """The former name of :attr:`unsupported`."""
+        return self.unsupported

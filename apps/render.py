@@ -36,3 +36,17 @@ def answer_markdown(answer: Answer) -> str:
 def card_title(n: int, title: str) -> str:
     return f"[{n}] {title}"
 
+
+
+def highlighted(content: str, sentence: str, limit: int = 600) -> str:
+    """The description (escaped, cut to ``limit`` around the sentence) with ``sentence`` highlighted; the sentence
+    alone, highlighted, when it is not in the description (the title supported it)."""
+    sentence = sentence.strip()
+    mark = lambda t: f":orange-background[**{escape(t)}**]"  # noqa: E731 - Streamlit's highlight on escaped text
+    at = content.find(sentence) if sentence else -1
+    if at < 0:
+        return mark(sentence) if sentence else escape(excerpt(content, limit))
+    start = max(0, at - (limit - len(sentence)) // 2)
+    before, after = content[start:at], content[at + len(sentence):][: max(0, limit - len(sentence) - (at - start))]
+    return ("… " if start else "") + escape(before) + mark(sentence) + escape(after) + (
+        " …" if at + len(sentence) + len(after) < len(content) else "")

@@ -18,7 +18,7 @@ import streamlit as st
 from amzqa.generation import GenerationConfig
 from amzqa.layout import MANIFEST
 from apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
-from apps.render import answer_markdown, card_title, escape, excerpt
+from apps.render import answer_markdown, card_title, escape, excerpt, highlighted
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
 SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
@@ -126,10 +126,19 @@ if answer is not None and question.strip():
     st.subheader(L["answer"])
     if answer.abstained:
         st.info(escape(answer.text))
+        if answer.evidence is not None:  # what the catalog does say, offered as evidence, not as the answer
+            e = answer.evidence
+            st.markdown(f"{L['catalog_says']} ([\\[{e.marker}\\]](#source-{e.marker}) {escape(e.title)}): "
+                        + highlighted(e.sentence, e.sentence))
     else:
         st.markdown(answer_markdown(answer))
-        if answer.unsupported_sentences:
-            st.warning(L["unsupported"].format(n=len(answer.unsupported_sentences)))
+        # Each citation with the source sentence that supports it, highlighted in the source's description.
+        for c in answer.citations:
+            content = answer.sources[c.marker - 1].product.content if c.marker <= len(answer.sources) else ""
+            with st.expander(f"{L['evidence']} \\[{c.marker}\\] {escape(c.title)} — {L['says']}", expanded=True):
+                st.markdown(highlighted(content, c.sentence))
+    if answer.unsupported:  # the removed sentences are never shown as answers: only their count
+        st.warning(L["unsupported"].format(n=len(answer.unsupported)))
     if answer.question_en:
         st.caption(L["translated"].format(q=escape(answer.question_en)))
     t = answer.timings

@@ -90,6 +90,25 @@ def test_page_answers_with_linked_citations_and_source_cards(app_env):
     assert any("Timings" in c.value for c in at.caption)
 
 
+def test_each_citation_shows_its_source_sentence_highlighted(app_env):
+    at = _run("Is the JBL Flip 5 waterproof?")
+    assert at.expander, "no evidence under the answer"
+    label = at.expander[0].label
+    assert label.startswith("Evidence") and "JBL Flip 5" in label
+    shown = [m.value for m in at.expander[0].markdown]
+    # the supporting sentence, highlighted inside the source's description
+    assert any(":orange-background[**" in t and "IPX7" in t.split(":orange-background[**", 1)[1] for t in shown), shown
+
+
+def test_render_highlights_the_sentence_in_its_description():
+    from apps.render import highlighted
+
+    text = highlighted("Pre-seasoned. Hand wash only. Made in USA.", "Hand wash only.")
+    assert text.startswith("Pre\\-seasoned\\. :orange-background[**Hand wash only\\.**]")
+    assert highlighted("A title only product", "") == "A title only product"
+    assert highlighted("Other text.", "Acme Kettle") == ":orange-background[**Acme Kettle**]"  # supported by the title
+
+
 def test_sidebar_controls_change_retrieval(app_env):
     at = _run("waterproof speaker", k=3, mode="lexical")
     table = at.dataframe[0].value
@@ -223,6 +242,8 @@ def test_browser_end_to_end(server, tmp_path):
             await ask(page, "Is the JBL Flip 5 waterproof?")
             body = await page.inner_text("body")
             assert "IPX7" in body and "[1] JBL Flip 5" in body and "B07QXV6N1B" in body
+            assert "Evidence [1] JBL Flip 5" in body  # the cited source's supporting sentence, under the answer
+            assert await page.locator("strong", has_text="IPX7").count() >= 1  # highlighted
             assert await page.locator("a[href='#source-1']").count() >= 1
             shot = ROOT / "reports" / "app-screenshot.png"
             shot.parent.mkdir(exist_ok=True)

@@ -78,7 +78,8 @@ def test_scores_of_empty_uncited_and_invalid_answers():
     empty = score_answer(CASE, "", 0.1)
     assert empty["abstained"] and empty["rouge_l"] == 0.0 and empty["cites_gold"] == 0.0  # abstained on an answerable case
     uncited = score_answer(CASE, "It boils 1.7 liters fast.", 0.1)
-    assert uncited["cites_gold"] == 0.0 and uncited["support"] == 0.0  # attributed post hoc, but not cited
+    assert uncited["cites_gold"] == 0.0  # attributed post hoc, but the model did not cite it
+    assert uncited["support"] == 1.0 and uncited["citation_recall"] == 0.0  # shown with the marker; as written, uncited
     invalid = score_answer(CASE, "It boils fast [7]. Two slots [9].", 0.1)
     assert invalid["cites_only_given"] == 0.0 and invalid["cites_gold"] == 0.0
 
@@ -162,3 +163,17 @@ def test_every_fact_question_template_is_recognised_as_asking_for_its_fact():
         for template in fact.templates:
             question = capitalised(template.format(t="Acme Widget Pro"), r)
             assert fact in asked_facts(question), (fact.name, question)
+
+
+def test_alce_citation_recall_and_precision_use_the_support_check():
+    from amzqa.evaluation.generation_eval import alce_citations
+    from amzqa.records import Product
+
+    kettle = Product(0, "K", "Acme Kettle", "Boils 1.7 liters. Hand wash only.")
+    toaster = Product(1, "T", "Acme Toaster", "Two slots with a bagel setting.")
+    # recalled and precise; recalled with one needless citation; not recalled (dishwasher against hand wash)
+    assert alce_citations("The Acme kettle boils 1.7 liters [1].", [kettle, toaster]) == (1.0, 1.0)
+    assert alce_citations("The Acme kettle boils 1.7 liters [1][2].", [kettle, toaster]) == (1.0, 0.5)
+    assert alce_citations("The Acme kettle is dishwasher safe [1].", [kettle, toaster]) == (0.0, 0.0)
+    assert alce_citations("The Acme toaster has a bagel setting.", [kettle, toaster]) == (0.0, None)  # no citation
+    assert alce_citations("The catalog does not answer this question.", [kettle]) == (None, None)

@@ -76,9 +76,19 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     if all(labels) or not any(labels):
         log.warning("the eval split of %s needs both abstention and answerable examples to calibrate", data)
         return None
+    from training.sft_data import load_sft_manifest
+
+    # What an abstention is in this data: the message (generative recipe) or selection's "0" label.
+    message = load_sft_manifest(data).get("abstain_target", ABSTAIN_MESSAGE)
     gen = generator or HFGenerator(GenerationConfig(adapter=str(adapter), calibrated_abstention=False))
-    scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), ABSTAIN_MESSAGE) for e in examples]
+    scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), message) for e in examples]
     threshold, accuracy = best_threshold(scores, labels)
+    if message != ABSTAIN_MESSAGE:  # selection: a wrong refusal hides an answer the sources hold; refuse <= 5% of them
+        answerable = sorted(s for s, a in zip(scores, labels) if not a)
+        cap = answerable[min(len(answerable) - 1, int(0.95 * len(answerable)))] + 1e-6
+        if cap > threshold:
+            threshold = cap
+            accuracy = sum((s >= threshold) == a for s, a in zip(scores, labels)) / len(scores)
     asks_fact = [bool(asked_facts(e["question"])) for e in examples]
     fact = [(s, a) for s, a, f in zip(scores, labels, asks_fact) if f]
     fact_threshold = None
@@ -91,7 +101,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     result = {"threshold": round(threshold, 4), "fact_threshold": None if fact_threshold is None else round(fact_threshold, 4),
               "eval_examples": len(examples), "eval_abstentions": sum(labels), "eval_accuracy": round(accuracy, 4),
               "by_question": report_by_question(examples, scores, labels, asks_fact, cut),
-              "backend": gen.name, "message": ABSTAIN_MESSAGE}
+              "backend": gen.name, "message": message}
     write_json_atomic(Path(adapter) / ABSTENTION_CALIBRATION, result)
     log.info("abstention threshold %.2f, fact questions %s (eval accuracy %.2f on %d examples; %d scores >= 0): %s",
              threshold, result["fact_threshold"], accuracy, len(examples), greedy, result["by_question"])

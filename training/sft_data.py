@@ -36,6 +36,7 @@ from amzqa.prompt import (
     sanitize,
     template_fingerprint,
 )
+from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM
 from amzqa.questions import content_question, fact_questions, title_question
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
@@ -68,6 +69,10 @@ class SFTDataConfig(Config):
     abstain_pairs: bool = doc("Give every abstention example an answerable twin: the same question over the same "
                               "distractors with the product among them, so the only difference between answering "
                               "and abstaining is whether the product is there.", False)
+    target: str = doc("What the model learns to emit: 'answer' = a written answer citing [n] (the generative recipe), "
+                      "'select' = the number of the source sentence that answers, 0 for none (evidence selection, "
+                      "amzqa.generation.select: a one-token target, for small models and CPU budgets).", "answer")
+    select_candidates: int = doc("target 'select': sentences numbered per prompt (GenerationConfig.select_candidates).", 8)
     heldout_rate: float = doc("Held-out (evaluation) split rate; must match the evaluation's.", HELDOUT_RATE)
     seed: int = doc("Seed for sampling, questions, distractor order and gold position.", 0)
     overwrite: bool = doc("Replace an existing output folder.", False)
@@ -83,6 +88,10 @@ class SFTDataConfig(Config):
             raise ConfigError("questions_per_product and max_answer_sentences must be >= 1, max_products >= 0")
         if self.excerpt_chars < 50:
             raise ConfigError("excerpt_chars must be >= 50")
+        if self.target not in ("answer", "select"):
+            raise ConfigError(f"target must be answer or select, got {self.target!r}")
+        if not 1 <= self.select_candidates <= 8:
+            raise ConfigError("select_candidates must be between 1 and 8")
 
 
 def cite(sentence: str, n: int) -> str:
@@ -144,7 +153,26 @@ def in_eval_split(uid: str, fraction: float) -> bool:
     return h < fraction
 
 
+def _select_example(q, gold: Product, sources: list[Product], position: int, cfg: SFTDataConfig) -> dict[str, Any] | None:
+    """A selection example: the numbered candidate sentences, the label of the one stating what is asked (0 when
+    the product is not among the sources); None when the product's sentence is not among the candidates."""
+    from amzqa.generation.select import NONE_LABEL, gold_label, selection_prompt
+
+    prompt, found = selection_prompt(q.text, sources, cfg.select_candidates)
+    label = NONE_LABEL
+    if position:
+        n = gold_label(q.text, found, position, q.sentence if q.kind == "fact" else None)
+        if n is None:
+            return None
+        label = str(n)
+    return {"prompt": list(prompt.messages), "completion": [{"role": "assistant", "content": label}],
+            "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
+            "abstain": position == 0, "source_uids": [p.uid for p in sources]}
+
+
 def _example(q, gold: Product, sources: list[Product], position: int, target: str, cfg: SFTDataConfig) -> dict[str, Any]:
+    if cfg.target == "select":
+        return _select_example(q, gold, sources, position, cfg)
     prompt = build_prompt(q.text, sources, cfg.excerpt_chars)
     return {
         "prompt": list(prompt.messages),
@@ -187,15 +215,21 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
             abstain = r.random() < cfg.abstain_fraction
             split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
             if abstain:
-                splits[split].append(_example(q, gold, negatives[: cfg.k], 0, ABSTAIN_MESSAGE, cfg))
+                example = _example(q, gold, negatives[: cfg.k], 0, ABSTAIN_MESSAGE, cfg)
+                if example is not None:
+                    splits[split].append(example)
             if not abstain or cfg.abstain_pairs:
                 sources = negatives[: cfg.k - 1]
                 position = r.randint(1, len(sources) + 1)
                 sources.insert(position - 1, gold)
-                target = (fact_answer(q, gold, position, cfg.excerpt_chars, cfg.name_product) if q.kind == "fact"
-                          else target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product))
-                if target is not None:
-                    splits[split].append(_example(q, gold, sources, position, target, cfg))
+                if cfg.target == "select":  # the label is chosen among the candidates (_select_example)
+                    target = NONE_LABEL
+                else:
+                    target = (fact_answer(q, gold, position, cfg.excerpt_chars, cfg.name_product) if q.kind == "fact"
+                              else target_answer(q.text, gold, position, cfg.max_answer_sentences, cfg.name_product))
+                example = _example(q, gold, sources, position, target, cfg) if target is not None else None
+                if example is not None:
+                    splits[split].append(example)
     if not splits["train"]:
         raise ConfigError("no training examples: the corpus has no eligible products with descriptions")
     with atomic_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
@@ -208,7 +242,11 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
         counts["fact"] = sum(e["kind"] == "fact" for v in splits.values() for e in v)
         manifest = {
             "format": SFT_FORMAT, "counts": counts, "products": len(eligible), "heldout_products": len(heldout),
-            "checksum": checksum, "prompt": {"k": cfg.k, "excerpt_chars": cfg.excerpt_chars,
+            "checksum": checksum, "target": cfg.target,
+            "abstain_target": NONE_LABEL if cfg.target == "select" else ABSTAIN_MESSAGE,
+            "prompt": {"k": cfg.k, "excerpt_chars": cfg.excerpt_chars, "target": cfg.target,
+                       **({"select_candidates": cfg.select_candidates, "select_system_sha256": hashlib.sha256(
+                           SELECT_SYSTEM.encode()).hexdigest()} if cfg.target == "select" else {}),
                                               "system_sha256": hashlib.sha256(SYSTEM.encode()).hexdigest(),
                                               "template": template_fingerprint()},
             "corpus_fingerprint": arts.manifest["corpus"]["fingerprint"], "config": cfg.to_dict(),

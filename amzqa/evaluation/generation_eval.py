@@ -19,7 +19,7 @@ import numpy as np
 
 from amzqa.allocator import release_heap
 from amzqa.atomic import write_json_atomic, write_text_atomic
-from amzqa.citations import SUPPORT_THRESHOLD, check, support
+from amzqa.citations import check
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l, states_fact, strip_markers
@@ -28,10 +28,11 @@ from amzqa.progress import bar
 from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.questions import make_questions, relevant_sets
 from amzqa.split import HELDOUT_RATE, heldout_products
+from amzqa.support import judge
 from amzqa.text import split_sentences
 
 ANSWER_METRICS = ("states_answer", "stated_and_cited", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
-                  "support")
+                  "support", "citation_recall", "citation_precision")
 ALL_METRICS = ("cites_only_given", "answer_words", "latency_s")
 OPTIONAL_METRICS = ("markers_kept",)  # language pt only
 
@@ -43,7 +44,8 @@ class GenerationEvalConfig(Config):
     artifacts: Path | None = doc("Index artifact folder.", None)
     systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter), export:DIR (an "
                        "OpenVINO export, e.g. of a fine-tuned model); base and adapter systems may "
-                       "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend).",
+                       "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend); "
+                       "select:SYSTEM answers by evidence selection (the model picks a source sentence or none).",
                        "base,extractive")
     questions: Path | None = doc("A JSONL file of your own questions (question, optional uid or null, optional answer): "
                                  "every system answers each from the retrieved sources; replaces the generated ones.", None)
@@ -132,16 +134,24 @@ def build_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
     return cases
 
 
-def make_system(spec: str, cfg: GenerationEvalConfig):
-    """(name, generator) for one system spec; an ``@hf`` / ``@openvino`` suffix picks the backend (default: auto)."""
+def make_system(spec: str, cfg: GenerationEvalConfig, gen_cfg=None):
+    """(name, generator) for one system spec; an ``@hf`` / ``@openvino`` suffix picks the backend (default: auto);
+    a ``select:`` prefix answers by evidence selection (``GenerationConfig.strategy``)."""
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
 
     spec = name = spec.strip()
     backend = "auto"
     if "@" in spec and spec.rsplit("@", 1)[-1] in ("hf", "openvino"):
         spec, backend = spec.rsplit("@", 1)
-    gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
+    gen_cfg = gen_cfg or GenerationConfig(max_new_tokens=cfg.max_new_tokens)
+    if spec.startswith("select:"):  # evidence selection over the same backend (amzqa.generation.select)
+        spec = spec.removeprefix("select:")
+        gen_cfg = gen_cfg.replace(strategy="select")
+        inner_name, gen = make_system(spec + (f"@{backend}" if backend != "auto" else ""), cfg, gen_cfg)
+        return f"select:{inner_name}", gen
     if spec == "extractive":
+        if gen_cfg.strategy == "select":
+            raise ConfigError("select:extractive is not a system: the extractive baseline chooses by itself")
         return "extractive", ExtractiveGenerator()
     if spec == "base":
         return name, load_generator(backend, config=gen_cfg)
@@ -153,27 +163,33 @@ def make_system(spec: str, cfg: GenerationEvalConfig):
         path = spec.split(":", 1)[1]
         return f"export:{Path(path).name}", load_generator("openvino", config=gen_cfg.replace(model=path))
     raise ConfigError(f"unknown system {spec!r}: use base, extractive, adapter:PATH (optionally @hf / @openvino) or "
-                      "export:DIR (an amzqa export --format openvino folder)")
+                      "export:DIR (an amzqa export --format openvino folder), each optionally after select:")
 
 
 def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:
     """One prompt shape for every system, so all answer the very same prompts (paired comparison)."""
     from amzqa.pipeline import adapter_prompt
 
-    trained = next((adapter_prompt(s.split(":", 1)[1].rsplit("@", 1)[0]) for s in cfg.systems.split(",")
-                    if s.strip().startswith(("adapter:", "export:"))), {})
+    specs = [s.strip().removeprefix("select:") for s in cfg.systems.split(",")]
+    trained = next((adapter_prompt(s.split(":", 1)[1].rsplit("@", 1)[0]) for s in specs
+                    if s.startswith(("adapter:", "export:"))), {})
     return cfg.k or trained.get("k", 5), cfg.excerpt_chars or trained.get("excerpt_chars", 300)
 
 
 def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
-    checked = check(raw, case.sources)
+    checked = check(raw, case.sources, case.question)
     text = strip_markers(checked.text)
     row: dict[str, Any] = {
         "question": case.question, "uid": case.uid, "should_abstain": case.should_abstain, "abstained": checked.abstained,
-        "answer": checked.text, "cites_only_given": float(checked.removed == 0), "answer_words": len(text.split()),
+        "answer": checked.text, "raw": raw, "sources": [p.uid for p in case.sources], "cites_only_given": float(checked.removed == 0), "answer_words": len(text.split()),
         "latency_s": seconds, "citations": [c.marker for c in checked.citations if not c.attributed],
         "hedges": checked.hedges,  # "no information about X" sentences dropped (counted as abstentions before #15)
     }
+    recall, precision = alce_citations(raw, case.sources)  # the model's statements as written, whatever is shown
+    if recall is not None:
+        row["citation_recall"] = recall
+    if precision is not None:
+        row["citation_precision"] = precision
     if case.should_abstain:
         return row
     row["refused"] = float(checked.abstained)
@@ -195,9 +211,38 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
     supported = 0
     for s in sentences:
         cited = [int(m) for m in re.findall(r"\[(\d+)\]", s)]
-        supported += any(support(s, case.sources[m - 1]) >= SUPPORT_THRESHOLD for m in cited if 1 <= m <= len(case.sources))
+        supported += any(judge(s, case.sources[m - 1]).supported for m in cited if 1 <= m <= len(case.sources))
     row["support"] = supported / len(sentences) if sentences else 0.0
     return row
+
+
+def alce_citations(text: str, sources) -> tuple[float | None, float | None]:
+    """ALCE's citation recall and precision (Gao et al. 2023) of the text as the model wrote it, with
+    :func:`amzqa.support.judge` as the judge: a sentence is recalled when its cited sources together support it; a
+    citation is precise when its sentence is recalled and it supports the sentence alone or the others do not
+    without it. Hedges and sentences that state nothing are not statements. (None, None) for no statement."""
+    from amzqa.citations import is_hedge
+    from amzqa.records import Product
+    from amzqa.support import states_something
+
+    def joint(numbers) -> Product:
+        chosen = [sources[n - 1] for n in numbers]
+        return Product(0, "", " ".join(p.title for p in chosen), " ".join(p.content for p in chosen))
+
+    statements = [s for s in split_sentences(text) if not is_hedge(s) and states_something(s)]
+    if not statements:
+        return None, None
+    recalled, precise, total = 0, 0, 0
+    for s in statements:
+        cited = list(dict.fromkeys(int(m) for m in re.findall(r"\[(\d+)\]", s) if 1 <= int(m) <= len(sources)))
+        full = bool(cited) and judge(s, joint(cited)).supported
+        recalled += full
+        total += len(cited)
+        if full:
+            precise += sum(judge(s, sources[c - 1]).supported
+                           or (len(cited) > 1 and not judge(s, joint([o for o in cited if o != c])).supported)
+                           for c in cited)
+    return recalled / len(statements), (precise / total if total else None)
 
 
 def aggregate(rows: list[dict[str, Any]], idx: np.ndarray | None = None) -> dict[str, float]:
@@ -304,7 +349,9 @@ METRIC_LABELS = {
     "states_answer": "states the reference fact", "stated_and_cited": "states it and cites its source",
     "refused": "refuses an answerable question",
     "rouge_l": "ROUGE-L vs gold", "chrf": "chrF vs gold", "embedding_similarity": "embedding sim. to gold",
-    "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources", "support": "supported sentences",
+    "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources",
+    "support": "shown sentences supported by their source",
+    "citation_recall": "citation recall (ALCE, as written)", "citation_precision": "citation precision (ALCE, as written)",
     "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
     "answer_words": "answer length (words)", "latency_s": "latency (s)",
     "markers_kept": "Portuguese answer keeps every [n]",

@@ -3,7 +3,9 @@
 * :class:`HFGenerator` — transformers, the reference (training parity, GPUs; LoRA adapters, NF4);
 * :class:`OpenVINOGenerator` — the in-process CPU engine (OpenVINO GenAI on an exported model), the CPU default;
 * :class:`OpenAIGenerator` — a client of an OpenAI-compatible server (``amzqa serve``: vLLM or llama.cpp);
-* :class:`ExtractiveGenerator` — no model: cited description sentences.
+* :class:`ExtractiveGenerator` — no model: cited description sentences;
+* :class:`~amzqa.generation.select.SelectingGenerator` — any scoring backend choosing a source sentence
+  (``strategy: select``).
 """
 
 from __future__ import annotations
@@ -74,4 +76,10 @@ def load_generator(spec: str | Generator | None = None, adapter: str | None = No
     import importlib
 
     module, cls = _BACKENDS[backend]
-    return getattr(importlib.import_module(module), cls)(cfg)
+    generator = getattr(importlib.import_module(module), cls)(cfg)
+    from amzqa.generation.select import SelectingGenerator, trained_to_select
+
+    if cfg.strategy == "select" or trained_to_select(cfg.adapter) or trained_to_select(cfg.model):
+
+        return SelectingGenerator(generator, cfg.select_candidates)
+    return generator

@@ -27,6 +27,7 @@ class Threshold:
 
     default: float
     fact: float | None = None
+    message: str = ABSTAIN_MESSAGE  # the answer whose log-probability it cuts: the message, or selection's "0"
 
     def for_question(self, question: str) -> float:
         from amzqa.facts import asked_facts
@@ -40,14 +41,15 @@ def load_threshold(*folders: str | Path | None) -> Threshold | None:
         if folder and Path(folder, ABSTENTION_CALIBRATION).is_file():
             saved = json.loads(Path(folder, ABSTENTION_CALIBRATION).read_text())
             fact = saved.get("fact_threshold")
-            return Threshold(float(saved["threshold"]), None if fact is None else float(fact))
+            return Threshold(float(saved["threshold"]), None if fact is None else float(fact),
+                             saved.get("message", ABSTAIN_MESSAGE))
     return None
 
 
 def decide(generator, prompt: Prompt) -> bool | None:
     """True = abstain, False = answer with the message suppressed, None = the model decides while generating."""
     threshold = getattr(generator, "abstain_threshold", None)
-    if threshold is None:
+    if threshold is None or threshold.message != ABSTAIN_MESSAGE:  # a selection model's cut is not this message's
         return None
     if shows_asked_fact(prompt):  # the fact asked for is in front of the model: answer it
         return False

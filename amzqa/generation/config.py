@@ -28,6 +28,11 @@ class GenerationConfig(Config):
                      "with native bf16 instructions (AVX512-BF16/AMX: ~2x faster prefill, same decode), else float32.",
                      "auto")
     device: str = doc("'cpu', 'cuda' or 'auto' (accelerate's device_map).", "cpu")
+    strategy: str = doc("'generate' = the model writes the answer (checked sentence by sentence against its sources); "
+                        "'select' = the model chooses which numbered source sentence answers, or none, and that "
+                        "sentence is the answer, cited to its source (amzqa.generation.select; needs a backend that "
+                        "scores: hf, openvino or a vLLM server; the extractive backend ignores it).", "generate")
+    select_candidates: int = doc("strategy 'select': source sentences numbered for the model to choose from (1-8).", 8)
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
@@ -48,6 +53,10 @@ class GenerationConfig(Config):
                            "(connection errors, 5xx, 429), with backoff.", 2)
 
     def __post_init__(self) -> None:
+        if self.strategy not in ("generate", "select"):
+            raise ConfigError(f"strategy must be generate or select, got {self.strategy!r}")
+        if not 1 <= self.select_candidates <= 8:
+            raise ConfigError("select_candidates must be between 1 and 8")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

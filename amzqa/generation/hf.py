@@ -52,6 +52,17 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
     return prov
 
 
+def label_ids(tokenizer, labels: list[str]) -> list[int]:
+    """The token id of each label, which must be one token (as it starts an answer)."""
+    out = []
+    for label in labels:
+        ids = tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ConfigError(f"label {label!r} is {len(ids)} tokens for this tokenizer; evidence selection needs one")
+        out.append(ids[0])
+    return out
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow.
     False too where torch was told to use AVX2 kernels only (``ATEN_CPU_CAPABILITY=avx2``: the AVX2 machine stand-in)."""
@@ -179,6 +190,17 @@ class HFGenerator:
         with self._lock, torch.inference_mode():
             logits = self.model(input_ids=ids).logits[0, enc["input_ids"].shape[1] - 1:-1].float()
         return float(torch.log_softmax(logits, -1).gather(1, ans[0][:, None]).sum())
+
+    def first_token_logprobs(self, prompt: Prompt, labels: list[str]) -> list[float]:
+        """log P(label | prompt) of single-token labels, from one pass (evidence selection's constrained choice)."""
+        import torch
+
+        ids = label_ids(self.tokenizer, labels)
+        enc = self._encode(prompt)
+        with self._lock, torch.inference_mode():
+            logits = self.model(**enc, logits_to_keep=1).logits[0, -1].float()
+        logp = torch.log_softmax(logits, -1)
+        return [float(logp[i]) for i in ids]
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
         """Yield text pieces as tokens are decoded, in the caller's thread.

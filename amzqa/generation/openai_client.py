@@ -123,6 +123,17 @@ class OpenAIGenerator:
         with ThreadPoolExecutor(min(8, len(answer_ids))) as pool:
             return sum(pool.map(token_logprob, range(len(answer_ids))))
 
+    def first_token_logprobs(self, prompt: Prompt, labels: list[str]) -> list[float]:
+        """log P(label | prompt) of each label, exact as in-process (vLLM: each label's token allowed alone, its
+        log-probability reported before the restriction; the prompt is prefix-cached)."""
+        if self.server != "vllm":
+            raise self._error(f"evidence selection needs label log-probabilities, which this server ({self.server}) "
+                              "does not give; use vLLM (amzqa serve --engine vllm) or an in-process backend")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, len(labels))) as pool:
+            return list(pool.map(lambda label: self.answer_logprob(prompt, label), labels))
+
     # ------------------------------------------------------------ generation
 
     def _check_model(self, answered: str | None) -> None:

@@ -184,6 +184,18 @@ class OpenVINOGenerator:
         """log P(answer | prompt), teacher-forced, as :meth:`HFGenerator.answer_logprob` computes it."""
         return self._score(self._encode(prompt), self.tokenizer(answer, add_special_tokens=False)["input_ids"])[0]
 
+    def first_token_logprobs(self, prompt: Prompt, labels: list[str]) -> list[float]:
+        """log P(label | prompt) of single-token labels, from one pass (evidence selection's constrained choice)."""
+        import numpy as np
+
+        from amzqa.generation.hf import label_ids
+
+        ids = label_ids(self.tokenizer, labels)
+        logits = self._logits(self._encode(prompt), 1)[-1]
+        m = logits.max()
+        logp = logits - m - np.log(np.exp(logits - m).sum())
+        return [float(logp[i]) for i in ids]
+
     def _score(self, ids: list[int], answer: list[int]):
         import numpy as np
 
