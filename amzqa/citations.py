@@ -8,6 +8,9 @@
 * a sentence the model wrote without a marker gets the marker of the source that supports it
   (``Citation.attributed``), else is removed and listed in ``unsupported``;
 * a sentence that states nothing ("Yes.", a bare marker) is not shown;
+* a question asking for one kind of fact (:mod:`amzqa.facts`: an age range, a battery life, care...) is answered
+  only by an answer with a sentence stating that kind of fact; supported sentences about something else are not
+  shown as its answer;
 * an answer is an abstention when it is one (empty, or every sentence says the catalog does not answer), and also
   when no sentence survives the check: then ``evidence`` offers the sources' sentence closest to the question.
   A hedging clause inside an answer that also states facts ("Hand wash only [2]; the catalog does not say whether
@@ -19,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from amzqa.facts import answers, asked_facts
 from amzqa.prompt import ABSTAIN_MESSAGE
 from amzqa.records import Citation, Evidence, Product
 from amzqa.support import best_evidence, claim_text, judge, states_something
@@ -147,6 +151,13 @@ def check(text: str, sources: list[Product] | tuple[Product, ...], question: str
         for n in kept:
             citations.setdefault(n, Citation(n, sources[n - 1].uid, sources[n - 1].title, attributed=attributed,
                                              reattributed=reattributed, sentence=evidence))
+    kinds = asked_facts(question) if question else ()
+    if shown and kinds and not any(answers(claim_text(s), kinds) for s in shown):
+        # Supported, but not what was asked ("Pre-seasoned with oil [1]" for "is it dishwasher safe?"): not an answer.
+        wanted = " or ".join(k.name for k in kinds)
+        unsupported += shown
+        reasons += [f"does not state the {wanted} asked for"] * len(shown)
+        shown, citations = [], {}
     if not shown:
         return CheckedAnswer(ABSTAIN_MESSAGE, [], removed, unsupported, True, hedges, _evidence(question, sources),
                              reasons)

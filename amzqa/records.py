@@ -75,7 +75,7 @@ class Answer:
     abstained: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     removed_citations: int = 0
-    unsupported: list[str] = field(default_factory=list)  # sentences no source supports: removed, never shown
+    unsupported: list[str] = field(default_factory=list)  # removed, never shown: no source says them, or not what was asked
     raw_text: str = ""
     hedges: list[str] = field(default_factory=list)  # "no information about X" sentences dropped from the text
     language: str = "en"  # the question's language as detected ("pt" answers are translated)

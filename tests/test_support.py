@@ -127,3 +127,11 @@ def test_the_check_meets_its_targets_on_the_labelled_test_pairs():
     precision, recall = tp / max(1, sum(pred)), tp / max(1, sum(gold))
     assert precision >= 0.95, precision
     assert recall >= 0.90, recall
+
+
+def test_a_supported_sentence_that_does_not_state_the_fact_asked_is_no_answer():
+    c = check("The Castiron skillet is seasoned with vegetable oil [1].", SOURCES, "is the castiron skillet dishwasher safe?")
+    assert c.abstained and c.reasons == ["does not state the dishwasher asked for"]
+    assert c.evidence.sentence.startswith("Hand wash only")  # what the catalog does say about it
+    # the same sentence answers a question that asks for no particular kind of fact
+    assert not check("The Castiron skillet is seasoned with vegetable oil [1].", SOURCES, "tell me about the castiron skillet").abstained

@@ -31,7 +31,7 @@ from amzqa.split import HELDOUT_RATE, heldout_products
 from amzqa.support import judge
 from amzqa.text import split_sentences
 
-ANSWER_METRICS = ("states_answer", "stated_and_cited", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
+ANSWER_METRICS = ("states_answer", "stated_and_cited", "confidently_wrong", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
                   "support", "citation_recall", "citation_precision")
 ALL_METRICS = ("cites_only_given", "answer_words", "latency_s")
 OPTIONAL_METRICS = ("markers_kept",)  # language pt only
@@ -196,7 +196,9 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
     if checked.abstained:  # abstained although the question is answerable: the worst score on answer quality
         row.update(support=0.0, **({"rouge_l": 0.0, "chrf": 0.0, "embedding_similarity": 0.0} if case.gold_text else {}),
                    **({"cites_gold": 0.0} if case.gold_position else {}),
-                   **({"states_answer": 0.0, "stated_and_cited": 0.0} if case.fact else {}))
+                   **({"states_answer": 0.0, "stated_and_cited": 0.0, "confidently_wrong": 0.0} if case.fact else {}))
+        if case.fact:
+            row["lost"] = "retrieval missed the product" if not case.gold_position else "refused"
         return row
     if case.gold_text:
         row["rouge_l"] = rouge_l(text, case.gold_text)
@@ -207,6 +209,10 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
     if case.fact:  # stated as the cited source gives it: the fact's words, and the product's source cited
         row["states_answer"] = float(states_fact(checked.text, case.fact))
         row["stated_and_cited"] = row["states_answer"] * row.get("cites_gold", 0.0)
+        row["confidently_wrong"] = 1.0 - row["states_answer"]  # answered, but not with the fact asked for
+        if not row["stated_and_cited"]:
+            row["lost"] = ("retrieval missed the product" if not case.gold_position
+                           else "answered with another sentence" if not row["states_answer"] else "fact shown, another source cited")
     sentences = split_sentences(checked.text)
     supported = 0
     for s in sentences:
@@ -348,6 +354,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
 METRIC_LABELS = {
     "states_answer": "states the reference fact", "stated_and_cited": "states it and cites its source",
     "refused": "refuses an answerable question",
+    "confidently_wrong": "answers without stating the fact (confidently wrong)",
     "rouge_l": "ROUGE-L vs gold", "chrf": "chrF vs gold", "embedding_similarity": "embedding sim. to gold",
     "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources",
     "support": "shown sentences supported by their source",
@@ -415,6 +422,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"**{pair}** (difference, 95% interval):", ""]
         lines += [f"- {METRIC_LABELS[m]}: {d['value']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                   + (" — significant" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "") for m, d in diff.items() if m in present]
+    lost = {n: [r.get("lost") for r in report["rows"][n] if r.get("lost")] for n in names} if "rows" in report else {}
+    if any(lost.values()):
+        causes = sorted({c for v in lost.values() for c in v})
+        lines += ["", "**Where answerable fact questions were lost** (count of questions; the relevance gate is not "
+                  "applied here: every system answers from the same retrieved sources):", "",
+                  "| cause | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {c} | " + " | ".join(str(lost[n].count(c)) for n in names) + " |" for c in causes]
     lines += ["", "## Example answers"]
     for n, rows in report["examples"].items():
         lines += ["", f"### {n}", ""]

@@ -123,7 +123,14 @@ class SelectingGenerator:
         if not choice.chosen:
             return ABSTAIN_MESSAGE
         c = choice.candidates[choice.chosen - 1]
-        return cite(c.sentence, c.source)
+        text = cite(c.sentence, c.source)
+        if not asked_facts(prompt.question):  # "tell me about ...": the product's next most likely sentence too
+            same = [i for i, o in enumerate(choice.candidates, 1) if o.source == c.source and i != choice.chosen]
+            if same:
+                nxt = max(same, key=lambda i: choice.logprobs[i])
+                pair = sorted([choice.chosen, nxt])
+                text = " ".join(cite(choice.candidates[i - 1].sentence, c.source) for i in pair)
+        return text
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
         yield self.generate(prompt)
