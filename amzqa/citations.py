@@ -8,9 +8,9 @@
 * a sentence the model wrote without a marker gets the marker of the source that supports it
   (``Citation.attributed``), else is removed and listed in ``unsupported``;
 * a sentence that states nothing ("Yes.", a bare marker) is not shown;
-* a question asking for one kind of fact (:mod:`amzqa.facts`: an age range, a battery life, care...) is answered
-  only by an answer with a sentence stating that kind of fact; supported sentences about something else are not
-  shown as its answer;
+* a question asking for one kind of fact (:mod:`amzqa.facts`: an age range, a battery life, care...) whose cited
+  source states that kind of fact is answered only by a sentence stating it; supported sentences about something
+  else are then not shown as its answer (the abstention offers the sentence that does);
 * an answer is an abstention when it is one (empty, or every sentence says the catalog does not answer), and also
   when no sentence survives the check: then ``evidence`` offers the sources' sentence closest to the question.
   A hedging clause inside an answer that also states facts ("Hand wash only [2]; the catalog does not say whether
@@ -152,8 +152,10 @@ def check(text: str, sources: list[Product] | tuple[Product, ...], question: str
             citations.setdefault(n, Citation(n, sources[n - 1].uid, sources[n - 1].title, attributed=attributed,
                                              reattributed=reattributed, sentence=evidence))
     kinds = asked_facts(question) if question else ()
-    if shown and kinds and not any(answers(claim_text(s), kinds) for s in shown):
-        # Supported, but not what was asked ("Pre-seasoned with oil [1]" for "is it dishwasher safe?"): not an answer.
+    if shown and kinds and not any(answers(claim_text(s), kinds) for s in shown) and any(
+            answers(sentence, kinds) for n in citations for sentence in split_sentences(sources[n - 1].content or "")):
+        # Supported, but not what was asked while the cited source states it elsewhere ("Pre-seasoned with oil [1]"
+        # for "is it dishwasher safe?" when [1] says "Hand wash only."): not an answer; the evidence offers it.
         wanted = " or ".join(k.name for k in kinds)
         unsupported += shown
         reasons += [f"does not state the {wanted} asked for"] * len(shown)

@@ -34,7 +34,8 @@ GENERIC = frozenset(
     "product item book edition set kit model version type option customer shopper buyer user description "
     "according source catalog listed list lists say says state states mention mentions note describe described "
     "describes call called known contain contains containing has have having get gets like such other more "
-    "much many some all also only can may might would could should let lets let's measure measuring sized".split()
+    "much many some all also only can may might would could should let lets let's measure measuring sized "
+    "author writer wrote written doesn't don't isn't aren't won't can't work works properly".split()
 )
 # Units a number can carry; a claim's "N unit" must occur as such in the product.
 _UNIT = (r"(hours?|hrs?|minutes?|mins?|seconds?|days?|weeks?|months?|years?|pages?|pieces?|pcs|inch(?:es)?|in|cm|mm|"
@@ -54,7 +55,7 @@ MATERIALS = frozenset(
     "lycra rayon viscose linen wool merino cashmere silk satin velvet fleece denim canvas leather suede "
     "microfiber felt tulle mesh jute hemp paper cardboard cork carbon fiberglass resin enamel"
     .split())
-_NEGATION = re.compile(r"\b(not|no|never|without|none|cannot|can't|isn't|aren't|doesn't|don't|won't|wasn't|"
+_NEGATION = re.compile(r"\b(not|no(?!\.?\s*\d)|never|without|none|cannot|can't|isn't|aren't|doesn't|don't|won't|wasn't|"
                        r"non|free of|only by hand|hand[- ]wash(ed|ing)?( only)?|sold separately)\b|n't\b", re.I)
 # (asserted, opposite): a sentence matching the first is contradicted by evidence matching the second, and the
 # reverse. The negated forms are written out so that "not dishwasher safe" is no assertion of "dishwasher safe".
@@ -78,7 +79,10 @@ _SAME_NEGATIVE = (
     (re.compile(r"\bnot (be )?machine[- ]wash", re.I), re.compile(r"\b(hand[- ]wash|dry[- ]clean|spot[- ]clean)", re.I)),
     (re.compile(r"\bnot included|\bdoes(n't| not) come with", re.I), re.compile(r"\bsold separately|\bnot included", re.I)),
 )
+_GENERIC = frozenset(w[:6] if len(w) >= 7 and w.isalpha() else w for w in GENERIC)
+_NAME = re.compile(r"(?<=[a-z,;:] )[A-Z][\w'’-]+")  # a capitalised word inside a sentence (not its first word)
 COVERAGE = 0.75  # share of the sentence's content words the product must contain (see bench_support.py)
+MAX_MISSING = 1  # and at most this many of them absent: a long sentence cannot carry two new details
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,17 @@ class Verdict:
     reason: str = ""
 
 
+def _words(text: str) -> set[str]:
+    """Content words as the check compares them: possessives dropped ("Martin's" ~ "Martin"), words of 7+ letters
+    cut to 6 ("required" ~ "require", "publisher" ~ "published"): a light stem that keeps "waterproof" apart from
+    "water-resistant"."""
+    out = set()
+    for w in content_words(text):
+        w = w.removesuffix("'s").removesuffix("’s")
+        out.add(w[:6] if len(w) >= 7 and w.isalpha() else w)
+    return out
+
+
 def claim_text(sentence: str) -> str:
     """The sentence without its citation markers."""
     return " ".join(_MARKERS.sub(" ", sentence).split())
@@ -99,7 +114,7 @@ def claim_text(sentence: str) -> str:
 
 def states_something(sentence: str) -> bool:
     """A sentence with at least one content word that is not generic ("Yes.", "[1]" and "Great!" state nothing)."""
-    return bool(content_words(claim_text(sentence)) - GENERIC)
+    return bool(_words(claim_text(sentence)) - _GENERIC)
 
 
 def numbers(text: str) -> set[tuple[str, str]]:
@@ -129,19 +144,37 @@ def _unit(u: str | None) -> str:
 
 def _numbers_match(claim: set[tuple[str, str]], source: set[tuple[str, str]]) -> str:
     values = {v for v, _ in source}
-    with_unit = {(v, u) for v, u in source if u}
+    units = {u for _, u in source if u}
     for value, unit in sorted(claim):
         if value not in values:
             return f"the number {value} is not in the source"
-        if unit and (value, unit) not in with_unit and any(v == value for v, _ in with_unit):
+        # "1 pages" against "1,008 pages" (and a "Book 1"): a unit the source uses must carry the same number there
+        if unit and (unit in units or any(v == value and u for v, u in source)) and (value, unit) not in source:
             return f"{value} {unit} is not in the source"
     return ""
 
 
+_ABOUT = re.compile(r"\b(approximately|approx\.?|about|around|roughly|on average|an average of|average|typically|"
+                    r"at least|over|more than|exactly)\s+(\d[\d,.]*)", re.I)
+_UP_TO = re.compile(r"\b(up to|as much as|maximum of|max\.?)\s+(\d[\d,.]*)", re.I)
+
+
+def _bound_conflict(claim: str, whole: str) -> str:
+    """"approximately 10 weeks" or "at least 10 weeks" against "up to 10 weeks": a maximum is not a typical value."""
+    maxima = {m.group(2).rstrip(".,") for m in _UP_TO.finditer(whole)}
+    for m in _ABOUT.finditer(claim):
+        if m.group(2).rstrip(".,") in maxima:
+            return f"the source gives {m.group(2)} as a maximum ('up to'), not '{m.group(1)}'"
+    return ""
+
+
 def _units(product: Product) -> list[str]:
+    """Where evidence is looked for: clauses ("Ages 6 to 10." apart from "iPad not included."), sentences, pairs of
+    neighbouring sentences, the title; on a tie the smallest comes first, so a negation next door does not count."""
     sentences = split_sentences(product.content) if product.content else []
+    clauses = [c for s in sentences for c in re.split(r"(?<=[.!?;])\s+", s) if c]
     pairs = [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
-    return [*sentences, *pairs, product.title]  # a description sentence is the better evidence on a tie
+    return list(dict.fromkeys([*clauses, *sentences, *pairs, product.title]))
 
 
 def _polarity_conflict(claim: str, evidence: str, whole: str) -> str:
@@ -161,7 +194,7 @@ def _polarity_conflict(claim: str, evidence: str, whole: str) -> str:
 def judge(sentence: str, product: Product) -> Verdict:
     """Whether ``product`` (title and description) supports ``sentence`` (its markers ignored)."""
     claim = claim_text(sentence)
-    words = content_words(claim) - GENERIC
+    words = _words(claim) - _GENERIC
     if not words:
         return Verdict(False, 0.0, "", "the sentence states nothing to check")
     whole = f"{product.title}. {product.content}"
@@ -169,23 +202,26 @@ def judge(sentence: str, product: Product) -> Verdict:
     for negative, same in _SAME_NEGATIVE:  # "not dishwasher safe" is stated by "Hand wash only."
         m, found = negative.search(claim), same.search(whole)
         if m and found:
-            words -= content_words(m.group(0))
+            words -= _words(m.group(0))
             stated_as = found.group(0)
     if not words:
         return Verdict(True, 1.0, stated_as)
-    title_words = content_words(product.title)
+    title_words = _words(product.title)
     best, best_cov = product.title, -1.0
     for unit in _units(product):
-        cov = len(words & (title_words | content_words(unit))) / len(words)
+        cov = len(words & (title_words | _words(unit))) / len(words)
         if cov > best_cov:
             best, best_cov = unit, cov
-    if best_cov < COVERAGE:
-        missing = sorted(words - title_words - content_words(best))
+    missing = sorted(words - title_words - _words(best))
+    names = {w for w in _words(" ".join(_NAME.findall(claim))) if w in missing}  # a name must be the source's
+    if best_cov < COVERAGE or len(missing) > MAX_MISSING or names:
         return Verdict(False, best_cov, best, f"not in the source: {', '.join(missing[:4])}")
     reason = _numbers_match(numbers(claim), numbers(whole))
     if not reason:
-        absent = sorted(m for m in content_words(claim) & MATERIALS if m not in content_words(whole))
+        absent = sorted(m for m in content_words(claim) & MATERIALS if m not in content_words(whole))  # unstemmed
         reason = f"the source does not say {absent[0]}" if absent else ""
+    if not reason:
+        reason = _bound_conflict(claim, whole)
     if not reason:
         reason = _polarity_conflict(claim, best, whole)
     return Verdict(not reason, best_cov, best, reason)

@@ -115,3 +115,17 @@ def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retr
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / ADAPTER_PROVENANCE).write_text(json.dumps({"data": {"prompt": man["prompt"]}}))
     assert trained_to_select(tmp_path / "adapter") and not trained_to_select(tmp_path)
+
+
+def test_the_prior_weight_is_fitted_on_answerable_eval_examples():
+    from training.abstention import fit_prior_weight
+
+    def example(label, priors, abstain=False):
+        return {"abstain": abstain, "priors": priors, "completion": [{"content": str(label)}]}
+
+    # the model alone is right on the first, the prior alone on the second: a weight that lets the prior break
+    # the model's near-tie and keeps its confident pick wins; abstention examples do not count
+    examples = [example(1, [0.1, 0.9]), example(2, [0.0, 1.0]), example(0, [5.0, 0.0], abstain=True)]
+    lps = [[-3.0, -0.2, -3.0], [-3.0, -1.0, -1.1], [-0.1, -5.0, -5.0]]
+    weight, accuracy = fit_prior_weight(examples, lps)
+    assert accuracy["0.0"] == 0.5 and accuracy[str(weight)] == 1.0 and 0 < weight < 4

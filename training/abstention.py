@@ -81,7 +81,14 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     # What an abstention is in this data: the message (generative recipe) or selection's "0" label.
     message = load_sft_manifest(data).get("abstain_target", ABSTAIN_MESSAGE)
     gen = generator or HFGenerator(GenerationConfig(adapter=str(adapter), calibrated_abstention=False))
-    scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), message) for e in examples]
+    prior_weight = None
+    if message == ABSTAIN_MESSAGE:
+        scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), message) for e in examples]
+    else:  # selection: every label's log-probability from one pass; "0"'s is the abstention score
+        label_lps = [gen.first_token_logprobs(Prompt(e["question"], (), tuple(e["prompt"])),
+                                              [str(i) for i in range(len(e["priors"]) + 1)]) for e in examples]
+        scores = [lps[0] for lps in label_lps]
+        prior_weight = fit_prior_weight(examples, label_lps)
     threshold, accuracy = best_threshold(scores, labels)
     if message != ABSTAIN_MESSAGE:  # selection: a wrong refusal hides an answer the sources hold; refuse <= 5% of them
         answerable = sorted(s for s, a in zip(scores, labels) if not a)
@@ -101,11 +108,30 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     result = {"threshold": round(threshold, 4), "fact_threshold": None if fact_threshold is None else round(fact_threshold, 4),
               "eval_examples": len(examples), "eval_abstentions": sum(labels), "eval_accuracy": round(accuracy, 4),
               "by_question": report_by_question(examples, scores, labels, asks_fact, cut),
-              "backend": gen.name, "message": message}
+              "backend": gen.name, "message": message,
+              **({"prior_weight": prior_weight[0], "prior_fit": prior_weight[1]} if prior_weight else {})}
     write_json_atomic(Path(adapter) / ABSTENTION_CALIBRATION, result)
     log.info("abstention threshold %.2f, fact questions %s (eval accuracy %.2f on %d examples; %d scores >= 0): %s",
              threshold, result["fact_threshold"], accuracy, len(examples), greedy, result["by_question"])
     return result
+
+
+PRIOR_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def fit_prior_weight(examples, label_lps) -> tuple[float, dict[str, float]]:
+    """(weight, accuracy by weight): the weight of the candidates' lexical score added to the label log-probs that
+    picks the labelled sentence most often on the eval split's answerable examples; ties go to the smaller weight
+    (the model's own choice)."""
+    accuracy = {}
+    rows = [(e, lps) for e, lps in zip(examples, label_lps) if not e["abstain"] and e["priors"]]
+    for w in PRIOR_WEIGHTS:
+        hits = sum(1 + max(range(len(e["priors"])), key=lambda i: lps[i + 1] + w * e["priors"][i])
+                   == int(e["completion"][0]["content"]) for e, lps in rows)
+        accuracy[str(w)] = round(hits / len(rows), 4) if rows else 0.0
+    best = max(PRIOR_WEIGHTS, key=lambda w: (accuracy[str(w)], -w))
+    log.info("selection: prior weight %s (eval-split accuracy by weight %s)", best, accuracy)
+    return best, accuracy
 
 
 def report_by_question(examples, scores, labels, asks_fact, cut: Threshold) -> dict[str, Any]:

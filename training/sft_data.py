@@ -167,7 +167,8 @@ def _select_example(q, gold: Product, sources: list[Product], position: int, cfg
         label = str(n)
     return {"prompt": list(prompt.messages), "completion": [{"role": "assistant", "content": label}],
             "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
-            "abstain": position == 0, "source_uids": [p.uid for p in sources]}
+            "abstain": position == 0, "source_uids": [p.uid for p in sources],
+            "priors": [c.prior for c in found]}  # the candidates' lexical scores, for the fitted prior weight
 
 
 def _example(q, gold: Product, sources: list[Product], position: int, target: str, cfg: SFTDataConfig) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class Threshold:
     default: float
     fact: float | None = None
     message: str = ABSTAIN_MESSAGE  # the answer whose log-probability it cuts: the message, or selection's "0"
+    prior_weight: float = 0.0  # selection: weight of the candidates' lexical score added to the label log-probs
 
     def for_question(self, question: str) -> float:
         from amzqa.facts import asked_facts
@@ -42,7 +43,7 @@ def load_threshold(*folders: str | Path | None) -> Threshold | None:
             saved = json.loads(Path(folder, ABSTENTION_CALIBRATION).read_text())
             fact = saved.get("fact_threshold")
             return Threshold(float(saved["threshold"]), None if fact is None else float(fact),
-                             saved.get("message", ABSTAIN_MESSAGE))
+                             saved.get("message", ABSTAIN_MESSAGE), float(saved.get("prior_weight", 0.0)))
     return None
 
 

@@ -233,8 +233,8 @@ class OpenVINOGenerator:
 
     def _plan(self, prompt: Prompt, ids: list[int]) -> tuple[bool | None, list[int]]:
         """(calibrated decision, forced opening tokens)."""
-        if self.abstain_threshold is None:
-            return None, []
+        if self.abstain_threshold is None or self.abstain_threshold.message != ABSTAIN_MESSAGE:
+            return None, []  # none fitted, or fitted for selection's "0" (SelectingGenerator applies that one)
         logprob, logits = self._score(ids, self._abstain_ids)
         if not shows_asked_fact(prompt) and logprob >= self.abstain_threshold.for_question(prompt.question):
             return True, []

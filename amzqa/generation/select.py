@@ -9,6 +9,9 @@ one pass over the prompt (``first_token_logprobs``; a server scores them as vLLM
 ``choice`` constraint would). The shown answer is the chosen sentence itself, cited to its source: correct by
 construction. Refusal is not the model's free choice: it abstains when log P(``0``) reaches the threshold fitted on
 the SFT eval split (``amzqa_abstention.json``, as for the generative recipe), else it answers its best sentence.
+The same fit weighs each candidate's lexical score (words shared with the question, the kind of fact asked) against
+the model's label log-probability, chosen on the eval split's answerable examples: a reader fused with the
+retrieval-style prior, as rerankers fuse BM25, so a short CPU fine-tune adds to the prior rather than replaces it.
 
 :class:`SelectingGenerator` wraps any backend that can score (transformers, OpenVINO, a vLLM server), so the
 pipeline, the page and the evaluation use it as any other generator (``GenerationConfig.strategy = "select"``).
@@ -37,6 +40,7 @@ SELECT_SYSTEM = (
 class Candidate:
     source: int  # 1-based position of the product among the retrieved sources
     sentence: str
+    prior: float = 0.0  # the lexical score that made it a candidate (words shared with the question, fact kind)
 
 
 def candidates(question: str, products: tuple[Product, ...] | list[Product], limit: int = MAX_CANDIDATES) -> list[Candidate]:
@@ -56,7 +60,7 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
             scored.append((overlap + title * (1 + 0.5 * answers(s, kinds)) + 0.3 * answers(s, kinds), n, i, s))
     scored.sort(key=lambda t: -t[0])
     kept = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
-    return [Candidate(n, s) for _, n, _, s in kept]
+    return [Candidate(n, s, score) for score, n, _, s in kept]
 
 
 def selection_prompt(question: str, products, limit: int = MAX_CANDIDATES) -> tuple[Prompt, list[Candidate]]:
@@ -110,7 +114,8 @@ class SelectingGenerator:
             return Choice([], [], 0, "no source sentence shares a word with the question")
         labels = [str(i) for i in range(len(found) + 1)]
         logprobs = self.inner.first_token_logprobs(sel, labels)
-        best = 1 + max(range(len(found)), key=lambda i: logprobs[i + 1])
+        weight = self.abstain_threshold.prior_weight if self.abstain_threshold is not None else 0.0
+        best = 1 + max(range(len(found)), key=lambda i: logprobs[i + 1] + weight * found[i].prior)
         if self.abstain_threshold is not None:  # fitted on the SFT eval split: the model's own choice does not decide
             if logprobs[0] >= self.abstain_threshold.for_question(prompt.question):
                 return Choice(found, logprobs, 0, "the model's readiness to answer none is above the fitted threshold")
