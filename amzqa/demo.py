@@ -183,7 +183,14 @@ def stage_ask(dirs: DemoDirs, progress: bool | None) -> None:
 
 
 def citations(answer) -> str:
-    return ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ''}" for c in answer.citations) or "-"
+    """The citations, then what was removed and what the catalog does say (the check's decisions, shown)."""
+    out = ", ".join(f"[{c.marker}] {c.uid}{' (attributed)' if c.attributed else ' (re-attributed)' if c.reattributed else ''}"
+                    for c in answer.citations) or "-"
+    if answer.unsupported:
+        out += f"; removed {len(answer.unsupported)} sentence(s) no source says: {answer.unsupported[0][:70]!r}"
+    if answer.evidence is not None:
+        out += f"; the catalog does say: {answer.evidence.sentence[:90]!r} [{answer.evidence.marker}]"
+    return out
 
 
 def sft_config(dirs: DemoDirs):

@@ -18,7 +18,7 @@ ISA = ("avx2", "fma", "f16c")  # plus every avx512* and amx* flag the CPU has
 RECIPES = (("configs/train/mistral-7b-instruct-v0.3-qlora.yaml", 20.0),
            ("configs/train/phi-3-mini-4k-instruct-qlora.yaml", 12.0),
            ("configs/train/tinyllama-1.1b-chat-qlora.yaml", 6.0))
-CPU_RECIPE = "configs/train/smollm2-135m-qlora.yaml"
+CPU_RECIPE = "configs/train/smollm2-135m-select.yaml"  # evidence selection, LoRA on fp32 (4-bit saves no CPU time)
 ENGINES = {"openvino_genai": "openvino-genai (in-process CPU engine)", "xllamacpp": "xllamacpp (llama.cpp server)",
            "vllm": "vllm (in this environment)", "flash_attn": "flash-attn (padding-free training)",
            "bitsandbytes": "bitsandbytes (QLoRA NF4)"}
@@ -77,8 +77,7 @@ class Machine:
                     return path, f"a GPU with {best:.0f} GiB (>= {need:.0f} GiB)"
             return CPU_RECIPE, f"the largest GPU has {best:.0f} GiB, under the {RECIPES[-1][1]:.0f} GiB TinyLlama needs"
         why = "no CUDA GPU" if not self.gpus else "bitsandbytes' GPU kernels do not load"
-        return CPU_RECIPE, why + ("" if self.bnb_cpu is not False else "; bitsandbytes cannot run here either: "
-                                  "set load_in_4bit: false")
+        return CPU_RECIPE, why + " (train it on amzqa sft-data --target select)"
 
 
 def _version(dist: str) -> str | None:

@@ -238,7 +238,8 @@ def best_evidence(question: str, products: list[Product] | tuple[Product, ...]) 
         title = asked & content_words(product.title)
         for s in split_sentences(product.content) if product.content else []:
             shared = len(asked & (title | content_words(s)))
-            score = shared + 0.5 * len(asked & content_words(s)) + 2 * (shared > 0) * answers(s, kinds) - 0.01 * n
+            # the product named counts first (its title words twice), then the sentence's own words and fact kind
+            score = shared + len(title) + 0.5 * len(asked & content_words(s)) + 2 * (shared > 0) * answers(s, kinds) - 0.01 * n
             if score > best_score:
                 best, best_score = (n, s), score
     return best

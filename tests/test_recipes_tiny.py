@@ -227,7 +227,7 @@ def test_doctor_reports_this_machine_and_a_recipe():
     assert facts["isa"] == cpu_info()[1] and facts["cores"] >= 1 and facts["torch"].startswith("2.")
     assert facts["bnb_cpu"] == bitsandbytes_runs("cpu")[0] is True
     assert bitsandbytes_runs("meta")[0] is False  # a device without kernels: reported, never raised
-    expected = "configs/train/smollm2-135m-qlora.yaml" if not facts["gpus"] else facts["recipe"]
+    expected = "configs/train/smollm2-135m-select.yaml" if not facts["gpus"] else facts["recipe"]
     assert facts["recipe"] == expected and (ROOT / facts["recipe"]).is_file()
     text = subprocess.run([sys.executable, "-m", "amzqa", "doctor"], capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
     assert "ISA:" in text and "recipe:" in text and "bitsandbytes NF4" in text

@@ -24,6 +24,7 @@ from typing import Any
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
+from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM
 from amzqa.layout import MANIFEST, SFT_DATASET, SFT_FORMAT, SFT_HELDOUT
 from amzqa.progress import bar
 from amzqa.prompt import (
@@ -36,7 +37,6 @@ from amzqa.prompt import (
     sanitize,
     template_fingerprint,
 )
-from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM
 from amzqa.questions import content_question, fact_questions, title_question
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key

@@ -357,7 +357,7 @@ METRIC_LABELS = {
     "confidently_wrong": "answers without stating the fact (confidently wrong)",
     "rouge_l": "ROUGE-L vs gold", "chrf": "chrF vs gold", "embedding_similarity": "embedding sim. to gold",
     "cites_gold": "cites the gold source", "cites_only_given": "cites only given sources",
-    "support": "shown sentences supported by their source",
+    "support": "sentences supported by their cited source (a refusal counts 0)",
     "citation_recall": "citation recall (ALCE, as written)", "citation_precision": "citation precision (ALCE, as written)",
     "abstain_precision": "abstention precision", "abstain_recall": "abstention recall", "abstain_accuracy": "abstention accuracy",
     "answer_words": "answer length (words)", "latency_s": "latency (s)",
