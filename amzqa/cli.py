@@ -381,7 +381,9 @@ def run_child(cmd: list[str], **popen) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # Both signals explicitly: a process started in the background by a shell inherits SIGINT ignored, and Python
+    # keeps it so; a server wrapper must still stop on `kill -INT`, as uvicorn and vLLM do.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -393,7 +395,8 @@ def run_child(cmd: list[str], **popen) -> int:
             proc.wait()
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -50,13 +50,13 @@ def selecting(hf_generator):
 
 
 def test_the_answer_is_a_candidate_sentence_cited_to_its_source(selecting):
-    prompt = build_prompt("is the castiron skillet dishwasher safe?", [SPEAKER, SKILLET])
+    prompt = build_prompt("tell me about the castiron skillet seasoning", [SPEAKER, SKILLET])
     choice = selecting.choose(prompt)
     assert len(choice.logprobs) == len(choice.candidates) + 1 and all(lp < 0 for lp in choice.logprobs)
     text = selecting.generate(prompt)
     if choice.chosen:
         c = choice.candidates[choice.chosen - 1]
-        assert text.startswith(c.sentence.rstrip(".!?")) and text.endswith(f"[{c.source}].")
+        assert text.startswith(c.sentence.rstrip(".!?")) and f"[{c.source}]" in text
         checked = check(text, [SPEAKER, SKILLET], prompt.question)  # supported by construction
         assert not checked.abstained and not checked.unsupported
     else:

@@ -37,7 +37,7 @@ def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
     ab = [e for e in ds["train"] if e["abstain"]]
     assert ab and all(e["completion"][0]["content"] == ABSTAIN_MESSAGE and e["uid"] not in e["source_uids"] for e in ab)
     assert man["prompt"] == {"k": 2, "excerpt_chars": 80, "system_sha256": man["prompt"]["system_sha256"],
-                             "template": template_fingerprint()}
+                             "template": template_fingerprint(), "target": "answer"}
     assert 0.1 < man["counts"]["abstain"] / (man["counts"]["train"] + man["counts"].get("eval", 0)) < 0.45
 
 

@@ -67,6 +67,7 @@ def test_states_fact_needs_every_word_numbers_and_negations():
 
 def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, tmp_path):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown
+    from amzqa.prompt import ABSTAIN_MESSAGE
     from amzqa.generation import ExtractiveGenerator
 
     cfg = GenerationEvalConfig(artifacts=sample_artifacts, questions=FACTS, bootstrap=20)
@@ -80,6 +81,15 @@ def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, t
     assert 0 < stats["states_answer"]["value"] <= 1 and stats["refused"]["value"] < 0.5
     text = markdown(report)
     assert "questions from" in text and str(FACTS) in text and "| states the reference fact |" in text
+    # QA's relevance gate, applied as QA.ask applies it: the lawn mower (absent) is stopped before any generation
+    mower = next(r for r in rows if "lawn mower" in r["question"])
+    assert mower["abstained"] and mower["raw"] == ABSTAIN_MESSAGE
+    ungated = evaluate_generation(cfg.replace(gate=False), rset=retrievers, progress=False,
+                                  systems=[("extractive", ExtractiveGenerator())])
+    gated_rows = [r for r in rows if r["should_abstain"] and r["abstained"]]
+    ungated_rows = [r for r in ungated["rows"]["extractive"] if r["should_abstain"] and r["abstained"]]
+    assert len(gated_rows) >= len(ungated_rows)
+    assert all(r.get("lost") != "the relevance gate stopped it" for r in ungated["rows"]["extractive"])
 
 
 def test_cli_evaluates_retrieval_on_user_questions(sample_artifacts, tmp_path):

@@ -56,6 +56,8 @@ class GenerationEvalConfig(Config):
     excerpt_chars: int | None = doc("Description characters per source; null as for k (else 300).", None)
     max_new_tokens: int = doc("Generation budget per answer.", 96)
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
+    gate: bool = doc("With questions: apply QA's calibrated relevance gate as QA.ask does (a question it stops is "
+                     "abstained on by every system, and a lost answerable one is attributed to it).", True)
     abstention_auc: bool = doc("Also score log P(abstention message) on every case for the threshold-free abstention "
                                "AUC (one more prompt pass per case and system).", True)
     language: str = doc("Question language: en; pt = each question machine-translated to Portuguese (Bergamot en->pt) "
@@ -83,6 +85,7 @@ class Case:
     gold_position: int  # 1-based position of the product asked about among the sources; 0 = not among them
     should_abstain: bool | None = None  # None: abstain exactly when the product is not among the sources
     fact: str = ""  # the user's short reference answer: does the answer state it?
+    gated: bool = False  # QA's relevance gate stops it: every system abstains without generating
 
     def __post_init__(self) -> None:
         if self.should_abstain is None:
@@ -105,6 +108,14 @@ def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
         reference = q.answer or (store.by_uid(q.product_uid).content if q.product_uid else "")
         cases.append(Case(q.question, q.product_uid, reference, sources, position, should_abstain=q.should_abstain,
                           fact=q.answer or ""))
+    if cfg.gate:  # as QA.ask: the relevance threshold calibrated on calibration products for this prompt shape
+        from amzqa.generation import ExtractiveGenerator
+        from amzqa.pipeline import QA, QAConfig
+
+        qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en"))
+        for case in cases:
+            hits = rset.hybrid.retrieve(case.question, k)
+            case.gated = qa.relevance(case.question, hits) < qa.config.abstain_threshold
     return cases
 
 
@@ -198,7 +209,8 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
                    **({"cites_gold": 0.0} if case.gold_position else {}),
                    **({"states_answer": 0.0, "stated_and_cited": 0.0, "confidently_wrong": 0.0} if case.fact else {}))
         if case.fact:
-            row["lost"] = "retrieval missed the product" if not case.gold_position else "refused"
+            row["lost"] = ("retrieval missed the product" if not case.gold_position
+                           else "the relevance gate stopped it" if case.gated else "refused")
         return row
     if case.gold_text:
         row["rouge_l"] = rouge_l(text, case.gold_text)
@@ -315,7 +327,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
         rows = []
         for case, question in zip(bar(progress, iterable=cases, desc=f"eval {name}", unit="q"), asked):
             t = time.perf_counter()
-            raw = gen.generate(build_prompt(question, case.sources, excerpt))
+            raw = ABSTAIN_MESSAGE if case.gated else gen.generate(build_prompt(question, case.sources, excerpt))
             rows.append(score_answer(case, raw, time.perf_counter() - t))
             release_heap()  # without it glibc's heap grows over the questions (make demo's 74 fact questions: +104 MiB peak)
             if cfg.language == "pt" and not rows[-1]["abstained"]:
@@ -425,8 +437,10 @@ def markdown(report: dict[str, Any]) -> str:
     lost = {n: [r.get("lost") for r in report["rows"][n] if r.get("lost")] for n in names} if "rows" in report else {}
     if any(lost.values()):
         causes = sorted({c for v in lost.values() for c in v})
-        lines += ["", "**Where answerable fact questions were lost** (count of questions; the relevance gate is not "
-                  "applied here: every system answers from the same retrieved sources):", "",
+        gate = "QA's relevance gate applied as in QA.ask" if report["config"].get("gate") and report.get("questions_file") \
+            else "no relevance gate"
+        lines += ["", f"**Where answerable fact questions were lost** (count of questions; {gate}; every system answers "
+                  "from the same retrieved sources):", "",
                   "| cause | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {c} | " + " | ".join(str(lost[n].count(c)) for n in names) + " |" for c in causes]
     lines += ["", "## Example answers"]

@@ -59,7 +59,10 @@ def chrf(candidate: str, reference: str) -> float:
 
 
 def chrf_signature() -> str:
-    return str(_chrf_metric().get_signature())
+    metric = _chrf_metric()
+    if getattr(metric, "_ref_cache", None) is None and getattr(metric, "num_refs", None) in (None, -1):
+        metric.sentence_score("a", ["a"])  # sacrebleu states the reference count only once it has scored a pair
+    return str(metric.get_signature())
 
 
 _KEEP = frozenset({"no", "not"})  # negations are part of a fact ("not dishwasher safe", "pump not included")
