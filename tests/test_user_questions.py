@@ -67,8 +67,8 @@ def test_states_fact_needs_every_word_numbers_and_negations():
 
 def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, tmp_path):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown
-    from amzqa.prompt import ABSTAIN_MESSAGE
     from amzqa.generation import ExtractiveGenerator
+    from amzqa.prompt import ABSTAIN_MESSAGE
 
     cfg = GenerationEvalConfig(artifacts=sample_artifacts, questions=FACTS, bootstrap=20)
     report = evaluate_generation(cfg, rset=retrievers, progress=False, systems=[("extractive", ExtractiveGenerator())])
