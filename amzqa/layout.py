@@ -33,3 +33,24 @@ SFT_HELDOUT = "heldout.json"
 ADAPTER_PROVENANCE = "amzqa_adapter.json"
 ABSTENTION_CALIBRATION = "amzqa_abstention.json"
 EXPORT_MANIFEST = "amzqa_export.json"
+
+
+def trained_prompt(folder) -> dict:
+    """The prompt an adapter (or a merged/exported model of one) was trained on, as its SFT data recorded it
+    (``k``, ``excerpt_chars``, ``target``...): from the adapter's provenance or an export's manifest; {} if none."""
+    import json
+    from pathlib import Path
+
+    if not folder:
+        return {}
+    folder = Path(folder)
+    try:
+        if (folder / ADAPTER_PROVENANCE).is_file():
+            prov = json.loads((folder / ADAPTER_PROVENANCE).read_text())
+        elif (folder / EXPORT_MANIFEST).is_file():
+            prov = json.loads((folder / EXPORT_MANIFEST).read_text()).get("adapter_provenance") or {}
+        else:
+            return {}
+    except (OSError, ValueError):
+        return {}
+    return prov.get("data", {}).get("prompt", {}) or {}

@@ -331,17 +331,9 @@ class Asked:
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:
     """The prompt shape (k, excerpt_chars) an adapter was trained on, from its folder or from an export of it."""
-    from amzqa.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST
+    from amzqa.layout import trained_prompt
 
-    if not adapter:
-        return {}
-    if (Path(adapter) / ADAPTER_PROVENANCE).is_file():
-        prov = json.loads((Path(adapter) / ADAPTER_PROVENANCE).read_text())
-    elif (Path(adapter) / EXPORT_MANIFEST).is_file():
-        prov = json.loads((Path(adapter) / EXPORT_MANIFEST).read_text()).get("adapter_provenance") or {}
-    else:
-        return {}
-    prompt = prov.get("data", {}).get("prompt", {})
+    prompt = trained_prompt(adapter)
     return {k: prompt[k] for k in ("k", "excerpt_chars") if k in prompt}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
-from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM
+from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM, cite
 from amzqa.layout import MANIFEST, SFT_DATASET, SFT_FORMAT, SFT_HELDOUT
 from amzqa.progress import bar
 from amzqa.prompt import (
@@ -92,14 +92,6 @@ class SFTDataConfig(Config):
             raise ConfigError(f"target must be answer or select, got {self.target!r}")
         if not 1 <= self.select_candidates <= 8:
             raise ConfigError("select_candidates must be between 1 and 8")
-
-
-def cite(sentence: str, n: int) -> str:
-    """Put the marker before the closing punctuation: 'Boils fast.' -> 'Boils fast [1].'"""
-    sentence = sentence.strip()
-    if sentence and sentence[-1] in ".!?":
-        return f"{sentence[:-1].rstrip()} [{n}]{sentence[-1]}"
-    return f"{sentence} [{n}]."
 
 
 def product_name(title: str, limit: int = 80) -> str:

@@ -77,7 +77,7 @@ def selection_prompt(question: str, products, limit: int = MAX_CANDIDATES) -> tu
 
 
 def cite(sentence: str, n: int) -> str:
-    """'Boils fast.' -> 'Boils fast [1].'"""
+    """Put the marker before the closing punctuation: 'Boils fast.' -> 'Boils fast [1].' (SFT targets use it too)."""
     sentence = sentence.strip()
     if sentence and sentence[-1] in ".!?":
         return f"{sentence[:-1].rstrip()} [{n}]{sentence[-1]}"
@@ -164,21 +164,6 @@ def gold_label(question: str, found: list[Candidate], position: int, sentence: s
 def trained_to_select(folder) -> bool:
     """Whether the adapter (or the merged/exported model) in ``folder`` was trained on selection data: such a model
     answers with a label, so it is always used through :class:`SelectingGenerator`."""
-    import json
-    from pathlib import Path
+    from amzqa.layout import trained_prompt
 
-    from amzqa.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST
-
-    if not folder:
-        return False
-    folder = Path(folder)
-    try:
-        if (folder / ADAPTER_PROVENANCE).is_file():
-            prov = json.loads((folder / ADAPTER_PROVENANCE).read_text())
-        elif (folder / EXPORT_MANIFEST).is_file():
-            prov = json.loads((folder / EXPORT_MANIFEST).read_text()).get("adapter_provenance") or {}
-        else:
-            return False
-    except (OSError, ValueError):
-        return False
-    return prov.get("data", {}).get("prompt", {}).get("target") == "select"
+    return trained_prompt(folder).get("target") == "select"
