@@ -8,6 +8,7 @@ from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 
 BACKENDS = ("auto", "hf", "openvino", "openai", "extractive")
+SERVER_KINDS = ("auto", "vllm", "llamacpp", "generic")
 
 
 @dataclasses.dataclass
@@ -51,6 +52,14 @@ class GenerationConfig(Config):
                            "before failing with an error naming the URL and model.", 60.0)
     max_retries: int = doc("backend 'openai': retries of a failed request that has not started streaming "
                            "(connection errors, 5xx, 429), with backoff.", 2)
+    server_kind: str = doc("backend 'openai': the engine that answers, which decides the request's features: vllm "
+                           "(repetition_penalty, the abstention ban, calibrated abstention and evidence selection from "
+                           "log-probabilities), llamacpp (repeat_penalty), generic (plain OpenAI parameters only), or "
+                           "auto = from /v1/models' owned_by (vllm or llamacpp; anything else is generic, with a "
+                           "warning). Behind a proxy such as LiteLLM (owned_by 'openai') name the engine behind it "
+                           "(for vllm the proxy must pass /tokenize and vLLM's extra parameters through, or requests "
+                           "fail with an error).",
+                           "auto")
 
     def __post_init__(self) -> None:
         if self.strategy not in ("generate", "select"):
@@ -69,6 +78,8 @@ class GenerationConfig(Config):
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1; amzqa serve prints it)")
+        if self.server_kind not in SERVER_KINDS:
+            raise ConfigError(f"server_kind must be one of {', '.join(SERVER_KINDS)}, got {self.server_kind!r}")
         if self.timeout_s <= 0 or self.max_retries < 0:
             raise ConfigError("timeout_s must be > 0 and max_retries >= 0")
         if self.threads < 0:

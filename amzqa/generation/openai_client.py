@@ -7,13 +7,17 @@ vLLM answers a wrong LoRA name with the base model, silently (vLLM issue 34186),
 name the model asked for. Calibrated abstention needs log P(abstention message | prompt): on vLLM it comes exactly
 from the raw log-probabilities of the message's tokens on the chat-templated prompt (``/tokenize``; see
 :meth:`OpenAIGenerator.answer_logprob`); servers without them (llama.cpp) leave abstention to the model's own
-greedy choice, with a warning. Every request has a timeout (connect, and between
-streamed pieces) and bounded retries before the first piece; failures raise :class:`GenerationError` naming the
-URL and the model.
+greedy choice, with a warning. Which engine answers (so which of these features a request uses) is
+``server_kind``: named, or ``auto`` = read from ``/v1/models``' ``owned_by``, which a proxy hides (LiteLLM says
+"openai"): an unknown owner is treated as a generic server, with a warning naming the setting. Every request has a
+timeout (connect, and between streamed pieces) and bounded retries before the first piece; failures raise
+:class:`GenerationError` naming the URL and the model.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -34,14 +38,17 @@ class OpenAIGenerator:
         if cfg is None or not cfg.base_url:
             raise ConfigError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1; amzqa serve prints it)")
         try:
-            import httpx
             import openai
         except ImportError:
             raise MissingExtraError("the openai backend needs the client: pip install 'amzqa[serve]' (package openai)") from None
         self.config, self._openai = cfg, openai
+        # Errors of the client's HTTP library (httpx for openai 1.x, httpx2 for 3.x) can escape a stream mid-iteration.
+        libs = [importlib.import_module(m) for m in ("httpx", "httpx2") if importlib.util.find_spec(m)]
+        self._timeouts = tuple(lib.TimeoutException for lib in libs) + (openai.APITimeoutError,)
+        self._http_errors = tuple(lib.HTTPError for lib in libs) + (openai.APIError,)
         self.url = cfg.base_url.rstrip("/")
         self.client = openai.OpenAI(base_url=self.url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
-                                    timeout=httpx.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
+                                    timeout=openai.Timeout(cfg.timeout_s, connect=min(10.0, cfg.timeout_s)),
                                     max_retries=cfg.max_retries)
         served = self._models()
         bases = [m for m in served if not getattr(m, "parent", None)]
@@ -49,13 +56,25 @@ class OpenAIGenerator:
         if self.model not in {m.id for m in served}:
             raise GenerationError(f"{self.url} does not serve model {self.model!r} (it serves: "
                                   f"{', '.join(m.id for m in served)}); refusing rather than getting another model's answer")
-        self.server = getattr(served[0], "owned_by", "") or "unknown"
+        self.owned_by = getattr(next(m for m in served if m.id == self.model), "owned_by", "") or "unknown"
+        self.server = self._server_kind()  # vllm, llamacpp or generic: every feature below branches on it
         self.abstain_threshold = load_threshold(cfg.adapter) if cfg.calibrated_abstention else None
         if self.abstain_threshold is not None and self.server != "vllm":
             log.warning("%s (%s) gives no prompt log-probabilities: calibrated abstention is off, the model's own "
                         "greedy choice decides", self.url, self.server)
             self.abstain_threshold = None
         self._abstain_ids: list[int] | None = None
+
+    def _server_kind(self) -> str:
+        if self.config.server_kind != "auto":
+            return self.config.server_kind
+        if self.owned_by in ("vllm", "llamacpp"):
+            return self.owned_by
+        log.warning("%s says its models are owned by %r, which names no engine (a proxy such as LiteLLM says "
+                    "'openai'): treating it as a generic OpenAI server, so requests go without repetition penalty, "
+                    "abstention ban and calibrated abstention. Set server_kind (--server-kind vllm or llamacpp) to "
+                    "the engine behind it to keep them.", self.url, self.owned_by)
+        return "generic"
 
     # ------------------------------------------------------------ errors
 
@@ -128,7 +147,8 @@ class OpenAIGenerator:
         log-probability reported before the restriction; the prompt is prefix-cached)."""
         if self.server != "vllm":
             raise self._error(f"evidence selection needs label log-probabilities, which this server ({self.server}) "
-                              "does not give; use vLLM (amzqa serve --engine vllm) or an in-process backend")
+                              "does not give; use vLLM (amzqa serve --engine vllm; behind a proxy, server_kind vllm) "
+                              "or an in-process backend")
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(8, len(labels))) as pool:
@@ -184,11 +204,9 @@ class OpenAIGenerator:
             chunks.close()  # an abandoned stream frees its server slot at once
 
     def _iterate(self, chunks):
-        import httpx
-
         try:
             yield from chunks
-        except (httpx.TimeoutException, self._openai.APITimeoutError) as exc:
+        except self._timeouts as exc:
             raise self._error(f"the stream stalled for more than {self.config.timeout_s:g} s", exc) from exc
-        except (httpx.HTTPError, self._openai.APIError) as exc:
+        except self._http_errors as exc:
             raise self._error("the stream broke off (server stopped or connection lost)", exc) from exc
