@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.errors import ArtifactError
+from amzqa.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST, MANIFEST
+
+# Files that mark a folder as one amzqa wrote (beside a ``manifest.json`` whose format starts with "amzqa-"): an
+# adapter's provenance, an export's manifest, a merged or provisioned model's note (amzqa.models.PROVENANCE).
+ARTIFACT_MARKERS = (ADAPTER_PROVENANCE, EXPORT_MANIFEST, "amzqa_model.json")
 
 
 @contextlib.contextmanager
@@ -24,14 +29,59 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     target = Path(target)
     if target.exists() and not overwrite:
         raise ArtifactError(f"{target} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_replaceable(target)  # before any work: a folder amzqa did not write is never replaced
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        check_replaceable(target)  # again: the block may have run for hours; a link or files may have appeared
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     swap_dir(tmp, target)
+
+
+def artifact_marker(folder: str | os.PathLike, markers: tuple[str, ...] = ()) -> str | None:
+    """What marks ``folder`` as an artifact amzqa wrote (a ``manifest.json`` with an amzqa format, one of
+    :data:`ARTIFACT_MARKERS` or of ``markers``, or nothing but ONNX graphs: the embedder's export cache); None if
+    nothing does."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            fmt = json.loads(manifest.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            fmt = None
+        if isinstance(fmt, str) and fmt.startswith("amzqa-"):
+            return f"{MANIFEST} ({fmt})"
+    for name in (*ARTIFACT_MARKERS, *markers):
+        if (folder / name).exists():
+            return name
+    entries = list(folder.iterdir())
+    if entries and all(p.is_file() and p.name.endswith((".onnx", ".onnx.data")) for p in entries):
+        return "ONNX graphs"
+    return None
+
+
+def check_replaceable(target: str | os.PathLike, markers: tuple[str, ...] = ()) -> None:
+    """Refuse to replace or delete ``target`` unless it is absent, an empty folder, or a folder amzqa wrote
+    (:func:`artifact_marker`): ``--overwrite`` with a mistyped ``--out`` must not remove someone's files. A symbolic
+    link is refused too: the swap would replace the link itself with a folder, not what it points to."""
+    target = Path(target)
+    if target.is_symlink():
+        raise ArtifactError(f"{target} is a symbolic link (to {os.readlink(target)}): amzqa replaces a folder with one "
+                            f"rename, which would replace the link itself; give the folder it points to "
+                            f"({target.resolve()}) or remove the link")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ArtifactError(f"{target} is a file, not a folder amzqa wrote; refusing to replace it")
+    if not any(target.iterdir()) or artifact_marker(target, markers):
+        return
+    names = ", ".join((f"{MANIFEST} with an amzqa format", *ARTIFACT_MARKERS, *markers))
+    raise ArtifactError(f"refusing to replace {target}: it is not empty and holds no amzqa artifact (none of {names}); "
+                        "--overwrite replaces only an empty folder or one amzqa wrote. Move its files away or choose "
+                        "another folder")
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -55,6 +105,7 @@ def swap_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
     rename (readers see the old folder or the new one, never none) and then removed; where the filesystem cannot
     exchange, it is moved aside first (a moment without ``target``, never a half-written one)."""
     new, target = Path(new), Path(target)
+    check_replaceable(target)  # the last line of defence for callers that checked nothing (or a link made since)
     if not target.exists():
         os.replace(new, target)
         return

@@ -313,6 +313,9 @@ def export_for_engine(adapter: Path, out: Path) -> Path | None:
     if not openvino_available():
         import shutil
 
+        from amzqa.atomic import check_replaceable
+
+        check_replaceable(out)  # only an export amzqa wrote is removed
         shutil.rmtree(out, ignore_errors=True)  # an earlier run's export is not this adapter's
         print("OpenVINO is not installed: the fine-tuned model answers with the adapter on transformers")
         return None

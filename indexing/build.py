@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from amzqa.atomic import swap_dir, write_json_atomic
+from amzqa.atomic import check_replaceable, swap_dir, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
@@ -199,6 +199,7 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise ArtifactError(f"{out} already exists; pass overwrite (CLI: --overwrite) to replace it")
+    check_replaceable(out)  # before hours of embedding, not at the final swap
     started = time.perf_counter()
     timings: dict[str, float] = {}
     corpus = open_corpus(cfg.corpus, verify=True)

@@ -1,15 +1,19 @@
 """Each GPU recipe's code path on this CPU, with a tiny randomly initialised model of the recipe's architecture
-(Mistral with its sliding window, Llama as TinyLlama, Phi-3 with fused projections): the real tokenizer files minus
-their chat template (so the recipe's shipped template is used), the recipe loaded as it ships with only the model,
+(Mistral with its sliding window, Llama as TinyLlama, Phi-3 with fused projections): real tokenizer files carrying
+the real model's own chat template (Mistral-7B-Instruct-v0.3's is not prefix-stable: the recipe's shipped template
+must replace it), the recipe loaded as it ships with only the model,
 the sizes and the GPU-only settings (device, optimiser, bf16) overridden; then train -> adapter with provenance ->
 merge -> QA answers -> generation evaluation."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.test_chat_templates import MISTRAL_V03, PHI3, TINYLLAMA
 
 ARCHITECTURES = {
     "mistral-7b-instruct-v0.3-qlora.yaml": ("MistralConfig", {"num_key_value_heads": 2, "sliding_window": 64}),
@@ -17,6 +21,8 @@ ARCHITECTURES = {
     "tinyllama-1.1b-chat-qlora.yaml": ("LlamaConfig", {"num_key_value_heads": 1, "hidden_size": 128, "intermediate_size": 256}),
     "phi-3-mini-4k-instruct-qlora.yaml": ("Phi3Config", {"num_key_value_heads": 4}),
 }
+OWN_TEMPLATES = {"mistral-7b-instruct-v0.3-qlora.yaml": MISTRAL_V03, "tinyllama-1.1b-chat-qlora.yaml": TINYLLAMA,
+                 "phi-3-mini-4k-instruct-qlora.yaml": PHI3}  # what each real model's tokenizer carries
 CPU_OVERRIDES = {"device": "cpu", "bf16": False, "optim": "adamw_torch", "max_steps": 8, "per_device_train_batch_size": 2,
                  "gradient_accumulation_steps": 1, "max_length": 512, "save_steps": 100, "eval_steps": 0,
                  "logging_steps": 1, "calibrate_abstention": False, "warmup_ratio": 0.0}
@@ -28,7 +34,7 @@ def tiny_checkpoint(recipe: str, folder) -> str:
     from amzqa.models import default_generator_path
 
     tok = transformers.AutoTokenizer.from_pretrained(default_generator_path())
-    tok.chat_template = None  # like a base whose files carry no template: the recipe's shipped one must be used
+    tok.chat_template = OWN_TEMPLATES[recipe]  # like the real base's files: the recipe's shipped template must win
     config_name, extra = ARCHITECTURES[recipe]
     sizes = {"hidden_size": 64, "intermediate_size": 128, **extra}
     config = getattr(transformers, config_name)(
@@ -48,6 +54,7 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from amzqa.chat import load_template
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation
     from amzqa.generation import GenerationConfig, HFGenerator
     from amzqa.pipeline import QA
@@ -62,6 +69,7 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
     trainer, facts = build_trainer(cfg, progress=False)
     # The recipe's settings reached the trainer (a silent fallback would be a failure).
     assert facts["chat_template"] == shipped.chat_template
+    assert trainer.processing_class.chat_template == load_template(shipped.chat_template)  # over the model's own
     assert trainer.args.learning_rate == shipped.learning_rate and trainer.args.lr_scheduler_type.value == shipped.lr_scheduler_type
     assert trainer.args.gradient_checkpointing == shipped.gradient_checkpointing
     peft_cfg = trainer.model.peft_config["default"]
@@ -109,6 +117,22 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
     assert report["n_questions"] == 4 and "tiny" in report["systems"]
 
 
+def test_a_base_whose_own_template_is_not_prefix_stable_is_refused_at_train_start(sft_dir, tmp_path):
+    """The Mistral recipe without its chat_template: the base's own (v0.3) template would shift trl's completion
+    mask, so the trainer is not even built; the message names the model and the template."""
+    from amzqa.errors import ConfigError
+    from training.config import TrainConfig
+    from training.train import build_trainer
+
+    base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
+    shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / "mistral-7b-instruct-v0.3-qlora.yaml")
+    cfg = shipped.replace(model=base, data=sft_dir, out=tmp_path / "run", chat_template=None, **CPU_OVERRIDES)
+    with pytest.raises(ConfigError, match=f"{re.escape(base)}: its own chat template renders the prompt differently once an "
+                                          "answer follows it.*chat_template: mistral"):
+        build_trainer(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     """``accelerate launch`` with the shipped DDP config (2 processes; over gloo on this CPU, NCCL on GPUs): both ranks
     train on halves of each global batch, rank 0 alone clears the run folder and writes the adapter, and the first
@@ -125,7 +149,8 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
               "--mixed_precision", "no", "-m", "amzqa", "train"]  # the config's bf16 is for GPUs
     (tmp_path / "ddp").mkdir()
-    (tmp_path / "ddp" / "stale.txt").write_text("from an earlier run")  # --overwrite: cleared once, by rank 0
+    (tmp_path / "ddp" / "train_config.yaml").write_text("model: earlier\n")  # an earlier run's folder: --overwrite
+    (tmp_path / "ddp" / "stale.txt").write_text("from an earlier run")  # may replace it; cleared once, by rank 0
     ddp = subprocess.run(launch + common + ["--out", str(tmp_path / "ddp"), "--per-device-train-batch-size", "2"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]

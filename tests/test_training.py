@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -289,6 +290,8 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
     labels = set(load_from_disk(str(sft_dir / "dataset"))["eval"]["abstain"])
     result = calibrate_abstention(adapter, sft_dir, uncalibrated)
     assert (result is not None) == (labels == {True, False}) == (adapter / ABSTENTION_CALIBRATION).is_file()
+    shows = list(load_from_disk(str(sft_dir / "dataset"))["eval"]["shows_fact"])  # never gated at inference: not fitted on
+    assert result is None or result["eval_examples"] == shows.count(False)
 
     ready = uncalibrated.answer_logprob(prompt, ABSTAIN_MESSAGE)
     for threshold, abstains in ((ready - 1.0, True), (ready + 1.0, False)):
@@ -433,3 +436,94 @@ def test_base_model_keywords_put_each_rank_on_its_own_gpu_and_store_nf4_in_the_c
         assert kw["attn_implementation"] == "flash_attention_2"
     cpu = base_load_kwargs(TrainConfig(bf16=False), "cpu", "length_grouped")
     assert "device_map" not in cpu and cpu["quantization_config"].bnb_4bit_quant_storage == torch.uint8
+
+
+def test_no_sft_prompt_shows_a_heldout_product(sft_dir):
+    """Held-out products (the evaluation's) appear in no example: not as the gold, not as a distractor, not as an
+    abstention example's source."""
+    from datasets import load_from_disk
+
+    from amzqa.split import is_heldout
+
+    man = json.loads((sft_dir / "manifest.json").read_text())
+    rate = man["config"]["heldout_rate"]
+    heldout = set(json.loads((sft_dir / "heldout.json").read_text())["uids"])
+    ds = load_from_disk(str(sft_dir / "dataset"))
+    examples = [e for split in ds for e in ds[split]]
+    shown = {u for e in examples for u in e["source_uids"]}
+    assert heldout and shown and not shown & heldout, sorted(shown & heldout)[:5]
+    assert not any(is_heldout(u, rate) for u in shown)
+    # ...and the prompts still carry k sources where the index has enough products (the pool makes room for them)
+    answered = [e for e in examples if not e["abstain"]]
+    assert sum(len(e["source_uids"]) == man["prompt"]["k"] for e in answered) >= 0.9 * len(answered)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 3.0, -0.1])
+def test_warmup_ratio_must_be_a_share_of_the_steps(ratio):
+    """transformers v5 reads warmup_steps >= 1 as a number of steps: a ratio of 1 or more would silently change
+    meaning (and negative is nonsense)."""
+    with pytest.raises(ConfigError, match=r"warmup_ratio .* \[0, 1\)"):
+        TrainConfig(warmup_ratio=ratio)
+    with pytest.raises(ConfigError, match="warmup_ratio"):
+        TrainConfig().replace(warmup_ratio=ratio)
+    assert TrainConfig(warmup_ratio=0.0).warmup_ratio == 0.0 and TrainConfig(warmup_ratio=0.99).warmup_ratio == 0.99
+
+
+def test_a_run_resumes_only_with_its_own_data_recipe_and_base(sft_dir, sample_corpus, sample_artifacts, retrievers,
+                                                              tmp_path):
+    """Train 2 steps on SFT set A; the same folder with set B (or another recipe) is refused, naming --overwrite,
+    before the base model loads and without touching the run; with A it resumes; --overwrite starts B afresh."""
+    import time
+
+    from tests.test_recipes_tiny import tiny_checkpoint
+    from training.train import RUN_KEY, adapter_provenance, read_log, train
+
+    base = tiny_checkpoint("tinyllama-1.1b-chat-qlora.yaml", tmp_path / "base")  # a tiny Llama: seconds per run
+    other = tmp_path / "sft-b"
+    build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=other, k=2, excerpt_chars=80,
+                                 max_products=12, questions_per_product=1, fact_questions_per_product=0, seed=1,
+                                 eval_fraction=0.0), retrievers=retrievers)
+    cfg = TrainConfig(model=base, chat_template="zephyr", data=sft_dir, out=tmp_path / "run", max_steps=2,
+                      per_device_train_batch_size=2, save_steps=2, logging_steps=1, eval_steps=0, max_length=512,
+                      device="cpu", load_in_4bit=False, double_quant=False, lora_r=4, lora_alpha=8, warmup_ratio=0.0,
+                      calibrate_abstention=False)
+    prov_a = train(cfg, progress=False)
+    key = json.loads((cfg.out / RUN_KEY).read_text())
+    assert prov_a["steps"] == 2 and key["parts"]["data_checksum"] == prov_a["data"]["checksum"]
+    before = {p: p.stat().st_mtime_ns for p in cfg.out.rglob("*") if p.is_file()}
+
+    for changed, what in ((cfg.replace(data=other), "data_checksum"), (cfg.replace(lora_r=8), "recipe.lora_r")):
+        started = time.perf_counter()
+        with pytest.raises(ConfigError, match=f"holds another run \\(changed: {re.escape(what)}\\).*--overwrite"):
+            train(changed, progress=False)
+        assert time.perf_counter() - started < 10  # refused before the base model loads
+    assert {p: p.stat().st_mtime_ns for p in cfg.out.rglob("*") if p.is_file()} == before  # nothing written
+    assert adapter_provenance(cfg.out / "adapter")["data"]["checksum"] == prov_a["data"]["checksum"]
+
+    prov = train(cfg.replace(max_steps=3), progress=False)  # the same run, extended: resumed from checkpoint-2
+    assert prov["steps"] == 3
+    steps = [int(r["step"]) for r in read_log(cfg.out) if r["loss"]]
+    assert steps == [1, 2, 3]  # one log, steps 1-2 not trained again
+
+    prov_b = train(cfg.replace(data=other, max_steps=1, overwrite=True), progress=False)
+    assert prov_b["steps"] == 1 and prov_b["data"]["checksum"] != prov_a["data"]["checksum"]
+    assert [int(r["step"]) for r in read_log(cfg.out) if r["loss"]] == [1]  # a new log, not appended to A's
+    assert json.loads((cfg.out / RUN_KEY).read_text())["parts"]["data_checksum"] == prov_b["data"]["checksum"]
+
+
+def test_train_refuses_a_folder_it_did_not_write(sft_dir, tmp_path):
+    """--overwrite on a folder that is not an amzqa run (a mistyped --out) is refused and the folder kept; without
+    --overwrite a non-empty folder that is not a run is refused too (a later --overwrite would then remove it)."""
+    from amzqa.errors import ArtifactError
+    from training.train import train
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    cfg = TrainConfig(data=sft_dir, out=folder, max_steps=1, device="cpu", calibrate_abstention=False)
+    with pytest.raises(ArtifactError, match=f"refusing to replace {re.escape(str(folder))}: it is not empty and holds no "
+                                            "amzqa artifact"):
+        train(cfg.replace(overwrite=True), progress=False)
+    with pytest.raises(ConfigError, match="is not empty and is not an amzqa run folder"):
+        train(cfg, progress=False)
+    assert (folder / "keep.txt").read_text() == "mine" and sorted(p.name for p in folder.iterdir()) == ["keep.txt"]

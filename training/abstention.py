@@ -71,7 +71,8 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     if "eval" not in dataset:
         log.warning("no eval split in %s: abstention left to the model's own choice", data)
         return None
-    examples = list(dataset["eval"])
+    # The population the gate is applied to: inference skips it where the prompt shows the fact asked for.
+    examples = [e for e in dataset["eval"] if not e.get("shows_fact")]
     labels = [bool(e["abstain"]) for e in examples]
     if all(labels) or not any(labels):
         log.warning("the eval split of %s needs both abstention and answerable examples to calibrate", data)

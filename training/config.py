@@ -11,6 +11,11 @@ from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 
 BATCHING = ("auto", "padded", "length_grouped", "padding_free")
+# Settings outside a run's identity (training.train.run_key): where it is written, whether to resume or start over,
+# how far it goes (a resumed run may extend it), what it logs and saves, and the device (the same run may move). The
+# data path and base model name are replaced by the data's checksum and the model's fingerprint.
+NOT_IDENTITY = ("model", "data", "out", "overwrite", "resume", "max_steps", "num_train_epochs", "eval_steps",
+                "save_steps", "logging_steps", "calibrate_abstention", "device")
 
 
 @dataclasses.dataclass
@@ -26,8 +31,9 @@ class TrainConfig(Config):
     lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r).", 32)
     lora_dropout: float = doc("Dropout on the LoRA path.", 0.05)
     target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
-    chat_template: str | None = doc("Chat template used when the base model's tokenizer has none: mistral, zephyr, phi3 "
-                                    "(shipped, amzqa/chat_templates/) or a .jinja file; the adapter's tokenizer keeps it.", None)
+    chat_template: str | None = doc("Chat template to train with, in place of the base model's own: mistral, zephyr, phi3 "
+                                    "(shipped, amzqa/chat_templates/) or a .jinja file; the adapter's tokenizer keeps it. "
+                                    "None = the model's own, refused if its prompt is not a prefix of its training text.", None)
     batching: str = doc("auto (padding_free with FlashAttention, else length_grouped), padded (trl's default), "
                         "length_grouped (padded batches of similar length), padding_free (flattened, position ids).", "auto")
     answer_only_head: bool = doc("Run the LM head and loss only where the next token is an answer token (same loss and "
@@ -60,6 +66,8 @@ class TrainConfig(Config):
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise ConfigError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if not 0 <= self.warmup_ratio < 1:  # transformers reads warmup_steps >= 1 as a number of steps
+            raise ConfigError(f"warmup_ratio is a share of the steps and must be in [0, 1), got {self.warmup_ratio}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
         if self.double_quant and not self.load_in_4bit:
@@ -74,6 +82,10 @@ class TrainConfig(Config):
             raise ConfigError(f"bf16 must be true, false or auto, got {self.bf16!r}")
         if self.device == "cpu" and self.optim.startswith("paged_"):
             raise ConfigError("paged optimizers need a GPU; this recipe says device: cpu")
+
+    def identity(self) -> dict:
+        """The settings that make a run what it is (see NOT_IDENTITY for those left out)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
 
     def check_machine(self) -> str:
         """The device to train on; refuses GPU-only options on a machine without CUDA, with a clear message."""

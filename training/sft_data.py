@@ -7,7 +7,7 @@ drawn from the product's own description, citing its ``[n]``. Fact questions (an
 instructions... see :mod:`amzqa.facts`) are answered with the description sentence that states the fact, so the
 model learns to answer the question asked rather than to recite the description. A share of examples (default 20%) leave the
 product out: their target is the abstention message. Products are split train/eval by product; held-out
-products (the evaluation split) are never used.
+products (the evaluation split) are never used: not as golds, nor as distractors or abstention sources.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from amzqa.prompt import (
     excerpt,
     focused_excerpt,
     sanitize,
+    shows_asked_fact,
     template_fingerprint,
 )
 from amzqa.questions import content_question, fact_questions, title_question
@@ -172,6 +174,8 @@ def _example(q, gold: Product, sources: list[Product], position: int, target: st
         "completion": [{"role": "assistant", "content": target}],
         "question": q.text, "kind": q.kind, "uid": gold.uid, "gold_position": position,
         "abstain": position == 0, "source_uids": [p.uid for p in sources],
+        # Calibrated abstention never gates a prompt that shows the asked fact, so its threshold is fitted without them.
+        "shows_fact": shows_asked_fact(prompt),
     }
 
 
@@ -197,14 +201,17 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
     if cfg.max_products:
         eligible = eligible[: cfg.max_products]
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    pool = cfg.k + 3 + math.ceil((cfg.k + 3) * cfg.heldout_rate)  # room for the held-out hits left out
     for row in bar(progress, iterable=sorted(eligible), desc="sft examples", unit="product"):
         gold = store.get(row)
         questions = [(content_question(gold, r) if j % 2 else None) or title_question(gold, r)
                      for j in range(cfg.questions_per_product)]
         for q in questions + fact_questions(gold, r, cfg.fact_questions_per_product):
             key = title_key(gold.title)
-            hits = rset.hybrid.retrieve(q.text, k=cfg.k + 3)
-            negatives = [h.product for h in hits if h.uid != gold.uid and title_key(h.product.title) != key]
+            hits = rset.hybrid.retrieve(q.text, k=pool)
+            # Held-out products stay out of every prompt (the evaluation scores exactly those), distractors included.
+            negatives = [h.product for h in hits if h.uid != gold.uid and title_key(h.product.title) != key
+                         and not is_heldout(h.uid, cfg.heldout_rate)]
             abstain = r.random() < cfg.abstain_fraction
             split = "eval" if in_eval_split(gold.uid, cfg.eval_fraction) else "train"
             if abstain:

@@ -1,14 +1,17 @@
 """``amzqa train``: QLoRA fine-tuning with trl's SFTTrainer + peft LoRA (all linear layers) + bitsandbytes NF4.
 
-Loss is on the answer tokens only (prompt-completion data; every batch is checked to hold unmasked labels, so a
-template mismatch cannot silently train on nothing). Outputs in ``out``: ``adapter/`` (safetensors, tokenizer,
-``amzqa_adapter.json`` provenance), ``train_log.csv``, ``train_config.yaml``, ``checkpoints/`` (resume).
+Loss is on the answer tokens only (prompt-completion data; a chat template whose prompt is not a prefix of the
+training text is refused before training, and every batch is checked to hold unmasked labels, so a template mismatch
+cannot silently train on nothing). Outputs in ``out``: ``adapter/`` (safetensors, tokenizer, ``amzqa_adapter.json``
+provenance), ``train_log.csv``, ``train_config.yaml``, ``checkpoints/`` (resume), ``amzqa_run.json`` (the run's
+identity: a run resumes only with the same data, recipe and base model).
 """
 
 from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -18,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.allocator import mimalloc_loaded, release_heap
-from amzqa.atomic import atomic_dir, write_json_atomic, write_text_atomic
-from amzqa.chat import ensure_chat_template
+from amzqa.atomic import atomic_dir, check_replaceable, write_json_atomic, write_text_atomic
+from amzqa.chat import check_prompt_prefix, ensure_chat_template, load_template
 from amzqa.errors import ConfigError
 from amzqa.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
@@ -27,6 +30,8 @@ from amzqa.optional import require
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+RUN_KEY = "amzqa_run.json"  # beside the checkpoints: the data, recipe and base model the run was started with
+RUN_MARKERS = (RUN_KEY, "train_config.yaml", "train_log.csv")  # a run folder (--overwrite may replace it)
 
 
 class LabelGuard:
@@ -182,7 +187,9 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     dataset = load_from_disk(str(Path(cfg.data) / SFT_DATASET))
     path, model = load_base(cfg, device, batching)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    template = ensure_chat_template(tokenizer, cfg.chat_template)
+    template = ensure_chat_template(tokenizer, cfg.chat_template, override=True)  # the recipe's template wins
+    first = dataset["train"][0]  # trl renders it as prompt, then prompt + completion: the first must prefix the second
+    check_prompt_prefix(tokenizer, cfg.model, template, first["prompt"], first["completion"][0]["content"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.load_in_4bit:
@@ -256,13 +263,21 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     from amzqa.embedding import model_fingerprint
     from amzqa.versions import library_versions
 
-    trainer, facts = build_trainer(cfg, progress)
+    if cfg.data is None or cfg.out is None:
+        raise ConfigError("train needs data and out")
     out = Path(cfg.out)
+    key = run_key(cfg)
+    check_run_folder(out, key, cfg.overwrite)  # before the base model loads: a refusal costs nothing
+    replace = cfg.overwrite and out.exists()  # checked above: an empty folder or an amzqa run
+    trainer, facts = build_trainer(cfg, progress)  # (may create out/checkpoints)
     # One process, or one of a launch's ranks (their process group is up once the trainer's arguments are): the main
     # process clears the run folder alone, the others wait for it.
     with trainer.args.main_process_first(local=False, desc="run folder"):
-        if out.exists() and cfg.overwrite and trainer.args.process_index == 0:
-            shutil.rmtree(out)
+        if trainer.args.process_index == 0:
+            if replace and out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / RUN_KEY, key)
         out.mkdir(parents=True, exist_ok=True)
     trainer.add_callback(CsvLog(out / "train_log.csv"))
     write_text_atomic(out / "train_config.yaml", cfg.to_yaml())
@@ -301,6 +316,58 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
         gc.collect()
         provenance["abstention"] = calibrate_after_training(cfg, facts["device"], out / "adapter")
     return provenance
+
+
+def run_key(cfg: TrainConfig) -> dict[str, Any]:
+    """The identity of a run: the SFT data (its checksum, not its path), the recipe (every setting that changes what
+    is learned; not out/overwrite/resume or the step budget, which a resumed run may extend) and the base model (its
+    fingerprint). Stored beside the checkpoints; a run resumes only with the same key."""
+    from amzqa.embedding import model_fingerprint
+    from training.sft_data import load_sft_manifest
+
+    data = load_sft_manifest(cfg.data)
+    path = resolve_model(cfg.model)
+    base = model_fingerprint(path) if Path(path).is_dir() else str(cfg.model)  # a hub id: its name
+    template = (hashlib.sha256(load_template(cfg.chat_template).encode()).hexdigest()[:16]
+                if cfg.chat_template else "own")
+    parts = {"data_checksum": data["checksum"], "base": base, "chat_template": template, "recipe": cfg.identity()}
+    return {"key": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16], "parts": parts}
+
+
+def check_run_folder(out: Path, key: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume, or to write into, a run folder that belongs to another run: a checkpoint trained on other
+    data, with another recipe or on another base would otherwise be resumed (or, its steps already done, saved as
+    is) under this run's provenance, and its log appended to. With ``overwrite``, refuse a folder amzqa did not write."""
+    if overwrite:
+        check_replaceable(out, RUN_MARKERS)
+        return
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a run folder; choose a new or empty --out")
+    empty_checkpoints = out / "checkpoints"  # what building a trainer (evaluate) may already have created
+    if not [p for p in out.iterdir() if p != empty_checkpoints or not p.is_dir() or any(p.iterdir())]:
+        return
+    stored_path = out / RUN_KEY
+    if stored_path.is_file():
+        try:
+            stored = json.loads(stored_path.read_text())
+        except ValueError:
+            stored = {}
+        if stored.get("key") == key["key"]:
+            return
+        old, new = stored.get("parts") or {}, key["parts"]
+        changed = [k for k in sorted(set(old) | set(new)) if k != "recipe" and old.get(k) != new.get(k)]
+        old_recipe, new_recipe = old.get("recipe") or {}, new["recipe"]
+        changed += [f"recipe.{k}" for k in sorted(set(old_recipe) | set(new_recipe)) if old_recipe.get(k) != new_recipe.get(k)]
+        raise ConfigError(f"{out} holds another run (changed: {', '.join(changed) or 'its key'}); it is neither "
+                          f"resumed nor written over. Pass --overwrite to discard it and start a new run there, or "
+                          f"choose another --out")
+    if any((out / name).exists() for name in ("checkpoints", "adapter", *RUN_MARKERS)):  # checkpoints: not empty
+        raise ConfigError(f"{out} holds a run without {RUN_KEY} (written by an earlier amzqa): its data, recipe and base "
+                          "model cannot be checked, so it is not resumed. Pass --overwrite to discard it and start a new "
+                          "run there, or choose another --out")
+    raise ConfigError(f"{out} is not empty and is not an amzqa run folder; choose a new or empty --out")
 
 
 def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
