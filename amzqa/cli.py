@@ -150,17 +150,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(ServeConfig, args)
     if args.adapter:
         cfg = cfg.replace(adapters={**cfg.adapters, **parse_adapters(args.adapter)})
-    server = start(cfg, log_path=args.log)
 
     def interrupt(*_):
         raise KeyboardInterrupt
 
+    server = None
+    previous = signal.signal(signal.SIGTERM, interrupt)  # before the engine starts: TERM during start-up stops it too
     try:  # from here on TERM or Ctrl-C, whenever it comes, stops the engine and exits 0
-        signal.signal(signal.SIGTERM, interrupt)
+        server = start(cfg, log_path=args.log)  # stops the engine itself if interrupted or failing before it serves
         names = server.models()
         print(f"{cfg.engine} serving {', '.join(names)} at {server.url}")
         print(f"ask through it: amzqa ask QUESTION --artifacts {args.artifacts} --generator openai --base-url {server.url}"
-              + (f" --model {next(iter(cfg.adapters))} --adapter {next(iter(cfg.adapters.values()))}" if cfg.adapters else ""),
+              + (f" --model {next(iter(cfg.adapters))} --adapter {next(iter(cfg.adapters.values()))}" if cfg.adapters else "")
+              + (f" --api-key-env {cfg.api_key_env}" if cfg.api_key_env else ""),
               flush=True)
         while server.process.poll() is None:
             time.sleep(1.0)
@@ -169,7 +171,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -202,6 +207,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for row in result["grid"]:
         print(f"  {row['fusion']:<28} MRR@10 {row['mrr@10']:.3f}  recall@10 {row['recall@10']:.3f}")
     print(f"chosen: {RetrieverSet(args.artifacts).hybrid.describe()} on {result['questions']} questions; written to {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from amzqa.retrieval.artifacts import Artifacts, verify
+
+    art = Artifacts.open(args.artifacts)
+    verify(art.path, art.manifest, full=True)
+    print(f"{art.path}: {len(art.manifest.get('files', {}))} files match the checksums sealed in its manifest")
     return 0
 
 
@@ -270,9 +284,6 @@ def generation_config(args: argparse.Namespace):
     backend = values.get("backend") or (GenerationConfig.from_yaml(args.config).backend if args.config else None)
     if backend == "openai" and "model" in values and "served_model" not in values:
         values["served_model"] = values.pop("model")
-    if args.api_key:  # a secret: handed on through the environment, never written into a config
-        os.environ["AMZQA_API_KEY"] = args.api_key
-        values["api_key_env"] = "AMZQA_API_KEY"
     return GenerationConfig.from_yaml(args.config, **values) if args.config else GenerationConfig.from_dict(values)
 
 
@@ -281,13 +292,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     gen_cfg = generation_config(args)
     given = field_values(args, _QA)
-    typed = QAConfig.from_dict(given)  # validated; unset ones stay None: the adapter's trained prompt shape decides
-    k, mode = (typed.k if "k" in given else None), (typed.mode if "mode" in given else None)
-    qa = QA.from_dir(args.artifacts, generator=gen_cfg.backend, adapter=gen_cfg.adapter, generation=gen_cfg)
+    typed = QAConfig.from_dict(given)  # validated; unset ones stay out: the settings, then the adapter's shape decide
+    shape = {name: getattr(typed, name) for name in given}
+    # The relevance threshold: the settings file's when fitted for this shape, else the cached one for this index seal
+    # and shape, else fitted now and cached (once, not on every question).
+    qa = QA.from_dir(args.artifacts, generator=gen_cfg.backend, adapter=gen_cfg.adapter, generation=gen_cfg,
+                     settings=args.settings, calibration_cache=not args.no_calibration_cache, **shape)
     if args.json:
-        print(json.dumps(answer_to_dict(qa.ask(args.question, k=k, mode=mode)), indent=2, ensure_ascii=False))
+        print(json.dumps(answer_to_dict(qa.ask(args.question)), indent=2, ensure_ascii=False))
         return 0
-    stream = qa.stream(args.question, k=k, mode=mode)
+    stream = qa.stream(args.question)
     for piece in stream:
         print(piece, end="", flush=True)
     print()
@@ -362,10 +376,19 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     Artifacts.open(args.artifacts)  # fail here, clearly, rather than inside the page
     gen_cfg = generation_config(args)  # validated here, handed to the page whole
+    # The page runs in the repository's folder: every path given relative to here is made absolute first. The model
+    # and chat template are paths only where they exist here (else names: smollm2, a hub id, zephyr).
+    here = {"adapter": gen_cfg.adapter} if gen_cfg.adapter else {}
+    here.update({name: value for name in ("model", "chat_template")
+                 if (value := getattr(gen_cfg, name)) and Path(value).expanduser().exists()})
+    gen_cfg = gen_cfg.replace(**{name: str(Path(value).expanduser().resolve()) for name, value in here.items()})
     app = Path(__file__).resolve().parent.parent / "apps" / "streamlit_app.py"
-    env = dict(os.environ, AMZQA_ARTIFACTS=str(args.artifacts), AMZQA_GENERATION=json.dumps(gen_cfg.to_dict()))
+    env = dict(os.environ, AMZQA_ARTIFACTS=str(Path(args.artifacts).expanduser().resolve()),
+               AMZQA_GENERATION=json.dumps(gen_cfg.to_dict()))
+    # toolbarMode viewer: a shopper's page, without Streamlit's developer menu (Deploy, Rerun, Clear cache...)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address",
-           args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer"]
     print(f"serving on http://{args.address}:{args.port}", flush=True)
     return run_child(cmd, env=env, cwd=app.parent.parent)
 
@@ -420,7 +443,6 @@ def add_generation_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--config", "--generation", type=Path, help="generation recipe (configs/generation*.yaml); the "
                     "flags below override it")
     add_config_flags(sp, GenerationConfig, aliases={"backend": ("--generator",)})
-    sp.add_argument("--api-key", help="backend openai: the API key (default: the variable api_key_env names)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -477,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=300, help="products to write calibration questions for")
     sp.add_argument("--seed", type=int, default=0, help="question seed")
 
+    sp = add("verify", cmd_verify, "Checksum every file of an index against its sealed manifest (loading checks "
+             "files over 1 MiB by size only).")
+    sp.add_argument("artifacts", type=Path, help="artifact folder (amzqa index)")
+
     sp = add("search", cmd_search, "Show the products a question retrieves (no generation).")
     sp.add_argument("query", help="the question or product description")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
@@ -489,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
     add_generation_flags(sp)
     add_config_flags(sp, QAConfig, only=("k", "mode"), aliases={"k": ("-k",)}, prefix=_QA)
+    sp.add_argument("--settings", type=Path, metavar="FILE", help="QA settings saved by QA.save (e.g. runs/demo/qa.json): "
+                    "k, mode, excerpt_chars and the calibrated relevance threshold (refitted if it was fitted for another "
+                    "index or prompt shape); -k and --mode override them")
+    sp.add_argument("--no-calibration-cache", action="store_true", help="fit the relevance threshold on every call "
+                    "instead of reusing the one cached for this index and prompt shape (in $AMZQA_CACHE_DIR/calibration, "
+                    "default ~/.cache/amzqa/calibration)")
     sp.add_argument("--json", action="store_true", help="print the answer as JSON (no streaming)")
 
     sp = add("sft-data", cmd_sft_data, "Build RAFT-style SFT data: questions, retrieved sources with distractors, cited answers.", True)

@@ -8,14 +8,22 @@
 The folder is an index artifact (``amzqa index``), sealed by its build: nothing here writes into it.
 ``qa.save("my-setup.json")`` writes this pipeline's settings and its relevance-gate calibration to a file of your
 choice, and ``QA.from_dir(folder, settings="my-setup.json")`` restores them (two set-ups keep two files).
+
+The relevance threshold is fitted for one prompt shape: the index, ``k``, ``mode``, ``excerpt_chars`` and
+``answer_rate`` (recorded as ``calibration["fitted_for"]``). A threshold fitted for another shape is never applied: it
+is refitted (loading settings for another shape, with a warning; ``ask(k=, mode=)`` with another k or mode, once per
+shape). ``calibration_cache=True`` keeps fitted thresholds in the user cache, keyed by the index seal and the shape.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +37,7 @@ from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.language import ABSTAIN_MESSAGE_PT
-from amzqa.layout import EMBEDDINGS_FILE, MANIFEST
+from amzqa.layout import MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
 from amzqa.records import Answer, Hit
 from amzqa.text import split_sentences
@@ -37,6 +45,9 @@ from amzqa.text import split_sentences
 log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
+GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
+# Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
+GATE_METHOD = 1
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:
@@ -92,40 +103,72 @@ def check_question(question: Any) -> str:
 
 
 class AnswerStream:
-    """Iterate for text pieces as they are generated; ``.sources`` is ready at once, ``.answer`` at the end."""
+    """Iterate for text pieces as they are generated; ``.sources`` is ready at once, ``.answer`` at the end.
+
+    The answer is generated once: iterating the stream again replays the pieces the first pass showed (``.answer``
+    stays that pass's); iterating again after a pass stopped part-way (abandoned, or the generator failed) is an
+    error, since the rest of the answer is gone."""
 
     def __init__(self, pieces: Iterator[str], sources: list[Hit], finish) -> None:
         self._pieces, self.sources, self._finish = pieces, sources, finish
         self.answer: Answer | None = None
+        self._shown: list[str] | None = None  # the first pass's pieces, once it finished
+        self._started = False
 
     def __iter__(self) -> Iterator[str]:
+        if self._shown is not None:
+            return iter(list(self._shown))
+        return self._generate()
+
+    def _generate(self) -> Iterator[str]:
+        if self._started:
+            raise AmzqaError("this answer stream was already iterated part-way and cannot be resumed; ask the question "
+                             "again for a new stream")
+        self._started = True
         collected = []
         for piece in self._pieces:
             collected.append(piece)
             yield piece
         self.answer = self._finish("".join(collected))
+        self._shown = collected
 
 
 class QA:
-    def __init__(self, retrievers, generator: Generator, config: QAConfig | None = None) -> None:
+    def __init__(self, retrievers, generator: Generator, config: QAConfig | None = None,
+                 calibration_cache: bool | str | Path = False) -> None:
+        """``calibration_cache``: True = keep fitted relevance thresholds in the user cache
+        (:func:`gate_cache_dir`), a folder = there, False = fit them in memory only."""
         self.retrievers = retrievers
         self.generator = generator
         self.config = config or QAConfig()
-        self._title_vectors = np.load(retrievers.artifacts.path / EMBEDDINGS_FILE, mmap_mode="r")
+        # The title embeddings the retriever set loaded with its store (one open: never another build's rows).
+        self._title_vectors = retrievers.title_vectors
+        self.calibration_cache = (gate_cache_dir() if calibration_cache is True
+                                  else Path(calibration_cache) if calibration_cache else None)
+        self._thresholds: dict[tuple[int, str], float] = {}  # fitted for other (k, mode) asked for, once each
+        self._thresholds_lock = threading.Lock()
         self.languages = None
         if self.config.language == "auto":
             from amzqa import language
 
-            self.languages = language.Languages() if language.available() else None
+            self.languages = shared_languages() if language.available() else None
+        fitted = fitted_for(self.config)
+        if self.config.abstain_threshold is not None and fitted is not None and fitted != gate_key(self.config):
+            log.warning("the relevance threshold %s was calibrated for %s, this pipeline uses %s: recalibrating it "
+                        "(a threshold fitted for another prompt shape is not applied)", self.config.abstain_threshold,
+                        describe_shape(fitted), describe_shape(gate_key(self.config)))
+            self.config = self.config.replace(abstain_threshold=None, calibration=None)
         if self.config.abstain_threshold is None:
-            self.config = self.calibrate()
+            self.config = self._calibrated(self.config.k, self.config.mode)
 
     # ------------------------------------------------------------ loading and saving
 
     @classmethod
     def from_dir(cls, path: str | Path, generator: str | Generator | None = None, adapter: str | None = None,
-                 generation: GenerationConfig | None = None, settings: str | Path | None = None, **overrides: Any) -> QA:
-        """The pipeline over the index at ``path``; ``settings``: a file written by :meth:`save`."""
+                 generation: GenerationConfig | None = None, settings: str | Path | None = None,
+                 calibration_cache: bool | str | Path = False, **overrides: Any) -> QA:
+        """The pipeline over the index at ``path``; ``settings``: a file written by :meth:`save` (its threshold is
+        used only for the prompt shape it was fitted for); ``calibration_cache``: as for :class:`QA`."""
         from amzqa.retrieval import RetrieverSet
 
         path = Path(path)
@@ -134,6 +177,11 @@ class QA:
         if saved.pop("index", None) != rset.artifacts.manifest["sealed"] and saved.get("abstain_threshold") is not None:
             log.warning("%s was calibrated on another index; recalibrating the relevance threshold", settings)
             saved["abstain_threshold"] = saved["calibration"] = None
+        if (saved.get("abstain_threshold") is not None and isinstance(saved.get("calibration"), dict)
+                and "fitted_for" not in saved["calibration"]):
+            # saved before thresholds recorded their shape: calibrate() fitted it for the saved k, mode, excerpt_chars
+            shape = gate_key(QAConfig.from_dict({**saved, "calibration": None}))
+            saved["calibration"] = {**saved["calibration"], "fitted_for": shape}
         # A fine-tuned adapter answers best with the prompt shape it was trained on (recorded in its provenance).
         trained = adapter_prompt(adapter)
         # Generation settings may come as keywords too: model=DIR (an export), base_url=URL, model=NAME on a server.
@@ -144,16 +192,18 @@ class QA:
         generation = (generation or GenerationConfig()).replace(**gen_changes) if gen_changes else generation
         if not trained and generation is not None:
             trained = adapter_prompt(generation.model)  # an export of a fine-tuned model
-        config = QAConfig.from_dict({**saved, **trained, **overrides})
-        return cls(rset, load_generator(generator, adapter=adapter, config=generation), config)
+        config = QAConfig.from_dict({**saved, **trained, **overrides})  # QA refits a threshold fitted for another shape
+        return cls(rset, load_generator(generator, adapter=adapter, config=generation), config,
+                   calibration_cache=calibration_cache)
 
     def save(self, path: str | Path) -> Path:
         """Write this pipeline's settings (and its calibrated relevance threshold) to the JSON file ``path``, which
         must lie outside any index folder: an index is sealed by its build and shared by every set-up."""
         path = Path(path)
-        if (path.parent / MANIFEST).is_file():
-            raise ArtifactError(f"{path.parent} is a sealed artifact folder; save the QA settings outside it "
-                                f"(e.g. {path.parent.parent / 'qa.json'})")
+        sealed = sealed_ancestor(path)
+        if sealed is not None:
+            raise ArtifactError(f"{sealed} is a sealed artifact folder; save the QA settings outside it "
+                                f"(e.g. {sealed.parent / 'qa.json'})")
         write_json_atomic(path, {"format": SETTINGS_FORMAT, "index": self.retrievers.artifacts.manifest["sealed"],
                                  **self.config.to_dict()})
         return path
@@ -171,15 +221,17 @@ class QA:
         covered = [coverage(question, f"{h.product.title} {h.product.content}") for h in hits]
         return float(max(max(cos), max(covered)))
 
-    def calibrate(self, n: int = 150, seed: int = 0) -> QAConfig:
+    def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
         the evaluation reports score): the score that lets ``answer_rate`` of the questions whose product is retrieved
         through; also report how many of the same questions with that product (and its editions) taken out of the
-        results it stops."""
+        results it stops. For this pipeline's k and mode, or the ``k`` and ``mode`` given (the config returned has
+        them); the threshold is kept at full precision (a rounded one can stop the question at the cut)."""
         from amzqa.questions import make_questions, relevant_sets
         from amzqa.split import calibration_products
 
         started = time.perf_counter()
+        config = self.config.replace(k=k or self.config.k, mode=mode or self.config.mode)
         store = self.retrievers.store
         products = calibration_products(store, n, seed)
         if not products:
@@ -189,29 +241,59 @@ class QA:
         random.Random(seed).shuffle(questions)
         questions = questions[:n]
         groups = relevant_sets(store, products)
-        retriever = self.retrievers.get(self.config.mode)
+        retriever = self.retrievers.get(config.mode)
         vectors = self.retrievers.dense.embedder.encode([q.text for q in questions])
         pos, neg = [], []
         for q, vec in zip(questions, vectors):
-            hits = retriever.retrieve(q.text, self.config.k + len(groups[q.uid]))
-            if any(h.uid in groups[q.uid] for h in hits[: self.config.k]):
-                pos.append(self.relevance(q.text, hits[: self.config.k], vec))
-            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: self.config.k], vec))
-        threshold = threshold_for_rate(pos, self.config.answer_rate)
+            hits = retriever.retrieve(q.text, config.k + len(groups[q.uid]))
+            if any(h.uid in groups[q.uid] for h in hits[: config.k]):
+                pos.append(self.relevance(q.text, hits[: config.k], vec))
+            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: config.k], vec))
+        threshold = float(threshold_for_rate(pos, config.answer_rate))
         stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
-        calibration = {"method": f"{self.config.answer_rate:.0%} of answerable calibration questions pass",
-                       "products": "outside the held-out split",
+        calibration = {"method": f"{config.answer_rate:.0%} of answerable calibration questions pass",
+                       "products": "outside the held-out split", "fitted_for": gate_key(config),
                        "positives": len(pos), "negatives": len(neg), "answered_rate": float(np.mean(np.array(pos) >= threshold)) if pos else 0.0,
                        "product_removed_stopped_rate": round(stopped, 4), "seconds": round(time.perf_counter() - started, 2)}
         log.info("abstention threshold %.3f: passes %.0f%% of answerable questions, stops %.0f%% with the product removed",
                  threshold, 100 * calibration["answered_rate"], 100 * stopped)
-        return self.config.replace(abstain_threshold=round(threshold, 4), calibration=calibration)
+        return config.replace(abstain_threshold=threshold, calibration=calibration)
+
+    def threshold(self, k: int | None = None, mode: str | None = None) -> float:
+        """The relevance threshold the gate applies to ``k`` sources from the ``mode`` retriever (default: this
+        pipeline's). A calibrated threshold holds for the k and mode it was fitted for; another k or mode gets its own,
+        fitted on first use (or read from the calibration cache). A threshold set by hand (no calibration) holds for
+        every shape."""
+        k, mode = k or self.config.k, mode or self.config.mode
+        if (k, mode) == (self.config.k, self.config.mode) or fitted_for(self.config) is None:
+            return self.config.abstain_threshold or 0.0
+        with self._thresholds_lock:
+            if (k, mode) not in self._thresholds:
+                log.info("k=%s, mode=%s: not the shape the relevance threshold was fitted for (k=%s, mode=%s); "
+                         "fitting one for it", k, mode, self.config.k, self.config.mode)
+                self._thresholds[(k, mode)] = self._calibrated(k, mode).abstain_threshold
+            return self._thresholds[(k, mode)]
+
+    def _calibrated(self, k: int, mode: str) -> QAConfig:
+        """This pipeline's config for ``k`` and ``mode`` with its fitted threshold: from the calibration cache when
+        one is kept and holds it, else :meth:`calibrate` (then cached)."""
+        config = self.config.replace(k=k, mode=mode)
+        key = {"index": self.retrievers.artifacts.manifest["sealed"], **gate_key(config), "n": 150, "seed": 0,
+               "method": GATE_METHOD}
+        cached = read_gate_cache(self.calibration_cache, key) if self.calibration_cache else None
+        if cached is not None:
+            return config.replace(**cached)
+        fitted = self.calibrate(k=k, mode=mode)
+        if self.calibration_cache:
+            write_gate_cache(self.calibration_cache, key, fitted)
+        return fitted
 
     # ------------------------------------------------------------ asking
 
     def _retrieve(self, question: str, k: int | None, mode: str | None) -> Asked:
-        t0 = time.perf_counter()
         question = check_question(question)
+        threshold = self.threshold(k, mode)  # fitted for this k and mode (once, on first use of another shape)
+        t0 = time.perf_counter()
         asked = Asked(question, question, "en", [], False, {})
         if self.languages is not None:
             asked.language = self.languages.detect(question).language
@@ -220,7 +302,7 @@ class QA:
         t1 = time.perf_counter()
         asked.hits = self.retrievers.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits) >= (self.config.abstain_threshold or 0.0)
+        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits) >= threshold
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0
@@ -327,6 +409,102 @@ class Asked:
     hits: list[Hit]
     relevant: bool
     timings: dict[str, float]
+
+
+_LANGUAGES = None
+_languages_lock = threading.Lock()
+
+
+def shared_languages():
+    """The process's one :class:`amzqa.language.Languages` (one detector, one translator loaded on first use), shared
+    by every QA: a program holding several pipelines (one per generator or prompt shape) loads the translator once."""
+    global _LANGUAGES
+    from amzqa import language
+
+    with _languages_lock:
+        if _LANGUAGES is None:
+            _LANGUAGES = language.Languages()
+        return _LANGUAGES
+
+
+def gate_key(config: QAConfig) -> dict[str, Any]:
+    """What a relevance threshold is fitted for besides the index: the prompt shape and the calibration target."""
+    return {"k": config.k, "mode": config.mode, "excerpt_chars": config.excerpt_chars, "answer_rate": config.answer_rate}
+
+
+def fitted_for(config: QAConfig) -> dict[str, Any] | None:
+    """The shape ``config``'s threshold was calibrated for; None for a threshold set by hand (applied as given)."""
+    calibration = config.calibration
+    fitted = calibration.get("fitted_for") if isinstance(calibration, dict) else None
+    return fitted if isinstance(fitted, dict) else None
+
+
+def describe_shape(shape: dict[str, Any]) -> str:
+    order = ("k", "mode", "excerpt_chars", "answer_rate")
+    return ", ".join(f"{k}={shape[k]}" for k in sorted(shape, key=lambda k: (order.index(k) if k in order else 9, k)))
+
+
+def sealed_ancestor(path: str | Path) -> Path | None:
+    """The artifact folder ``path`` would lie inside (its own folder or any folder above it), or None: a folder
+    holding an amzqa ``manifest.json`` (the file's own folder: any ``manifest.json``)."""
+    resolved = Path(path).resolve()
+    for folder in resolved.parents:
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            continue
+        if folder == resolved.parent:
+            return folder
+        try:
+            fmt = json.loads(manifest.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(fmt, str) and fmt.startswith("amzqa-"):
+            return folder
+    return None
+
+
+def gate_cache_dir() -> Path:
+    """Where ``calibration_cache=True`` keeps fitted relevance thresholds: the user cache (``$AMZQA_CACHE_DIR``,
+    default ``~/.cache/amzqa``), ``calibration/``."""
+    from amzqa.models import cache_dir
+
+    return cache_dir() / "calibration"
+
+
+def _gate_cache_file(folder: Path, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(folder) / f"{digest}.json"
+
+
+def read_gate_cache(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """A cached threshold and its calibration for exactly ``key`` (the index seal, the shape, the method); None if
+    there is none or the file is not one (it is then refitted and rewritten)."""
+    path = _gate_cache_file(folder, key)
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable cached calibration %s (%s)", path, exc)
+        return None
+    if not isinstance(entry, dict) or entry.get("format") != GATE_CACHE_FORMAT or entry.get("key") != key:
+        return None
+    threshold, calibration = entry.get("abstain_threshold"), entry.get("calibration")
+    if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold)
+            or not isinstance(calibration, dict)):
+        return None
+    log.info("relevance threshold %s read from the calibration cache %s", threshold, path)
+    return {"abstain_threshold": float(threshold), "calibration": calibration}
+
+
+def write_gate_cache(folder: Path, key: dict[str, Any], config: QAConfig) -> None:
+    """Keep a fitted threshold (JSON, written atomically); a cache that cannot be written only costs a refit."""
+    path = _gate_cache_file(folder, key)
+    try:
+        write_json_atomic(path, {"format": GATE_CACHE_FORMAT, "key": key, "abstain_threshold": config.abstain_threshold,
+                                 "calibration": config.calibration})
+    except OSError as exc:
+        log.warning("could not write the calibration cache %s (%s)", path, exc)
 
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:

@@ -14,8 +14,9 @@ LABELS: dict[str, dict[str, str]] = {
         "retrieved": "Retrieved products", "translated": "Asked in Portuguese; the English catalog was searched for: {q}",
         "base": "base model", "adapter": "fine-tuned adapter", "server": "server ({model})", "extractive": "extractive (no model)",
         "auto": "follow the question",
-        "no_index": "No index artifact at `{path}`. Build it with `make demo`, or with `amzqa prepare --input "
-                    "trn.json.gz --out runs/corpus` then `amzqa index --corpus runs/corpus --out {path}`.",
+        "no_index": "No index artifact at {path}. Build it with `make demo`, or with `amzqa prepare --input "
+                    "trn.json.gz --out runs/corpus` then `amzqa index --corpus runs/corpus --out` {path}.",
+        "generation_failed": "The answer could not be completed: {error}",
     },
     "pt": {
         "title": "Pergunte ao catálogo", "settings": "Configurações", "k": "Fontes (k)", "mode": "Busca",
@@ -27,8 +28,9 @@ LABELS: dict[str, dict[str, str]] = {
         "retrieved": "Produtos encontrados", "translated": "Pergunta em português; o catálogo (em inglês) foi consultado com: {q}",
         "base": "modelo base", "adapter": "adaptador ajustado", "server": "servidor ({model})", "extractive": "extrativo (sem modelo)",
         "auto": "seguir a pergunta",
-        "no_index": "Nenhum índice em `{path}`. Crie-o com `make demo`, ou com `amzqa prepare --input trn.json.gz "
-                    "--out runs/corpus` e depois `amzqa index --corpus runs/corpus --out {path}`.",
+        "no_index": "Nenhum índice em {path}. Crie-o com `make demo`, ou com `amzqa prepare --input trn.json.gz "
+                    "--out runs/corpus` e depois `amzqa index --corpus runs/corpus --out` {path}.",
+        "generation_failed": "Não foi possível concluir a resposta: {error}",
     },
 }
 EXAMPLES = {

@@ -15,10 +15,16 @@ from amzqa.records import Answer
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
+_WORD_JOINER = "\u2060"  # invisible: keeps ``:name:`` from matching Streamlit's emoji and icon shortcodes
+
+
 def escape(text: str) -> str:
-    """Text that Markdown shows literally: HTML-escaped angle brackets and ampersands, Markdown syntax escaped."""
+    """Text that Markdown shows literally: HTML-escaped angle brackets and ampersands, Markdown syntax escaped,
+    ``$`` escaped (Streamlit renders ``$…$`` as LaTeX) and every ``:`` escaped and followed by a word joiner
+    (``:smile:`` would be an emoji, ``:red[...]`` coloured text; the joiner is invisible)."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+    text = _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+    return text.replace("$", "\\$").replace(":", "\\:" + _WORD_JOINER)
 
 
 def answer_markdown(answer: Answer) -> str:
@@ -31,6 +37,15 @@ def answer_markdown(answer: Answer) -> str:
         return f"[\\[{n}\\]](#source-{n})" if n in valid else ""
 
     return re.sub(r"\\\[(\d+)\\\]", link, escaped)
+
+
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span, shown exactly as it is: nothing is escaped inside (a code span would show
+    the backslashes), the fence is longer than any run of backticks in the text, and it is on one line."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == " " and text[-1:] == " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def card_title(n: int, title: str) -> str:

@@ -5,6 +5,9 @@ Configuration comes from the environment so ``amzqa app`` and tests can point it
 (index folder) and ``AMZQA_GENERATION`` (the generator settings as JSON, as ``amzqa app`` validated them from the
 same flags as ``amzqa ask``). The menu offers the base model, the adapter (the settings' one, else the demo's if
 trained), the server (with a ``base_url``) and the extractive answerer, starting on the one the settings choose.
+Each choice starts with the prompt shape it answers best with (a fine-tuned adapter's trained k and excerpt length,
+from its provenance; the defaults otherwise), and the relevance gate is calibrated for the shape asked (k, retriever,
+excerpt length), once per shape.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import streamlit as st
 from amzqa.generation import GenerationConfig
 from amzqa.layout import MANIFEST
 from apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
-from apps.render import answer_markdown, card_title, escape, excerpt, highlighted
+from apps.render import answer_markdown, card_title, code_span, escape, excerpt, highlighted
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
 SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
@@ -38,6 +41,24 @@ def retrievers(path: str):
     return RetrieverSet(path)
 
 
+def serves_adapter(adapter: str) -> bool:
+    """Whether the server choice asks for the adapter by name (a served LoRA): its folder then gives the trained prompt
+    shape and the abstention threshold."""
+    return bool(SERVED_MODEL and Path(adapter, "adapter_config.json").is_file())
+
+
+def own_shape(kind: str, adapter: str) -> dict:
+    """The prompt shape (k, excerpt_chars) a generator choice answers best with: the one its fine-tuned weights were
+    trained on (an adapter's provenance, also when a server serves it; an export of a fine-tuned model as the
+    model), else the defaults."""
+    from amzqa.pipeline import QAConfig, adapter_prompt
+
+    defaults = QAConfig(abstain_threshold=0.0)
+    trained = (adapter_prompt(adapter) if kind == "adapter" or (kind == "server" and serves_adapter(adapter))
+               else adapter_prompt(SETTINGS.model) if kind == "base" else {})
+    return {"k": defaults.k, "excerpt_chars": defaults.excerpt_chars, **trained}
+
+
 @st.cache_resource(show_spinner="Loading the generator…")
 def generator(kind: str, adapter: str):
     from amzqa.generation import load_generator
@@ -45,29 +66,28 @@ def generator(kind: str, adapter: str):
     if kind == "extractive":
         return load_generator("extractive")
     if kind == "server":  # the adapter folder, if any, is read for its abstention threshold only
-        cfg = SETTINGS.replace(backend="openai", adapter=adapter if SERVED_MODEL and Path(adapter, "adapter_config.json").is_file() else None)
+        cfg = SETTINGS.replace(backend="openai", adapter=adapter if serves_adapter(adapter) else None)
         return load_generator("openai", config=cfg)
     return load_generator(LOCAL, config=SETTINGS.replace(adapter=adapter if kind == "adapter" else None))
 
 
 @st.cache_resource(show_spinner="Calibrating the relevance gate…")
-def gate(path: str, k: int, excerpt_chars: int):
-    """The calibrated QA settings for one prompt shape: the relevance gate depends on the retrievers and k, never on
-    the generator, so every generator choice with this shape shares it."""
+def gate(path: str, k: int, mode: str, excerpt_chars: int):
+    """The calibrated QA settings for one prompt shape: the relevance gate depends on the retrievers, k and the
+    retriever mode, never on the generator, so every generator choice with this shape shares it."""
     from amzqa.generation import ExtractiveGenerator
     from amzqa.pipeline import QA, QAConfig
 
-    return QA(retrievers(path), ExtractiveGenerator(), QAConfig(k=k, excerpt_chars=excerpt_chars)).config
+    return QA(retrievers(path), ExtractiveGenerator(), QAConfig(k=k, mode=mode, excerpt_chars=excerpt_chars)).config
 
 
 @st.cache_resource(show_spinner=False)
-def pipeline(path: str, kind: str, adapter: str):
-    """One QA per generator choice, all over the one retriever set (the index loads once per process)."""
-    from amzqa.pipeline import QA, QAConfig, adapter_prompt
+def pipeline(path: str, kind: str, adapter: str, k: int, mode: str):
+    """One QA per generator choice and shape asked, all over the one retriever set (the index loads once per
+    process) and one generator per choice; its threshold is the one calibrated for exactly this shape."""
+    from amzqa.pipeline import QA
 
-    defaults = QAConfig(abstain_threshold=0.0)
-    shape = {"k": defaults.k, "excerpt_chars": defaults.excerpt_chars, **adapter_prompt(adapter if kind == "adapter" else None)}
-    return QA(retrievers(path), generator(kind, adapter), gate(path, shape["k"], shape["excerpt_chars"]))
+    return QA(retrievers(path), generator(kind, adapter), gate(path, k, mode, own_shape(kind, adapter)["excerpt_chars"]))
 
 
 st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")
@@ -77,20 +97,23 @@ L = LABELS[LANG]
 st.title(L["title"])
 
 if not (ARTIFACTS / MANIFEST).is_file():
-    st.error(L["no_index"].format(path=escape(str(ARTIFACTS))))
+    st.error(L["no_index"].format(path=code_span(str(ARTIFACTS))))
     st.stop()
 
 with st.sidebar:
     st.header(L["settings"])
     st.radio(L["language"], list(LANGUAGES), format_func=lambda c: LANGUAGES[c] or L["auto"], key="ui_language",
              horizontal=True)
-    k = st.slider(L["k"], 1, 10, 5, key="k")
-    mode = st.radio(L["mode"], ["hybrid", "dense", "lexical"], key="mode")
     choices = [g for g in GENERATORS if (g != "adapter" or (ADAPTER / "adapter_config.json").is_file())
                and (g != "server" or BASE_URL)]
     kind = st.selectbox(L["generator"], choices, index=choices.index(DEFAULT) if DEFAULT in choices else 0,
                         format_func=lambda g: L[g].format(model=SERVED_MODEL or "base"), key="generator")
-    st.caption(f"{L['index']}: `{escape(str(ARTIFACTS))}`")
+    own = own_shape(kind, str(ADAPTER))
+    if st.session_state.get("_k_for") != kind:  # each generator choice starts at the k it answers best with
+        st.session_state["k"], st.session_state["_k_for"] = own["k"], kind
+    k = st.slider(L["k"], 1, max(10, own["k"]), key="k")
+    mode = st.radio(L["mode"], ["hybrid", "dense", "lexical"], key="mode")
+    st.caption(f"{L['index']}: {code_span(str(ARTIFACTS))}")  # shown as is: nothing is escaped inside a code span
 
 examples = EXAMPLES[LANG]
 st.caption(f"{L['examples']}: " + " · ".join(escape(q) for q in examples))
@@ -103,19 +126,21 @@ asked = st.button(L["ask"], key="ask", type="primary")
 
 if (asked or st.session_state.get("_last") != (question, k, mode, kind)) and question.strip():
     st.session_state["_last"] = (question, k, mode, kind)
-    from amzqa.errors import AmzqaError
+    from amzqa.errors import AmzqaError, GenerationError
 
-    qa = pipeline(str(ARTIFACTS), kind, str(ADAPTER))
-    try:
-        stream = qa.stream(question, k=k, mode=mode)
-    except AmzqaError as exc:
-        st.error(escape(str(exc)))
-        st.stop()
     placeholder = st.empty()
-    text = ""
-    for piece in stream:  # stream tokens as text (escaped), then replace with the linked, checked answer
-        text += piece
-        placeholder.markdown(escape(text))
+    try:  # generation is lazy: a failure can come with any piece, so the loop is inside too
+        stream = pipeline(str(ARTIFACTS), kind, str(ADAPTER), k, mode).stream(question)
+        text = ""
+        for piece in stream:  # stream tokens as text (escaped), then replace with the linked, checked answer
+            text += piece
+            placeholder.markdown(escape(text))
+    except AmzqaError as exc:
+        placeholder.empty()  # a partial answer is not shown as if it were the answer
+        st.session_state.pop("answer", None)  # nor is the previous question's answer under this question
+        st.error(L["generation_failed"].format(error=escape(str(exc))) if isinstance(exc, GenerationError)
+                 else escape(str(exc)))
+        st.stop()
     placeholder.empty()  # the checked answer, with linked citations, replaces the raw stream below
     st.session_state["answer"] = stream.answer
     if page_language(st.session_state.get("ui_language", "auto"), stream.answer) != LANG:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,13 @@ def test_escape_keeps_markup_inert():
     assert "![x](" not in out and "\\!\\[x\\]\\(" in out and "\\#" in out
 
 
+def test_escape_keeps_latex_emoji_and_colour_codes_inert():
+    out = escape("Was $30 now $20 :smile: :red[SALE] :material/home:")
+    assert re.search(r"(?<!\\)\$", out) is None  # every $ escaped: no $…$ LaTeX
+    assert re.search(r":[\w/-]+:", out) is None and ":red[" not in out  # no emoji, icon or colour shortcode
+    assert out.replace("\u2060", "").replace("\\", "") == "Was $30 now $20 :smile: :red[SALE] :material/home:"
+
+
 def test_answer_markers_link_to_source_cards():
     p = Product(0, "U1", "T", "c")
     a = Answer("q", "Boils fast [1]. Also <b>bold</b> [3].", [Citation(1, "U1", "T")], [Hit(p, 1.0, 1)])
@@ -34,7 +42,8 @@ def test_answer_markers_link_to_source_cards():
 
 
 INJECTED = ("A 5 x 7 inch wooden picture frame. <script>document.title='pwned'</script>"
-            "<img src=x onerror=\"alert('xss')\"> [evil](javascript:alert(1)) Wall-mountable.")
+            "<img src=x onerror=\"alert('xss')\"> [evil](javascript:alert(1)) Wall-mountable. "
+            "Was $30 now $20 :smile: :red[SALE].")
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +69,11 @@ def injected_artifacts(sample_artifacts, tmp_path_factory):
 
 
 @pytest.fixture()
-def app_env(injected_artifacts, monkeypatch):
+def app_env(injected_artifacts, monkeypatch, tmp_path):
     sample_artifacts = injected_artifacts
     monkeypatch.setenv("AMZQA_ARTIFACTS", str(sample_artifacts))
     monkeypatch.setenv("AMZQA_GENERATION", json.dumps({"backend": "extractive", "adapter": str(sample_artifacts / "no-adapter")}))
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # not the repository: the page must not depend on the folder it is started from
 
 
 def _run(question, **sidebar):
@@ -182,7 +191,7 @@ def test_missing_artifacts_say_how_to_build(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("AMZQA_ARTIFACTS", str(tmp_path / "nothing"))
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert "make demo" in at.error[0].value and "amzqa index" in at.error[0].value
@@ -256,6 +265,8 @@ def test_browser_end_to_end(server, tmp_path):
             assert await page.locator("img[src='x']").count() == 0
             assert await page.locator("a[href^='javascript']").count() == 0
             assert await page.title() != "pwned" and not dialogs
+            assert "Was $30 now $20 :smile: :red[SALE]" in body.replace("\u2060", "")  # as typed: no LaTeX, emoji, colour
+            assert await page.locator(".katex").count() == 0 and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" not in body
 
             # 8 sessions at once, each must get its own answer.
             questions = {"Is the JBL Flip 5 waterproof?": "B07QXV6N1B", "Who illustrated Goodnight Moon?": "0064430170",
@@ -276,13 +287,15 @@ def test_browser_end_to_end(server, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
-    """TERM or Ctrl-C to ``amzqa app`` takes the Streamlit server it started down with it, freeing the port."""
+def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig, tmp_path):
+    """TERM or Ctrl-C to ``amzqa app`` takes the Streamlit server it started down with it, freeing the port. Started
+    from another folder than the repository with a relative --artifacts, as a user would: the page gets it absolute."""
     import psutil
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "amzqa", "app", "--artifacts", os.environ["AMZQA_ARTIFACTS"],
-                             "--port", str(port), "--address", "127.0.0.1"], cwd=ROOT,
+    artifacts = os.environ["AMZQA_ARTIFACTS"]
+    proc = subprocess.Popen([sys.executable, "-m", "amzqa", "app", "--artifacts", os.path.relpath(artifacts, tmp_path),
+                             "--port", str(port), "--address", "127.0.0.1"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list = []
     try:
@@ -297,6 +310,7 @@ def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig):
             pytest.fail("the page never came up")
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "amzqa app should run Streamlit as its child"
+        assert {c.environ().get("AMZQA_ARTIFACTS") for c in children} == {artifacts}
         proc.send_signal(sig)
         assert proc.wait(timeout=30) != 0
         gone, alive = psutil.wait_procs(children, timeout=15)
@@ -336,3 +350,127 @@ def test_the_language_switch_fixes_the_page_language(app_env):
     at.button(key="ask").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Ask the catalog" and any(h.value == "Answer" for h in at.subheader)
+
+
+def _fake_adapter(folder):
+    """An adapter folder as far as the page reads it: its config and its provenance (trained on 3 x 150)."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "amzqa_adapter.json").write_text(json.dumps({"data": {"prompt": {"k": 3, "excerpt_chars": 150}}}))
+    return folder
+
+
+@pytest.fixture()
+def fake_generators(monkeypatch):
+    """Every generator the page loads is the given factory's (no model, no server); the prompts they get are kept."""
+    import streamlit as st
+
+    import amzqa.generation
+    from amzqa.generation import ExtractiveGenerator
+
+    prompts = []
+
+    class Recording(ExtractiveGenerator):
+        def stream(self, prompt):
+            prompts.append(prompt)
+            yield from super().stream(prompt)
+
+    made = {"factory": Recording}
+    monkeypatch.setattr(amzqa.generation, "load_generator", lambda *args, **kwargs: made["factory"]())
+    st.cache_resource.clear()
+    yield made, prompts
+    st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("backend", ["hf", "openai"])
+def test_a_fine_tuned_adapter_gets_the_prompt_shape_it_was_trained_on(app_env, fake_generators, tmp_path, monkeypatch,
+                                                                       backend):
+    """The adapter (or a server serving it by name) is shown the sources it was trained on: k=3 by 150 characters;
+    the slider starts there, and another choice starts at its own shape."""
+    from streamlit.testing.v1 import AppTest
+
+    _, prompts = fake_generators
+    settings = {"backend": backend, "adapter": str(_fake_adapter(tmp_path / "adapter"))}
+    if backend == "openai":
+        settings.update(base_url="http://127.0.0.1:9/v1", served_model="tuned")
+    monkeypatch.setenv("AMZQA_GENERATION", json.dumps(settings))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert at.sidebar.selectbox(key="generator").value == ("adapter" if backend == "hf" else "server")
+    assert at.sidebar.slider(key="k").value == 3
+    at.text_input(key="question").input("Is the JBL Flip 5 waterproof?")
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    assert [(len(p.sources), p.excerpt_chars) for p in prompts] == [(3, 150)]
+    assert len(at.dataframe[0].value) == 3
+    at.sidebar.selectbox(key="generator").set_value("extractive").run()
+    assert not at.exception, at.exception
+    assert at.sidebar.slider(key="k").value == 5 and (len(prompts[-1].sources), prompts[-1].excerpt_chars) == (5, 300)
+
+
+def test_a_generation_failure_mid_stream_is_an_error_not_a_traceback(app_env, fake_generators, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from amzqa.errors import GenerationError
+    from amzqa.generation import ExtractiveGenerator
+
+    class Failing(ExtractiveGenerator):
+        def stream(self, prompt):
+            yield "The JBL Flip 5 is waterproof [1]. "
+            raise GenerationError("the server at http://127.0.0.1:9/v1 stopped answering")
+
+    fake_generators[0]["factory"] = Failing
+    monkeypatch.setenv("AMZQA_GENERATION", json.dumps({"backend": "hf"}))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.text_input(key="question").input("Is the JBL Flip 5 waterproof?")
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["The answer could not be completed: "  # the error text escaped as data
+                                           + escape("the server at http://127.0.0.1:9/v1 stopped answering")]
+    assert not at.dataframe and not at.subheader  # no answer and no sources under the error
+
+
+def test_the_sidebar_shows_the_index_path_as_it_is(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    path = os.environ["AMZQA_ARTIFACTS"]
+    assert "-" in path  # pytest's temporary folders: /tmp/pytest-of-USER/...
+    assert [c.value for c in at.sidebar.caption] == [f"Index: `{path}`"]  # a code span shows backslashes literally
+    from apps.render import code_span
+
+    assert code_span("a`b") == "``a`b``" and code_span("`x") == "`` `x ``" and code_span("a\nb") == "`a b`"
+
+
+def test_amzqa_app_hands_the_page_absolute_paths_and_a_viewer_toolbar(injected_artifacts, tmp_path, monkeypatch):
+    """Paths given relative to the caller's folder reach the page (run in the repository's folder) absolute; the
+    shopper's page has no developer toolbar (Deploy, Rerun...)."""
+    from streamlit.testing.v1 import AppTest
+
+    import amzqa.cli
+
+    shutil.copytree(injected_artifacts, tmp_path / "rel" / "art")
+    adapter = _fake_adapter(tmp_path / "rel" / "adapter")
+    (tmp_path / "rel" / "model").mkdir()
+    seen = {}
+    monkeypatch.setattr(amzqa.cli, "run_child", lambda cmd, **popen: seen.update(cmd=cmd, **popen) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert amzqa.cli.main(["app", "--artifacts", "rel/art", "--adapter", "rel/adapter", "--model", "rel/model",
+                           "--generator", "extractive"]) == 0
+    env, cmd = seen["env"], seen["cmd"]
+    assert env["AMZQA_ARTIFACTS"] == str(tmp_path / "rel" / "art")
+    generation = json.loads(env["AMZQA_GENERATION"])
+    assert generation["adapter"] == str(adapter) and generation["model"] == str(tmp_path / "rel" / "model")
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "viewer"
+    assert amzqa.cli.main(["app", "--artifacts", "rel/art", "--model", "smollm2", "--generator", "extractive"]) == 0
+    assert json.loads(seen["env"]["AMZQA_GENERATION"])["model"] == "smollm2"  # a name, not a path here: kept
+    # The page, run as amzqa app runs it (in its folder, with that environment), finds the index.
+    monkeypatch.chdir(seen["cwd"])
+    for key in ("AMZQA_ARTIFACTS", "AMZQA_GENERATION"):
+        monkeypatch.setenv(key, env[key])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "fine-tuned adapter" in at.sidebar.selectbox(key="generator").options  # its folder found from there too

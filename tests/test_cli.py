@@ -119,7 +119,7 @@ def test_ask_and_app_share_the_generated_generator_flags(sample_artifacts, tmp_p
 
     def flags(command):
         return {o: (a.dest, a.type, a.choices) for a in sub[command]._actions for o in a.option_strings
-                if a.dest.startswith("field__") or o in ("--config", "--api-key")}
+                if a.dest.startswith("field__") or o in ("--config",)}
 
     assert flags("ask") == flags("app")
     assert {"--" + f.name.replace("_", "-") for f in dataclasses.fields(GenerationConfig)} <= set(flags("ask"))
@@ -154,3 +154,44 @@ def test_eval_all_through_the_generated_flags(sample_artifacts, tmp_path):
     gen = json.loads((out / "report.json").read_text())
     assert set(gen["systems"]) == {"extractive"} and gen["n_questions"] == 6 and gen["config"]["bootstrap"] == 50
     assert json.loads((out / "retrieval.json").read_text())["config"]["n"] == 500  # n is generation's under "all"
+
+
+def test_ask_fits_the_relevance_threshold_once_and_takes_saved_settings(sample_artifacts, tmp_path, monkeypatch, capsys):
+    """Repeated ``amzqa ask`` calls reuse the threshold cached for this index and prompt shape instead of refitting it
+    on every question; ``--settings`` takes a file QA.save wrote."""
+    from amzqa import pipeline
+    from amzqa.cli import main
+    from amzqa.pipeline import QA
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(pipeline, "gate_cache_dir", lambda: cache, raising=False)  # user cache kept clean
+    calls = []
+    real = QA.calibrate
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("k") or self.config.k)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QA, "calibrate", counting)
+    ask = ["ask", "Is the JBL Flip 5 waterproof?", "--artifacts", str(sample_artifacts), "--generator", "extractive",
+           "--json"]
+    answers = []
+    for _ in range(2):
+        assert main(ask) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert calls == [5] and answers[0]["answer"] == answers[1]["answer"] and "IPX7" in answers[0]["answer"]
+    entry = json.loads(next(cache.glob("*.json")).read_text())  # JSON, keyed by the index seal and the shape
+    assert entry["key"]["index"] == json.loads((sample_artifacts / "manifest.json").read_text())["sealed"]
+    assert (entry["key"]["k"], entry["key"]["mode"], entry["key"]["excerpt_chars"]) == (5, "hybrid", 300)
+    assert main([*ask, "-k", "3"]) == 0 and main([*ask, "-k", "3"]) == 0 and calls == [5, 3]  # another shape: once
+    capsys.readouterr()
+
+    monkeypatch.setattr(pipeline, "gate_cache_dir", lambda: tmp_path / "empty-cache")
+    settings = QA.from_dir(sample_artifacts, generator="extractive", calibration_cache=cache).save(tmp_path / "qa.json")
+    assert main([*ask, "--settings", str(settings)]) == 0 and calls == [5, 3]  # the file's threshold: nothing refitted
+    assert json.loads(capsys.readouterr().out)["citations"][0]["uid"] == "B07QXV6N1B"
+    assert main([*ask, "--settings", str(settings), "--no-calibration-cache"]) == 0 and calls == [5, 3]
+    assert main([*ask, "--no-calibration-cache"]) == 0 and calls == [5, 3, 5]
+    capsys.readouterr()
+    refused(amzqa("ask", "speaker?", "--artifacts", sample_artifacts, "--settings", tmp_path / "missing.json"),
+            "QA settings file not found")

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,7 @@ import pytest
 
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.pipeline import QA, QAConfig, threshold_for_rate
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, coverage
 from amzqa.records import Answer
 from tests.conftest import ROOT
 
@@ -49,8 +50,8 @@ def test_save_and_from_dir_restore_the_pipeline(qa_extractive, sample_artifacts,
     settings = qa_extractive.save(tmp_path / "setup-a.json")
     saved = json.loads(settings.read_text())
     assert saved["abstain_threshold"] == qa_extractive.config.abstain_threshold
-    again = QA.from_dir(sample_artifacts, generator="extractive", settings=settings, k=3)
-    assert again.config.abstain_threshold == qa_extractive.config.abstain_threshold and again.config.k == 3
+    again = QA.from_dir(sample_artifacts, generator="extractive", settings=settings, language="en")
+    assert again.config.abstain_threshold == qa_extractive.config.abstain_threshold and again.config.language == "en"
     assert again.config.calibration == qa_extractive.config.calibration  # restored, not recalibrated
     assert again.ask("LEGO Classic brick box ages").citations[0].uid == "B000068CKY"
 
@@ -147,3 +148,140 @@ def test_cli_ask_rejects_empty_question(sample_artifacts):
     proc = subprocess.run([sys.executable, "-m", "amzqa", "ask", "  ", "--artifacts", str(sample_artifacts),
                            "--generator", "extractive"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "question is empty" in proc.stderr
+
+
+# ---------------------------------------------------------------- the relevance threshold's prompt shape
+
+
+def _counting_calibrate(monkeypatch) -> list:
+    calls = []
+    real = QA.calibrate
+
+    def counting(self, *args, **kwargs):
+        calls.append((kwargs.get("k") or self.config.k, kwargs.get("mode") or self.config.mode))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QA, "calibrate", counting)
+    return calls
+
+
+def test_a_threshold_fitted_for_k5_is_not_applied_at_k3(qa_extractive, retrievers, monkeypatch):
+    """ask(k=3) on a pipeline calibrated at k=5 uses a threshold fitted at k=3 (once), never the k=5 one."""
+    from amzqa.generation import ExtractiveGenerator
+
+    # the k=5 calibration with its threshold made impossible to pass, so whichever threshold is applied shows
+    config = qa_extractive.config.replace(abstain_threshold=1.01)
+    qa = QA(retrievers, ExtractiveGenerator(), config)
+    question = "Is the JBL Flip 5 waterproof?"
+    assert qa.ask(question).abstained  # k=5: its own (impossible) threshold
+    calls = _counting_calibrate(monkeypatch)
+    answer = qa.ask(question, k=3)
+    assert not answer.abstained and len(answer.sources) == 3 and answer.citations[0].uid == "B07QXV6N1B"
+    assert qa.stream(question, k=3).sources[0].uid == "B07QXV6N1B" and qa.ask(question, k=3, mode="lexical").text
+    assert calls == [(3, "hybrid"), (3, "lexical")]  # each other shape fitted once, then reused
+    assert qa.threshold(k=3) == QA(retrievers, ExtractiveGenerator(), QAConfig(k=3)).config.abstain_threshold
+    assert qa.threshold() == 1.01 and qa.config.k == 5
+    # a threshold set by hand (no calibration) holds for every shape, as given
+    by_hand = QA(retrievers, ExtractiveGenerator(), QAConfig(abstain_threshold=1.01))
+    assert by_hand.ask(question, k=3).abstained and by_hand.threshold(k=3) == 1.01
+
+
+def test_settings_fitted_for_another_shape_are_refitted(qa_extractive, sample_artifacts, tmp_path, caplog):
+    saved = json.loads(qa_extractive.save(tmp_path / "a.json").read_text())
+    saved["abstain_threshold"] = 1.01  # marks the file's threshold wherever it is applied
+    (tmp_path / "b.json").write_text(json.dumps(saved))
+    saved["calibration"].pop("fitted_for", None)  # as QA.save wrote it before thresholds recorded their shape
+    (tmp_path / "legacy.json").write_text(json.dumps(saved))
+    for name in ("b.json", "legacy.json"):
+        same = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name)
+        assert same.config.abstain_threshold == 1.01  # the shape it was fitted for: restored as saved
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="amzqa.pipeline"):
+            other = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name, k=3, mode="lexical")
+        assert other.config.abstain_threshold != 1.01, name
+        assert not other.ask("Is the JBL Flip 5 waterproof?").abstained
+        assert "was calibrated for k=5, mode=hybrid" in caplog.text
+        assert other.config.calibration["fitted_for"] == {"k": 3, "mode": "lexical", "excerpt_chars": 300,
+                                                          "answer_rate": 0.98}
+
+
+def test_the_threshold_is_kept_at_full_precision(retrievers, tmp_path, sample_artifacts, monkeypatch):
+    """A threshold rounded up (2/3 -> 0.6667) would stop the answerable questions scored exactly at the cut."""
+    import amzqa.pipeline
+    from amzqa.generation import ExtractiveGenerator
+
+    real, seen = amzqa.pipeline.threshold_for_rate, []
+
+    def spy(scores, rate):
+        seen.append((list(scores), real(scores, rate)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(amzqa.pipeline, "threshold_for_rate", spy)
+    qa = QA(retrievers, ExtractiveGenerator(), QAConfig(answer_rate=0.9))
+    scores, fitted = seen[-1]
+    assert qa.config.abstain_threshold == fitted
+    assert sum(s >= qa.config.abstain_threshold for s in scores) >= 0.9 * len(scores)
+    assert qa.config.calibration["answered_rate"] >= 0.9
+    restored = QA.from_dir(sample_artifacts, generator="extractive", settings=qa.save(tmp_path / "qa.json"))
+    assert restored.config.abstain_threshold == fitted  # and so through a settings file
+
+
+def test_qa_settings_are_refused_anywhere_inside_an_index(qa_extractive, sample_artifacts, tmp_path):
+    with pytest.raises(ArtifactError, match="sealed artifact folder"):
+        qa_extractive.save(sample_artifacts / "setups" / "qa.json")
+    assert not (sample_artifacts / "setups").exists()
+    # a manifest.json that is not an amzqa one (a web app's, say) higher up does not block
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "manifest.json").write_text('{"name": "a web app"}')
+    assert qa_extractive.save(tmp_path / "site" / "setups" / "qa.json").is_file()
+
+
+def test_an_answer_stream_iterated_twice_replays_its_answer(qa_extractive):
+    from amzqa.pipeline import AnswerStream
+
+    s = qa_extractive.stream("Is the JBL Flip 5 waterproof?")
+    first = "".join(s)
+    answer = s.answer
+    assert "IPX7" in first and not answer.abstained
+    assert "".join(s) == first and s.answer is answer  # replayed; the answer is the first pass's
+    finished = AnswerStream(iter(["Boils ", "fast."]), [], lambda text: text)
+    assert list(finished) == ["Boils ", "fast."] and list(finished) == ["Boils ", "fast."]
+    assert finished.answer == "Boils fast."
+    partial = qa_extractive.stream("Is the JBL Flip 5 waterproof?")
+    next(iter(partial))
+    with pytest.raises(AmzqaError, match="part-way"):
+        list(partial)
+
+
+def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifacts, tmp_path):
+    """An index replaced after RetrieverSet loaded (amzqa index --overwrite) does not reach a QA built later from
+    that retriever set: its gate scores this load's rows, not the new build's."""
+    import numpy as np
+
+    from amzqa.generation import ExtractiveGenerator
+    from amzqa.retrieval import RetrieverSet
+    from indexing.build import IndexConfig, build_index
+    from indexing.corpus import PrepareConfig, prepare
+    from tests.conftest import SAMPLE
+
+    index = tmp_path / "index"
+    shutil.copytree(sample_artifacts, index)
+    old_vectors = np.load(index / "embeddings.f16.npy").astype(np.float32)
+    rset = RetrieverSet(index)
+    small = tmp_path / "small.json"
+    small.write_text("".join(SAMPLE.read_text().splitlines(keepends=True)[:40]))
+    prepare(PrepareConfig(input=small, out=tmp_path / "corpus"), progress=False)
+    build_index(IndexConfig(corpus=tmp_path / "corpus", out=index, overwrite=True, calibrate_products=0), progress=False)
+    assert len(np.load(index / "embeddings.f16.npy")) == 40 < len(rset.store)
+
+    qa = QA(rset, ExtractiveGenerator(), QAConfig(abstain_threshold=0.0))
+    assert qa._title_vectors.shape[0] == len(rset.store)
+    question = "Who illustrated Goodnight Moon?"
+    hits = rset.hybrid.retrieve(question, 5)
+    assert max(h.product.row_id for h in hits) >= 40  # rows the new, smaller build does not have
+    query = rset.dense.embedder.encode([question])[0]
+    rows = [h.product.row_id for h in hits]
+    expected = float(max(max(old_vectors[rows] @ query),
+                         max(coverage(question, f"{h.product.title} {h.product.content}") for h in hits)))
+    assert qa.relevance(question, hits) == pytest.approx(expected, abs=1e-6)
+    assert qa.ask(question).sources[0].uid == "0064430170"

@@ -124,6 +124,29 @@ def test_other_embedding_model_is_refused(sample_artifacts, tmp_path):
         RetrieverSet(sample_artifacts, embedder=OnnxEmbedder(str(other)))
 
 
+def test_an_fp32_index_is_queried_with_the_fp32_model(sample_corpus, sample_artifacts, tmp_path):
+    out = tmp_path / "fp32"
+    man = build_index(IndexConfig(corpus=sample_corpus, out=out, embedding_backend="onnx-fp32", calibrate_products=0),
+                      progress=False)
+    assert man["embedding"]["backend"] == "onnx-fp32"
+    rset = RetrieverSet(out)
+    assert rset.dense.embedder.quantize is False and rset.dense.embedder.backend == "onnx-fp32"
+    # and the int8 index still reloads int8, and refuses the fp32 model
+    assert RetrieverSet(sample_artifacts).dense.embedder.quantize is True
+    with pytest.raises(ArtifactError, match="backend 'onnx-fp32'"):
+        RetrieverSet(sample_artifacts, embedder=rset.dense.embedder)
+
+
+def test_the_onnx_encoder_uses_the_cpus_this_process_may_run_on():
+    import os
+
+    from amzqa.embedding import usable_cpus
+
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cpus() == len(os.sched_getaffinity(0))
+    assert usable_cpus() >= 1
+
+
 def test_mismatched_corpus_is_refused(sample_artifacts, sample_corpus, tmp_path):
     from indexing.corpus import PrepareConfig, open_corpus, prepare
     from tests.conftest import SAMPLE
@@ -281,6 +304,47 @@ def test_a_tampered_artifact_is_refused_with_the_file_named(sample_artifacts, tm
         expected = "dense.faiss is missing"
     with pytest.raises(ArtifactError, match=expected):
         Artifacts.open(copy)
+
+
+def test_a_same_size_edit_of_a_big_file_is_caught_by_amzqa_verify(sample_artifacts, tmp_path, capsys):
+    from amzqa.cli import main
+    from amzqa.retrieval.artifacts import SMALL_FILE_BYTES
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_artifacts, copy)
+    assert main(["verify", str(copy)]) == 0 and "match the checksums" in capsys.readouterr().out
+    big = max(copy.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    data = bytearray(big.read_bytes())
+    data[-1] ^= 0xFF  # same size: loading a big file checks its size only
+    big.write_bytes(bytes(data))
+    if big.stat().st_size > SMALL_FILE_BYTES:
+        Artifacts.open(copy)
+    assert main(["verify", str(copy)]) == 2
+    assert f"{big.name} does not match the checksum" in capsys.readouterr().err
+
+
+def test_an_index_swapped_in_while_it_loads_is_loaded_whole(sample_artifacts, tmp_path, monkeypatch):
+    from amzqa.atomic import swap_dir
+    from amzqa.retrieval.artifacts import seal
+    from amzqa.retrieval.lexical import LexicalRetriever
+
+    live, new = tmp_path / "live", tmp_path / "new"
+    shutil.copytree(sample_artifacts, live)
+    shutil.copytree(sample_artifacts, new)
+    (new / "fusion.json").write_text(json.dumps({**json.loads((new / "fusion.json").read_text()), "note": "rebuilt"}))
+    new_seal = seal(new, json.loads((new / "manifest.json").read_text()))["sealed"]
+    swapped = []
+
+    def lexical_then_swap(arts, store):  # a rebuild publishes between two files of this load
+        if not swapped:
+            swap_dir(new, live)
+            swapped.append(True)
+        return LexicalRetriever(arts, store)
+
+    monkeypatch.setattr("amzqa.retrieval.lexical.LexicalRetriever", lexical_then_swap)
+    rset = RetrieverSet(live)
+    assert swapped and rset.artifacts.manifest["sealed"] == new_seal
+    assert json.loads((rset.artifacts.path / "fusion.json").read_text())["note"] == "rebuilt"
 
 
 def test_rebuilding_swaps_the_new_index_in_whole(sample_corpus, sample_artifacts, tmp_path):

@@ -37,8 +37,11 @@ def seal(folder: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def verify(path: Path, manifest: dict[str, Any]) -> None:
-    """Refuse an edited manifest, a missing or resized file, and a changed small file (named, with the fix)."""
+def verify(path: Path, manifest: dict[str, Any], full: bool = False) -> None:
+    """Refuse an edited manifest, a missing or resized file, and a changed small file (named, with the fix).
+
+    Loading checksums only files up to ``SMALL_FILE_BYTES`` (the vectors of a full catalog are GBs); ``full`` checksums
+    every file (``amzqa verify``)."""
     if manifest.get("sealed") != manifest_seal(manifest):
         raise ArtifactError(f"{path / MANIFEST} was changed after the index was built (its seal does not match its "
                             f"content); rebuild the index with amzqa index, or restore the original manifest")
@@ -51,7 +54,7 @@ def verify(path: Path, manifest: dict[str, Any]) -> None:
         if size != sizes.get(name):
             raise ArtifactError(f"{f}: {size} bytes, the manifest sealed {sizes.get(name)}; the file was changed after "
                                 "the build: rebuild the index")
-        if size <= SMALL_FILE_BYTES and sha256_file(f) != digest:
+        if (full or size <= SMALL_FILE_BYTES) and sha256_file(f) != digest:
             raise ArtifactError(f"{f} does not match the checksum sealed in {MANIFEST}: it was changed after the build; "
                                 "rebuild the index (or rerun amzqa calibrate for fusion.json)")
 
@@ -82,6 +85,13 @@ class Artifacts:
         if corpus_fingerprint is not None:
             arts.check_corpus(corpus_fingerprint)
         return arts
+
+    def seal_now(self) -> str | None:
+        """The seal of the manifest in the folder now (another build's after a swap; None if it is gone)."""
+        try:
+            return json.loads((self.path / MANIFEST).read_text(encoding="utf-8")).get("sealed")
+        except (OSError, json.JSONDecodeError):
+            return None
 
     @property
     def embedding(self) -> dict[str, Any]:
