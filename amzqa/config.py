@@ -45,8 +45,9 @@ class Config:
     """Base class of stage configs: dict/YAML round-trip with strict keys."""
 
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any] | None) -> C:
-        data = dict(data or {})
+    def _validated(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with every value checked against (and coerced to) its field's type; unknown keys refused."""
+        data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -60,6 +61,11 @@ class Config:
                 problems.append(f"{key}: {reason} (got {value!r})")
         if problems:
             raise ConfigError(f"{cls.__name__}: " + "; ".join(problems))
+        return data
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any] | None) -> C:
+        data = cls._validated(data or {})
         try:
             return cls(**data)
         except TypeError as exc:
@@ -97,7 +103,8 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self: C, **changes: Any) -> C:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, validated like a recipe (types, unknown keys, then ``__post_init__``)."""
+        return dataclasses.replace(self, **self._validated(changes))
 
     @classmethod
     def describe(cls) -> str:

@@ -158,6 +158,14 @@ def export_onnx(model_path: str, out_dir: Path, quantize: bool = True) -> Path:
     return final
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as a cgroup-limited container sets it), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class OnnxEmbedder:
     backend = "onnx"
 
@@ -169,11 +177,13 @@ class OnnxEmbedder:
         self.model_id = str(model)
         self.max_length = max_length
         self.quantize = quantize
+        # The backend name the index manifest records and the loader reloads with: fp32 must not come back as int8.
+        self.backend = "onnx" if quantize else "onnx-fp32"
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.dim = json.loads((Path(self.path) / "config.json").read_text())["hidden_size"]
         onnx_path = self._cached_export()
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.intra_op_num_threads = threads or usable_cpus()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         self._input_names = {i.name for i in self.session.get_inputs()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from amzqa.facts import answers, asked_facts
@@ -43,6 +44,13 @@ _INJECTION = re.compile("|".join([
     rf"\b(ignore|disregard|forget|override|bypass|skip)\s+(all\s+|any\s+|of\s+)*(the\s+|your\s+|these\s+|those\s+|my\s+)?"
     rf"(previous|prior|above|earlier|preceding|system|original|initial|other|following|current)\s+{_INSTRUCTIONS}\b",
     rf"\b(ignore|disregard|forget|override|bypass)\s+(all\s+|any\s+)?your\s+(\w+\s+)?{_INSTRUCTIONS}\b",
+    r"\b(ignore|disregard)\s+(what|everything|anything|all)\s+(that\s+)?(you('ve| have)?|you were|you've been|you have been)"
+    r"\s+(\w+\s+)?(told|given|instructed|asked|taught)\b",
+    r"\b(ignore|disregard)\s+(the|this|that|their|my|your)\s+(user'?s?\s+|shopper'?s?\s+|customer'?s?\s+)?"
+    r"(question|query|request|user|shopper|customer)\b",
+    # The same in the catalog's other languages (Portuguese, Spanish): instruction nouns after a verb of ignoring.
+    r"\b(ignor[ea]\w*|desconsider\w*|esque[çc]a\w*|olvid[ae]\w*)\b[^.!?]{0,30}"
+    r"\b(instru[çc](ões|oes|ão)|instrucciones|regras|reglas|orienta[çc]ões|prompt)\b",
     r"\b(ignore|disregard)\s+(the|these)\s+(sources|catalog|context)\b",
     r"\b(you are|you're)\s+(now|no longer)\s+an?\b",
     r"\bfrom now on,?\s+(you|your|always|only|answer|reply|respond)\b",
@@ -69,9 +77,21 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _MARKER_LIKE = re.compile(r"\[(\d+)\]")
 
 
+def _without_format_chars(text: str) -> str:
+    # Zero-width joiners, word joiners, bidi marks (Unicode "Cf"): invisible, and able to split "ig\u200dnore".
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
 def sanitize(text: str) -> str:
-    """Drop sentences that address the assistant; flatten newlines; neutralise fake ``[n]`` markers."""
-    kept = [s for s in _SENTENCE.split(text) if not _INJECTION.search(s)]
+    """Drop sentences that address the assistant; flatten newlines; neutralise fake ``[n]`` markers.
+
+    A best-effort filter, not a security boundary: a deny-list cannot know every phrasing or language. What
+    protects a shopper is on the output side: nothing is shown unless the source it cites says it
+    (:mod:`amzqa.support`), and the page escapes product text. Sentences are matched after NFKC folding
+    (full-width and other compatibility forms) with invisible format characters removed.
+    """
+    text = _without_format_chars(text)
+    kept = [s for s in _SENTENCE.split(text) if not _INJECTION.search(unicodedata.normalize("NFKC", s))]
     text = " ".join(" ".join(kept).split())
     return _MARKER_LIKE.sub(r"(\1)", text)
 
@@ -151,6 +171,9 @@ class Prompt:
     sources: tuple[Product, ...]
     messages: tuple[dict[str, str], ...] = field(default=())
     excerpt_chars: int = DEFAULT_EXCERPT_CHARS
+    # False for text amzqa did not build (a llama-index prompt): a calibrated abstention gate, fitted on catalog
+    # prompts, does not apply to it.
+    catalog: bool = True
 
     @property
     def user_text(self) -> str:

@@ -13,8 +13,9 @@ import unicodedata
 
 # A tag starts with a letter (or "/" or "!--") right after "<", so "a < b" and "<3" survive.
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]{0,500}>", re.S)
-# C0/C1 controls except tab/newline/CR (folded as whitespace later), zero-width space, BOM, soft hyphen.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u00ad\ufeff]")
+# C0/C1 controls except tab/newline/CR (folded as whitespace later), zero-width space/non-joiner/joiner, word
+# joiner, BOM, soft hyphen.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\u00ad\ufeff]")
 # Anything that means the slow path is needed for an ASCII string.
 _NEEDS_WORK = re.compile(r"[&<\x00-\x1f\x7f]|\s\s")
 _MAX_UNESCAPE_ROUNDS = 3  # "&amp;amp;#8217;" needs three rounds; more is never seen in practice

@@ -87,3 +87,16 @@ def test_accelerate_configs_load_with_accelerate(path):
 
     cfg = ClusterConfig.from_yaml_file(str(path))
     assert cfg.num_processes >= 2 and cfg.mixed_precision == "bf16"
+
+
+def test_replace_validates_like_a_recipe():
+    from amzqa.generation.config import GenerationConfig
+
+    cfg = GenerationConfig()
+    assert cfg.replace(max_new_tokens="64").max_new_tokens == 64  # coerced as a recipe value is
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        cfg.replace(max_new_tokens="many")
+    with pytest.raises(ConfigError, match="unknown key"):
+        cfg.replace(max_new_tokenz=64)
+    with pytest.raises(ConfigError):
+        cfg.replace(temperature=-1.0)  # __post_init__ still runs

@@ -82,6 +82,33 @@ def test_openvino_scores_the_abstention_message_like_transformers(ov_generator, 
         assert abs(ours - ref) < 0.05, (prompt.question, ours, ref)
 
 
+def test_the_openvino_scorer_is_compiled_once_by_concurrent_first_askers(ov_generator, monkeypatch):
+    import threading
+
+    import amzqa.generation.openvino as ov
+
+    calls, real = [], ov.compile_scorer
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(ov, "compile_scorer", counting)
+    monkeypatch.setattr(ov_generator, "_scorer", None)
+    got, start = [], threading.Barrier(4)
+
+    def ask():
+        start.wait()
+        got.append(ov_generator.scorer())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
 def test_openvino_calibrated_abstention_both_ways(ov_generator, fp32_reference, demo_prompts):
     """Threshold reached: the message; not reached: the answer transformers gives with the message's opening banned."""
     prompt = demo_prompts[-1]  # the lawn mower: not in the catalog
@@ -93,7 +120,7 @@ def test_openvino_calibrated_abstention_both_ways(ov_generator, fp32_reference, 
             text = ov_generator.generate(p)
             assert not text.startswith("The catalog")
             assert text == fp32_reference.generate(p)
-            assert "".join(ov_generator.stream(p)).strip() == text
+            assert "".join(ov_generator.stream(p)).strip() == text == "".join(fp32_reference.stream(p)).strip()
     finally:
         ov_generator.abstain_threshold = fp32_reference.abstain_threshold = None
 

@@ -124,3 +124,55 @@ def test_adapter_trained_on_another_prompt_format_is_reported(tmp_path, caplog):
         with caplog.at_level("WARNING", logger="amzqa.generation.hf"):
             check_adapter(tmp_path, str(tmp_path / "no-such-base"))
         assert ("another prompt format" in caplog.text) is warned
+
+
+def _model_with_stop_ids(tmp_path, extra: list[int]):
+    """The packaged SmolLM2 folder (files linked) whose generation_config lists extra end-of-turn ids, as Phi-3's
+    and Llama-3's do."""
+    import json
+
+    from amzqa.models import default_generator_path
+
+    src, dst = default_generator_path(), tmp_path / "smollm2-stops"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "generation_config.json":
+            (dst / f.name).symlink_to(f)
+    cfg = json.loads((src / "generation_config.json").read_text())
+    cfg["eos_token_id"] = [cfg["eos_token_id"], *extra]
+    (dst / "generation_config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_every_end_of_turn_id_the_model_lists_stops_generation(tmp_path):
+    from amzqa.generation import HFGenerator
+
+    prompt = build_prompt("Is the toaster good for bagels?", P)
+    plain = HFGenerator(GenerationConfig(max_new_tokens=24))
+    tokens = list(plain._decode(plain._encode(prompt)))
+    assert len(tokens) > 4
+    stop = tokens[3]  # pretend the model's 4th token ends its turn
+    gen = HFGenerator(GenerationConfig(model=str(_model_with_stop_ids(tmp_path, [stop])), max_new_tokens=24))
+    assert stop in gen.stop_ids and plain.tokenizer.eos_token_id in gen.stop_ids
+    expected = plain.tokenizer.decode(tokens[:tokens.index(stop)], skip_special_tokens=True).strip()
+    assert gen.generate(prompt) == expected
+    assert "".join(gen.stream(prompt)) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Hand wash only, dry promptly.", "  A caixa de som é à prova d'água: até 1 metro, por 30 minutos!",
+    "Ages 4–99 🧱 · 790 pièces, 10 couleurs", "防水 IPX7 スピーカー", "Price:  $19.99\n\nTwo  spaces.",
+])
+def test_streamed_pieces_join_to_the_full_decode(text):
+    """The incremental detokeniser (tokenizers' DecodeStream) against one decode of all ids: nothing lost or added,
+    multi-byte characters never split."""
+    from transformers import AutoTokenizer
+
+    from amzqa.generation.abstention import stream_text
+    from amzqa.models import default_generator_path
+
+    tok = AutoTokenizer.from_pretrained(default_generator_path())
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    pieces = list(stream_text(tok, iter(ids)))
+    assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True).strip()
+    assert all("\ufffd" not in p for p in pieces) and len(pieces) > 1

@@ -29,6 +29,18 @@ def test_llm_adapter_completes_and_streams(hf_generator):
     assert chunks[-1].text.strip() == full.text.strip() and all(c.delta is not None for c in chunks)
 
 
+def test_a_calibrated_gate_applies_to_catalog_prompts_not_to_llama_index_prompts(hf_generator, monkeypatch):
+    from amzqa.generation.abstention import Threshold
+    from amzqa.integrations.llama_index import AmzqaLLM
+    from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+    from amzqa.records import Hit, Product
+
+    monkeypatch.setattr(hf_generator, "abstain_threshold", Threshold(-1e9), raising=False)  # fitted: always abstain
+    catalog = build_prompt("Tell me about this one.", [Hit(Product(0, "U1", "JBL Flip 5", "IPX7 waterproof speaker."), 1.0, 1)])
+    assert hf_generator.generate(catalog) == ABSTAIN_MESSAGE
+    assert "Paris" in AmzqaLLM(hf_generator).complete("What is the capital of France? Answer in one word.").text
+
+
 def test_query_engine_answers_with_source_nodes(qa_extractive):
     from amzqa.integrations.llama_index import AmzqaQueryEngine
 

@@ -52,20 +52,55 @@ def decide(generator, prompt: Prompt) -> bool | None:
     threshold = getattr(generator, "abstain_threshold", None)
     if threshold is None or threshold.message != ABSTAIN_MESSAGE:  # a selection model's cut is not this message's
         return None
+    if not prompt.catalog:  # e.g. llama-index's own prompt: the threshold was fitted on catalog prompts only
+        return None
     if shows_asked_fact(prompt):  # the fact asked for is in front of the model: answer it
         return False
     return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold.for_question(prompt.question)
 
 
+def stop_ids(tokenizer, model_dir: str | Path | None = None) -> frozenset[int]:
+    """Every end-of-turn id: the tokenizer's EOS and each id the model's ``generation_config.json`` lists.
+
+    Phi-3 (``[32000, 32001, 32007]``) and Llama-3 end a turn with ids other than the tokenizer's EOS; stopping at
+    that one alone runs past the answer until the token budget is spent.
+    """
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if model_dir is not None and Path(model_dir, "generation_config.json").is_file():
+        listed = json.loads(Path(model_dir, "generation_config.json").read_text()).get("eos_token_id")
+        ids.update(int(i) for i in (listed if isinstance(listed, list) else [listed]) if i is not None)
+    return frozenset(ids)
+
+
 class IncrementalText:
-    """Turns a growing list of token ids into text pieces, holding back what a later token could still respell
-    (an incomplete multi-byte character, a space the tokenizer merges with the next word)."""
+    """Turns a growing list of token ids into text pieces: ``tokenizers``' ``DecodeStream`` (it holds back an
+    incomplete multi-byte character and respells merged spaces), with the stream's leading whitespace dropped.
+
+    A tokenizer without a Rust backend is decoded whole at each step, emitting what extends what was emitted; where
+    a later decode is not a prefix-stable extension, the rest comes out in :meth:`finish` rather than being lost.
+    """
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer, self.ids, self.emitted = tokenizer, [], ""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._stream = None
+        if backend is not None:
+            from tokenizers.decoders import DecodeStream
+
+            self._backend, self._stream = backend, DecodeStream(skip_special_tokens=True)
+        self._started = False
 
     def add(self, token: int) -> str:
         self.ids.append(token)
+        if self._stream is not None:
+            piece = self._stream.step(self._backend, token) or ""
+            if not self._started:
+                piece = piece.lstrip()
+                self._started = bool(piece)
+            self.emitted += piece
+            return piece
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
         if text.endswith("\ufffd") or not text.startswith(self.emitted) or len(text) <= len(self.emitted):
             return ""
@@ -73,17 +108,22 @@ class IncrementalText:
         return piece
 
     def finish(self) -> str:
+        """What the pieces so far have not said of the whole decode (trailing whitespace dropped)."""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
-        if text.startswith(self.emitted) and len(text) > len(self.emitted):
+        if text.startswith(self.emitted):
             return text[len(self.emitted):]
+        if text.startswith(self.emitted.rstrip()):
+            return text[len(self.emitted.rstrip()):]
+        log.warning("streamed text diverged from the full decode; %d characters may differ", len(text))
         return ""
 
 
-def stream_text(tokenizer, tokens: Iterable[int]) -> Iterator[str]:
-    """Text pieces of a token stream, up to its end-of-sequence token (shared by the in-process backends)."""
+def stream_text(tokenizer, tokens: Iterable[int], stop: Iterable[int] | None = None) -> Iterator[str]:
+    """Text pieces of a token stream, up to its first stop id (shared by the in-process backends)."""
+    stop = frozenset(stop) if stop is not None else stop_ids(tokenizer)
     text = IncrementalText(tokenizer)
     for token in tokens:
-        if token == tokenizer.eos_token_id:
+        if token in stop:
             break
         piece = text.add(token)
         if piece:

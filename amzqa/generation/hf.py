@@ -8,6 +8,7 @@ The default model is the provisioned SmolLM2-135M-Instruct; on a GPU box the sam
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from amzqa.chat import ensure_chat_template
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.generation.abstention import decide, load_threshold, stream_text
+from amzqa.generation.abstention import decide, load_threshold, stop_ids, stream_text
 from amzqa.generation.config import GenerationConfig
 from amzqa.layout import ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
@@ -101,6 +102,20 @@ def logits_processors(cfg: GenerationConfig):
     return procs
 
 
+class OpeningBan:
+    """A logits processor that bans ``second`` right after ``first`` at the answer's opening only (a prompt of
+    ``prompt_len`` tokens): the abstention message's first two tokens. Mid-answer "The catalog ..." stays allowed,
+    as in the OpenVINO backend, which picks the opening itself."""
+
+    def __init__(self, prompt_len: int, first: int, second: int) -> None:
+        self.prompt_len, self.first, self.second = prompt_len, first, second
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == self.prompt_len + 1 and int(input_ids[0, -1]) == self.first:
+            scores[:, self.second] = -float("inf")
+        return scores
+
+
 class HFGenerator:
     name = "hf"
 
@@ -137,6 +152,7 @@ class HFGenerator:
             self.adapter_provenance = check_adapter(cfg.adapter, self.path)
             model = PeftModel.from_pretrained(model, cfg.adapter)
         self.model = model.eval()
+        self.stop_ids = stop_ids(self.tokenizer, self.path)
         self.device = next(self.model.parameters()).device
         # Beside the adapter, or in a merged model's folder (amzqa merge copies it there).
         self.abstain_threshold = load_threshold(cfg.adapter or self.path) if cfg.calibrated_abstention else None
@@ -154,10 +170,10 @@ class HFGenerator:
     def _gen_kwargs(self) -> dict:
         cfg = self.config
         kw = {"max_new_tokens": cfg.max_new_tokens, "repetition_penalty": cfg.repetition_penalty,
-              "eos_token_id": self.tokenizer.eos_token_id,
+              "eos_token_id": sorted(self.stop_ids),
               "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id}
         if cfg.temperature > 0:
-            kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+            kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=None)  # as logits_processors
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kw
@@ -173,12 +189,17 @@ class HFGenerator:
         if decision:
             return ABSTAIN_MESSAGE
         kwargs = self._gen_kwargs()
-        if decision is False:
-            kwargs["bad_words_ids"] = [self._abstain_start]
         enc = self._encode(prompt)
+        if decision is False:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([OpeningBan(enc["input_ids"].shape[1], *self._abstain_start)])
         with self._lock, torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        # generate() keeps the stop token it ended on, which a listed end-of-turn id need not be a special token
+        new = list(itertools.takewhile(lambda t: t not in self.stop_ids, new))
+        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
     def answer_logprob(self, prompt: Prompt, answer: str) -> float:
         """log P(answer | prompt) under the model, teacher-forced (e.g. how ready it is to abstain)."""
@@ -213,14 +234,13 @@ class HFGenerator:
         if decision:
             yield ABSTAIN_MESSAGE
             return
-        yield from stream_text(self.tokenizer, self._decode(self._encode(prompt), suppress_abstention=decision is False))
+        yield from stream_text(self.tokenizer, self._decode(self._encode(prompt), suppress_abstention=decision is False),
+                               self.stop_ids)
 
-    def _processors(self, suppress_abstention: bool = False):
-        from transformers import NoBadWordsLogitsProcessor
-
+    def _processors(self, prompt_len: int, suppress_abstention: bool = False):
         procs = logits_processors(self.config)
         if suppress_abstention:  # a banned token scores -inf, so its place in the list changes nothing
-            procs.insert(0, NoBadWordsLogitsProcessor([self._abstain_start], eos_token_id=self.tokenizer.eos_token_id))
+            procs.insert(0, OpeningBan(prompt_len, *self._abstain_start))
         return procs
 
     def _decode(self, enc, suppress_abstention: bool = False) -> Iterator[int]:
@@ -231,8 +251,8 @@ class HFGenerator:
         import torch
         from transformers import DynamicCache
 
-        procs, cfg = self._processors(suppress_abstention), self.config
         ids, mask = enc["input_ids"], enc["attention_mask"]
+        procs, cfg = self._processors(ids.shape[1], suppress_abstention), self.config
         cache = DynamicCache()
         step_ids = ids
         for _ in range(cfg.max_new_tokens):
@@ -244,7 +264,7 @@ class HFGenerator:
                 ids = torch.cat([ids, nxt], dim=1)
                 mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
             token = int(nxt[0, 0])
-            if token == self.tokenizer.eos_token_id:
+            if token in self.stop_ids:
                 return
             yield token
             step_ids = nxt

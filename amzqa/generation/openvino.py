@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, MissingExtraError
-from amzqa.generation.abstention import load_threshold, stream_text
+from amzqa.generation.abstention import load_threshold, stop_ids, stream_text
 from amzqa.generation.config import GenerationConfig
 from amzqa.layout import EXPORT_MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
@@ -147,6 +147,7 @@ class OpenVINOGenerator:
         self.config, self.path, self._og = cfg, path, og
         self.manifest = check_export(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.stop_ids = stop_ids(self.tokenizer, path)
         props = dict(PIPELINE_PROPERTIES)
         if cfg.threads:
             props["INFERENCE_NUM_THREADS"] = cfg.threads
@@ -154,6 +155,7 @@ class OpenVINOGenerator:
         self._xml, self._weights = read_export(path)
         self.pipe = og.LLMPipeline(self._xml, self._weights, og.Tokenizer(str(path)), "CPU", None, **props)
         self._scorer = None  # the raw compiled model, for log-probabilities: compiled on first use
+        self._scorer_lock = threading.Lock()  # two first askers must not compile it twice (memory, seconds)
         self.abstain_threshold = load_threshold(path) if cfg.calibrated_abstention else None
         self._abstain_ids = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"]
         # One generation at a time per pipeline (it holds one KV state); an abandoned stream cancels its generation
@@ -165,13 +167,18 @@ class OpenVINOGenerator:
     def _encode(self, prompt: Prompt) -> list[int]:
         return self.tokenizer(render(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
 
+    def scorer(self):
+        """The compiled scoring model, compiled once however many threads ask first."""
+        with self._scorer_lock:
+            if self._scorer is None:
+                self._scorer = compile_scorer(self._xml, self._weights, self._props)
+            return self._scorer
+
     def _logits(self, ids: list[int], keep: int):
         """Logits of the last ``keep`` positions of ``ids`` (numpy, float32), one stateless pass."""
         import numpy as np
 
-        if self._scorer is None:
-            self._scorer = compile_scorer(self._xml, self._weights, self._props)
-        request = self._scorer.create_infer_request()  # its own KV state: safe beside the pipeline
+        request = self.scorer().create_infer_request()  # its own KV state: safe beside the pipeline
         n = len(ids)
         inputs = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, n), np.int64),
                   "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
@@ -233,8 +240,8 @@ class OpenVINOGenerator:
 
     def _plan(self, prompt: Prompt, ids: list[int]) -> tuple[bool | None, list[int]]:
         """(calibrated decision, forced opening tokens)."""
-        if self.abstain_threshold is None or self.abstain_threshold.message != ABSTAIN_MESSAGE:
-            return None, []  # none fitted, or fitted for selection's "0" (SelectingGenerator applies that one)
+        if self.abstain_threshold is None or self.abstain_threshold.message != ABSTAIN_MESSAGE or not prompt.catalog:
+            return None, []  # none fitted, fitted for selection's "0" (SelectingGenerator applies that one), or not ours
         logprob, logits = self._score(ids, self._abstain_ids)
         if not shows_asked_fact(prompt) and logprob >= self.abstain_threshold.for_question(prompt.question):
             return True, []
@@ -248,6 +255,7 @@ class OpenVINOGenerator:
         gc.repetition_penalty = cfg.repetition_penalty
         gc.apply_chat_template = False  # the prompt is rendered (and tokenised) exactly as for transformers
         gc.eos_token_id = self.tokenizer.eos_token_id
+        gc.stop_token_ids = set(self.stop_ids)  # every end-of-turn id the model lists, not the tokenizer's EOS alone
         if cfg.temperature > 0:
             gc.do_sample, gc.temperature, gc.top_p = True, cfg.temperature, cfg.top_p
         return gc
@@ -269,7 +277,7 @@ class OpenVINOGenerator:
         if budget > 0:
             with self._lock:
                 tokens = list(self.pipe.generate(self._inputs(ids + opening), self._generation_config(budget)).tokens[0])
-        out = [t for t in opening + tokens if t != self.tokenizer.eos_token_id]
+        out = list(itertools.takewhile(lambda t: t not in self.stop_ids, opening + tokens))
         return self.tokenizer.decode(out, skip_special_tokens=True).strip()
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
@@ -282,7 +290,7 @@ class OpenVINOGenerator:
             return
         budget = self.config.max_new_tokens - len(opening)
         rest = self._tokens(ids + opening, budget) if budget > 0 else iter(())
-        yield from stream_text(self.tokenizer, itertools.chain(opening, rest))
+        yield from stream_text(self.tokenizer, itertools.chain(opening, rest), self.stop_ids)
 
     def _tokens(self, ids: list[int], budget: int) -> Iterator[int]:
         tokens: queue.Queue = queue.Queue()
