@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # Also installs optimum-intel into its own cached venv (once) and exports SmolLM2 for the OpenVINO engine.
 models: $(STAMP)
-	HF_HUB_OFFLINE=0 $(VENV)/bin/amzqa models fetch
+	$(VENV)/bin/amzqa models fetch
 
 # vLLM on CPU in its own cached venv (3.3 GB, once): the server backend's slow tests and benchmark rows.
 engines: models
