@@ -222,7 +222,8 @@ def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
                                           overwrite=True)
     prov = train(cfg, progress=progress)
     print(f"{prov['steps']} steps in {prov['train_seconds']:.0f} s ({prov['train_tokens']} tokens, {prov['batching']}); "
-          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}")
+          f"train loss {prov['metrics'].get('train_loss')}, eval loss {prov['metrics'].get('eval_loss')}, eval label loss "
+          f"{(prov.get('abstention') or {}).get('eval_label_loss')}")
 
 
 def tuned_generation(dirs: DemoDirs):

@@ -129,3 +129,13 @@ def test_the_prior_weight_is_fitted_on_answerable_eval_examples():
     lps = [[-3.0, -0.2, -3.0], [-3.0, -1.0, -1.1], [-0.1, -5.0, -5.0]]
     weight, accuracy = fit_prior_weight(examples, lps)
     assert accuracy["0.0"] == 0.5 and accuracy[str(weight)] == 1.0 and 0 < weight < 4
+
+
+def test_the_eval_label_loss_is_the_gold_labels_cross_entropy():
+    import math
+
+    from training.abstention import eval_label_loss
+
+    examples = [{"completion": [{"content": "1"}]}, {"completion": [{"content": "0"}]}]
+    lps = [[math.log(0.2), math.log(0.5)], [math.log(0.25), math.log(0.7)]]
+    assert eval_label_loss(examples, lps) == pytest.approx((-math.log(0.5) - math.log(0.25)) / 2)

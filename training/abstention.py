@@ -59,6 +59,13 @@ def best_threshold(scores: list[float], abstain: list[bool]) -> tuple[float, flo
     return threshold, best_correct / len(ranked)
 
 
+def eval_label_loss(examples: list[dict[str, Any]], label_lps: list[list[float]]) -> float:
+    """Mean cross-entropy of the gold label token (``label_lps``: each example's log-probabilities of "0".."n" over
+    the whole vocabulary): how well a selection adapter picks, without a second pass over the eval split."""
+    golds = [int(e["completion"][0]["content"]) for e in examples]
+    return -sum(lps[g] for lps, g in zip(label_lps, golds)) / len(golds)
+
+
 def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) -> dict[str, Any] | None:
     """Fit and save the adapter's abstention threshold on ``data``'s eval split; None (nothing saved) when that
     split lacks abstention or answerable examples."""
@@ -82,7 +89,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     # What an abstention is in this data: the message (generative recipe) or selection's "0" label.
     message = load_sft_manifest(data).get("abstain_target", ABSTAIN_MESSAGE)
     gen = generator or HFGenerator(GenerationConfig(adapter=str(adapter), calibrated_abstention=False))
-    prior_weight = None
+    prior_weight, label_loss = None, None
     if message == ABSTAIN_MESSAGE:
         scores = [gen.answer_logprob(Prompt(e["question"], (), tuple(e["prompt"])), message) for e in examples]
     else:  # selection: every label's log-probability from one pass; "0"'s is the abstention score
@@ -90,6 +97,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
                                               [str(i) for i in range(len(e["priors"]) + 1)]) for e in examples]
         scores = [lps[0] for lps in label_lps]
         prior_weight = fit_prior_weight(examples, label_lps)
+        label_loss = round(eval_label_loss(examples, label_lps), 5)
     threshold, accuracy = best_threshold(scores, labels)
     if message != ABSTAIN_MESSAGE:  # selection: a wrong refusal hides an answer the sources hold; refuse <= 5% of them
         answerable = sorted(s for s, a in zip(scores, labels) if not a)
@@ -110,7 +118,8 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
               "eval_examples": len(examples), "eval_abstentions": sum(labels), "eval_accuracy": round(accuracy, 4),
               "by_question": report_by_question(examples, scores, labels, asks_fact, cut),
               "backend": gen.name, "message": message,
-              **({"prior_weight": prior_weight[0], "prior_fit": prior_weight[1]} if prior_weight else {})}
+              **({"prior_weight": prior_weight[0], "prior_fit": prior_weight[1]} if prior_weight else {}),
+              **({"eval_label_loss": label_loss} if label_loss is not None else {})}
     write_json_atomic(Path(adapter) / ABSTENTION_CALIBRATION, result)
     log.info("abstention threshold %.2f, fact questions %s (eval accuracy %.2f on %d examples; %d scores >= 0): %s",
              threshold, result["fact_threshold"], accuracy, len(examples), greedy, result["by_question"])

@@ -15,7 +15,7 @@ BATCHING = ("auto", "padded", "length_grouped", "padding_free")
 # how far it goes (a resumed run may extend it), what it logs and saves, and the device (the same run may move). The
 # data path and base model name are replaced by the data's checksum and the model's fingerprint.
 NOT_IDENTITY = ("model", "data", "out", "overwrite", "resume", "max_steps", "num_train_epochs", "eval_steps",
-                "save_steps", "logging_steps", "calibrate_abstention", "device")
+                "save_steps", "logging_steps", "calibrate_abstention", "final_eval", "device")
 
 
 @dataclasses.dataclass
@@ -58,6 +58,9 @@ class TrainConfig(Config):
     save_steps: int = doc("Checkpoint every N steps (resume starts from the last one).", 50)
     logging_steps: int = doc("Log loss every N steps (train_log.csv).", 5)
     resume: bool = doc("Resume from the last checkpoint in out/checkpoints if one exists.", True)
+    final_eval: bool = doc("After training, evaluate the eval split (eval_loss in the provenance). The selection recipe "
+                           "turns it off: its calibration scores every eval example's labels anyway and reports the "
+                           "label token's cross-entropy (eval_label_loss), one pass over the eval split instead of two.", True)
     calibrate_abstention: bool = doc("After training, fit the abstention threshold on the SFT eval split and save it "
                                      "with the adapter (amzqa_abstention.json; see training/abstention.py).", True)
     seed: int = doc("Seed for data order, LoRA init and dropout.", 0)

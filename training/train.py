@@ -289,7 +289,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     metrics = dict(result.metrics)
-    if trainer.eval_dataset is not None:
+    if trainer.eval_dataset is not None and cfg.final_eval:
         metrics.update(trainer.evaluate())
     tokens = trainer.state.num_input_tokens_seen
     provenance = {
