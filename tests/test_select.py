@@ -139,3 +139,19 @@ def test_the_eval_label_loss_is_the_gold_labels_cross_entropy():
     examples = [{"completion": [{"content": "1"}]}, {"completion": [{"content": "0"}]}]
     lps = [[math.log(0.2), math.log(0.5)], [math.log(0.25), math.log(0.7)]]
     assert eval_label_loss(examples, lps) == pytest.approx((-math.log(0.5) - math.log(0.25)) / 2)
+
+
+def test_a_fact_answer_shows_the_runner_up_the_lexical_rule_keeps():
+    from amzqa.generation.select import Candidate, Choice
+
+    found = [Candidate(1, "Full-grain leather belt with a brushed-nickel buckle.", 1.0),
+             Candidate(1, "38 mm wide.", 0.7), Candidate(2, "Gift box.", 0.3)]
+    gen = SelectingGenerator.__new__(SelectingGenerator)  # the rule alone: no model needed to pick among scores
+    gen.sentences = 2
+    choice = Choice(found, [-3.0, -0.5, -1.0, -2.0], 1, "", fused=(15.5, 10.2, 2.8))
+    assert gen.shown(choice) == [1, 2]  # 0.7 >= 0.6 x 1.0: shown after the chosen one
+    assert gen.shown(Choice(found, [], 2, "", fused=(15.5, 10.2, 2.8))) == [2, 1]
+    gen.sentences = 1
+    assert gen.shown(choice) == [1]
+    gen.sentences = 3
+    assert gen.shown(choice) == [1, 2]  # the gift box's 0.3 < 0.6: never shown

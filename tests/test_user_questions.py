@@ -43,16 +43,27 @@ def test_uids_must_be_products_of_the_catalog(tmp_path, retrievers):
         load_user_questions(tmp_path / "missing.jsonl")
 
 
-def test_the_fact_question_set_is_valid_and_large_enough(retrievers):
-    questions = load_user_questions(FACTS, retrievers.store)
+SHOPPER = FACTS.with_name("fact_questions_shopper.jsonl")
+VALIDATION = FACTS.with_name("fact_questions_validation.jsonl")
+
+
+@pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6)], ids=lambda v: getattr(v, "stem", v))
+def test_the_fact_question_set_is_valid_and_large_enough(retrievers, path, absent):
+    questions = load_user_questions(path, retrievers.store)
     answerable = [q for q in questions if q.product_uid]
     assert len(answerable) >= 60 and all(q.answer for q in answerable)
-    assert sum(q.should_abstain for q in questions) >= 8 and all(q.uid is not NO_UID for q in questions)
+    assert sum(q.should_abstain for q in questions) >= absent and all(q.uid is not NO_UID for q in questions)
     for q in answerable:  # every fact is what the product's own text says
         from amzqa.evaluation.text_metrics import fact_tokens
 
         product = retrievers.store.by_uid(q.product_uid)
         assert fact_tokens(q.answer) <= fact_tokens(f"{product.title} {product.content}"), q
+
+
+def test_each_hand_written_set_asks_about_other_products(retrievers):
+    sets = [{q.product_uid for q in load_user_questions(p, retrievers.store) if q.product_uid}
+            for p in (FACTS, SHOPPER, VALIDATION)]
+    assert not sets[2] & (sets[0] | sets[1]) and not sets[0] & sets[1]
 
 
 def test_states_fact_needs_every_word_numbers_and_negations():

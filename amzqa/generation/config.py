@@ -34,6 +34,9 @@ class GenerationConfig(Config):
                         "sentence is the answer, cited to its source (amzqa.generation.select; needs a backend that "
                         "scores: hf, openvino or a vLLM server; the extractive backend ignores it).", "generate")
     select_candidates: int = doc("strategy 'select': source sentences numbered for the model to choose from (1-8).", 8)
+    select_sentences: int = doc("strategy 'select': sentences shown: the chosen one, then the next best by the fused "
+                                "score whose lexical score is at least 0.6 of the best candidate's (the extractive "
+                                "baseline's rule), up to this many.", 2)
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
@@ -66,6 +69,8 @@ class GenerationConfig(Config):
             raise ConfigError(f"strategy must be generate or select, got {self.strategy!r}")
         if not 1 <= self.select_candidates <= 8:
             raise ConfigError("select_candidates must be between 1 and 8")
+        if self.select_sentences < 1:
+            raise ConfigError("select_sentences must be at least 1")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

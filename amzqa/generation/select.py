@@ -90,12 +90,13 @@ class Choice:
     logprobs: list[float]  # of labels 0..len(candidates)
     chosen: int  # 0 = abstain
     reason: str = ""
+    fused: tuple[float, ...] = ()  # per candidate: label log-probability + prior weight x lexical score
 
 
 class SelectingGenerator:
     """A generator that answers by choosing a source sentence (see module doc); ``inner`` scores the labels."""
 
-    def __init__(self, inner, limit: int = MAX_CANDIDATES) -> None:
+    def __init__(self, inner, limit: int = MAX_CANDIDATES, sentences: int = 2) -> None:
         from amzqa.errors import ConfigError
 
         if not hasattr(inner, "first_token_logprobs"):
@@ -103,7 +104,7 @@ class SelectingGenerator:
                               f"{getattr(inner, 'name', inner)!r} does not")
         if not 1 <= limit <= MAX_CANDIDATES:
             raise ConfigError(f"select_candidates must be between 1 and {MAX_CANDIDATES}")
-        self.inner, self.limit = inner, limit
+        self.inner, self.limit, self.sentences = inner, limit, sentences
         self.name = f"select:{inner.name}"
         threshold = getattr(inner, "abstain_threshold", None)  # fitted for "0" only when trained to select
         self.abstain_threshold = threshold if threshold is not None and threshold.message == NONE_LABEL else None
@@ -115,20 +116,32 @@ class SelectingGenerator:
         labels = [str(i) for i in range(len(found) + 1)]
         logprobs = self.inner.first_token_logprobs(sel, labels)
         weight = self.abstain_threshold.prior_weight if self.abstain_threshold is not None else 0.0
-        best = 1 + max(range(len(found)), key=lambda i: logprobs[i + 1] + weight * found[i].prior)
+        fused = tuple(logprobs[i + 1] + weight * found[i].prior for i in range(len(found)))
+        best = 1 + max(range(len(found)), key=lambda i: fused[i])
         if self.abstain_threshold is not None:  # fitted on the SFT eval split: the model's own choice does not decide
             if logprobs[0] >= self.abstain_threshold.for_question(prompt.question):
-                return Choice(found, logprobs, 0, "the model's readiness to answer none is above the fitted threshold")
+                return Choice(found, logprobs, 0, "the model's readiness to answer none is above the fitted threshold", fused)
         elif logprobs[0] > logprobs[best]:
-            return Choice(found, logprobs, 0, "the model chose none of the sentences")
-        return Choice(found, logprobs, best)
+            return Choice(found, logprobs, 0, "the model chose none of the sentences", fused)
+        return Choice(found, logprobs, best, "", fused)
+
+    def shown(self, choice: Choice) -> list[int]:
+        """The candidates shown for a fact question: the chosen one, then the next best by the fused score whose
+        lexical score is at least 0.6 of the best candidate's (as the extractive baseline keeps its runners-up), up
+        to ``sentences``. A second sentence often holds the fact when the chosen one only names the product."""
+        top = max(c.prior for c in choice.candidates)
+        others = sorted((i for i in range(1, len(choice.candidates) + 1) if i != choice.chosen),
+                        key=lambda i: -choice.fused[i - 1])
+        extra = [i for i in others if choice.candidates[i - 1].prior >= 0.6 * top][: self.sentences - 1]
+        return [choice.chosen, *extra]
 
     def generate(self, prompt: Prompt) -> str:
         choice = self.choose(prompt)
         if not choice.chosen:
             return ABSTAIN_MESSAGE
         c = choice.candidates[choice.chosen - 1]
-        text = cite(c.sentence, c.source)
+        text = " ".join(cite(choice.candidates[i - 1].sentence, choice.candidates[i - 1].source)
+                        for i in self.shown(choice))
         if not asked_facts(prompt.question):  # "tell me about ...": the product's next most likely sentence too
             same = [i for i, o in enumerate(choice.candidates, 1) if o.source == c.source and i != choice.chosen]
             if same:
