@@ -18,6 +18,7 @@ Used by the retrieval and generation evaluations and by the SFT data builder (wi
 
 from __future__ import annotations
 
+import html
 import random
 import re
 from dataclasses import dataclass
@@ -193,18 +194,61 @@ def short_name(title: str, r: random.Random) -> str:
     return text.lower() if r.random() < 0.5 else text
 
 
-def fact_questions(p: Product, r: random.Random, limit: int = 1) -> list[Question]:
-    """Up to ``limit`` questions about single facts of the description, each with the sentence that answers it."""
+def fact_questions(p: Product, r: random.Random, limit: int = 1, describe: float = 0.0) -> list[Question]:
+    """Up to ``limit`` questions about single facts of the description, each with the sentence that answers it.
+
+    With probability ``describe`` a question describes the product from another sentence of its description instead
+    of naming it (:func:`described_name`), as shoppers do when they remember the story, not the title."""
     from amzqa.text import split_sentences
 
+    sentences = split_sentences(p.content)
     found: list[tuple[Fact, str]] = []
-    for sentence in split_sentences(p.content):
+    for sentence in sentences:
         fact = fact_of(sentence)
         if fact is not None and all(fact is not f for f, _ in found):
             found.append((fact, sentence))
     r.shuffle(found)
-    return [Question(capitalised(r.choice(fact.templates).format(t=short_name(p.title, r)), r), p.uid, p.row_id, "fact",
-                     sentence) for fact, sentence in found[:limit]]
+    out = []
+    for fact, sentence in found[:limit]:
+        template = r.choice(fact.templates)
+        described = described_name(p, [s for s in sentences if fact_of(s) is not fact], r) if r.random() < describe else None
+        if described is None:
+            text = template.format(t=short_name(p.title, r))
+        elif template.startswith("{t}") or r.random() < 0.5:  # "the novel about a marsh girl - how many pages?"
+            asked = template.format(t="").strip(" :") if template.startswith("{t}") else template.replace("the {t}", "{t}").format(t="it")
+            text = f"{described} - {asked}"
+        else:
+            text = template.replace("the {t}", "{t}").format(t=described)
+        out.append(Question(capitalised(text, r), p.uid, p.row_id, "fact", sentence))
+    return out
+
+
+# The kind of thing a described product is ("that novel where..."), when its title says it.
+KINDS = frozenset("book novel cookbook guide memoir speaker headphones earbuds headset skillet pan pot kettle blender "
+                  "toaster toy game puzzle kit bag backpack watch lamp chair camera charger bottle shirt jacket shoes "
+                  "boots dress toothbrush helmet gloves pants tent knife mat dryer vacuum mouse keyboard".split())
+DESCRIBED_TEMPLATES = ("the {k} about {s}", "that {k} where {s}", "the {k} with {s}", "the {k} that {s}")
+
+
+def described_name(p: Product, sentences: list[str], r: random.Random, max_words: int = 8) -> str | None:
+    """The product as a shopper describes it without naming it: a few words of one of ``sentences`` (its description
+    other than the fact's own sentence) with the title's words removed, some dropped, lower-cased, now and then
+    misspelt; None when no sentence leaves enough words."""
+    title_words = {w.casefold() for w in _WORD.findall(p.title)}
+    kind = next((w.casefold() for w in reversed(_WORD.findall(p.title)) if w.casefold() in KINDS), "one")
+    # Sentences that state no fact of their own describe the product best; entities decoded ("Jane&#8217;s").
+    ordered = sorted(r.sample(sentences, len(sentences)), key=lambda s: fact_of(s) is not None)
+    for sentence in ordered:
+        words = [w for w in _WORD.findall(html.unescape(sentence)) if w.casefold() not in title_words]
+        if sum(w.casefold() not in _STOP for w in words) < 3:
+            continue
+        start = r.randrange(0, max(1, len(words) - max_words + 1))
+        kept = [w for w in words[start:start + max_words] if r.random() > 0.2] or words[:3]
+        if r.random() < 0.2:
+            j = r.randrange(len(kept))
+            kept[j] = _typo(kept[j], r)
+        return r.choice(DESCRIBED_TEMPLATES).format(k=kind, s=" ".join(kept).lower())
+    return None
 
 
 def capitalised(question: str, r: random.Random) -> str:

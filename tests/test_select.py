@@ -155,3 +155,45 @@ def test_a_fact_answer_shows_the_runner_up_the_lexical_rule_keeps():
     assert gen.shown(choice) == [1]
     gen.sentences = 3
     assert gen.shown(choice) == [1, 2]  # the gift box's 0.3 < 0.6: never shown
+
+
+CRAWDADS = Product(2, "B1", "Where the Crawdads Sing",
+                   "Delia Owens's novel of Kya, the Marsh Girl of coastal North Carolina, and a murder investigation in "
+                   "1969. Hardcover, 384 pages.")
+COOKBOOK = Product(3, "B2", "Weeknight Dinners", "Quick family dinners from one pan. Paperback, 320 pages.")
+TOOTHBRUSH = Product(4, "T1", "Brightsmile 4100 Electric Toothbrush", "Pressure sensor. Battery lasts 2 weeks.")
+
+
+def test_a_described_products_fact_outranks_another_products_fact_of_that_kind():
+    """The shopper describes the book instead of naming it: the page count of the book described wins over the
+    cookbook's, though neither page-count sentence shares a naming word with the question."""
+    found = candidates("the novel about the marsh girl in north carolina - how many pages?", [COOKBOOK, CRAWDADS])
+    ranked = sorted(found, key=lambda c: -c.prior)
+    assert "384 pages" in " ".join(c.sentence for c in ranked[:2])
+    pages = {c.source: c.prior for c in found if "pages" in c.sentence}
+    assert pages[2] > pages[1] + 0.3
+
+
+def test_words_that_ask_for_the_fact_do_not_pick_the_product():
+    """'battery' and 'last' say what is asked; the speaker named by the question wins over a toothbrush whose
+    description happens to say 'Battery lasts'."""
+    found = candidates("how long does the boomtone go 3 battery last?", [TOOTHBRUSH, SPEAKER])
+    best = max(found, key=lambda c: c.prior)
+    assert best.source == 2 and best.sentence == "Up to 12 hours of playtime."
+
+
+def test_described_fact_questions_name_the_product_by_its_description():
+    import random
+
+    from amzqa.questions import fact_questions
+    from amzqa.text import content_words
+
+    r = random.Random(0)
+    described = [q for _ in range(20) for q in fact_questions(CRAWDADS, r, 1, describe=1.0)]
+    named = [q for _ in range(20) for q in fact_questions(CRAWDADS, r, 1, describe=0.0)]
+    title = content_words(CRAWDADS.title)
+    pages = [q for q in described if q.sentence == "Hardcover, 384 pages."]
+    assert len(pages) >= 5 and all(not content_words(q.text) & title for q in described)  # never named
+    assert all(content_words(q.text) & {"marsh", "girl", "kya", "owens", "delia", "murder", "carolina", "north",
+                                        "coastal", "investigation", "1969", "novel"} for q in pages)
+    assert sum(bool(content_words(q.text) & title) for q in named) >= 15

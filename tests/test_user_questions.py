@@ -45,9 +45,10 @@ def test_uids_must_be_products_of_the_catalog(tmp_path, retrievers):
 
 SHOPPER = FACTS.with_name("fact_questions_shopper.jsonl")
 VALIDATION = FACTS.with_name("fact_questions_validation.jsonl")
+TEST = FACTS.with_name("fact_questions_test.jsonl")
 
 
-@pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6)], ids=lambda v: getattr(v, "stem", v))
+@pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6), (TEST, 6)], ids=lambda v: getattr(v, "stem", v))
 def test_the_fact_question_set_is_valid_and_large_enough(retrievers, path, absent):
     questions = load_user_questions(path, retrievers.store)
     answerable = [q for q in questions if q.product_uid]
@@ -62,7 +63,8 @@ def test_the_fact_question_set_is_valid_and_large_enough(retrievers, path, absen
 
 def test_each_hand_written_set_asks_about_other_products(retrievers):
     sets = [{q.product_uid for q in load_user_questions(p, retrievers.store) if q.product_uid}
-            for p in (FACTS, SHOPPER, VALIDATION)]
+            for p in (FACTS, SHOPPER, VALIDATION, TEST)]
+    assert not sets[3] & (sets[0] | sets[1] | sets[2])
     assert not sets[2] & (sets[0] | sets[1]) and not sets[0] & sets[1]
 
 

@@ -60,6 +60,8 @@ class SFTDataConfig(Config):
     questions_per_product: int = doc("Questions written per product (title-mention and content-only alternate).", 2)
     fact_questions_per_product: int = doc("Fact questions per product whose description states a fact (amzqa.facts), "
                                           "answered with the sentence that states it.", 1)
+    describe_fraction: float = doc("Share of fact questions that describe the product from its description instead "
+                                   "of naming it ('the novel about a marsh girl - how many pages?').", 0.0)
     k: int = doc("Sources per example; keep equal to the k used at inference (QAConfig.k).", 5)
     excerpt_chars: int = doc("Description characters per source; keep equal to QAConfig.excerpt_chars.", DEFAULT_EXCERPT_CHARS)
     abstain_fraction: float = doc("Share of examples without the gold source, answered with the abstention message.", 0.2)
@@ -84,6 +86,8 @@ class SFTDataConfig(Config):
             raise ConfigError("k must be between 2 and 20 (the gold plus at least one distractor)")
         if not 0 <= self.abstain_fraction < 1 or not 0 <= self.eval_fraction < 1:
             raise ConfigError("abstain_fraction and eval_fraction must be in [0, 1)")
+        if not 0 <= self.describe_fraction <= 1:
+            raise ConfigError("describe_fraction must be in [0, 1]")
         if self.fact_questions_per_product < 0:
             raise ConfigError("fact_questions_per_product must be >= 0")
         if self.questions_per_product < 1 or self.max_products < 0 or self.max_answer_sentences < 1:
@@ -206,7 +210,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
         gold = store.get(row)
         questions = [(content_question(gold, r) if j % 2 else None) or title_question(gold, r)
                      for j in range(cfg.questions_per_product)]
-        for q in questions + fact_questions(gold, r, cfg.fact_questions_per_product):
+        for q in questions + fact_questions(gold, r, cfg.fact_questions_per_product, cfg.describe_fraction):
             key = title_key(gold.title)
             hits = rset.hybrid.retrieve(q.text, k=pool)
             # Held-out products stay out of every prompt (the evaluation scores exactly those), distractors included.

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 
-from amzqa.facts import answers, asked_facts
+from amzqa.facts import FACTS, answers, asked_facts
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
 from amzqa.records import Product
 from amzqa.text import content_words, split_sentences
@@ -43,21 +44,38 @@ class Candidate:
     prior: float = 0.0  # the lexical score that made it a candidate (words shared with the question, fact kind)
 
 
+@cache
+def fact_words() -> frozenset[str]:
+    """The words a question uses to ask for a kind of fact (page, battery, dishwasher, wrote...): the content words
+    of the fact question templates. They say what is asked, not which product."""
+    return frozenset().union(*(content_words(t.replace("{t}", " ")) for f in FACTS for t in f.templates))
+
+
 def candidates(question: str, products: tuple[Product, ...] | list[Product], limit: int = MAX_CANDIDATES) -> list[Candidate]:
-    """The description sentences that share most with the question (a product named by the question counts for all
-    of its sentences, a sentence stating the kind of fact asked for counts more), at most ``limit``, in the sources'
-    order. Descriptions are sanitised as for the generative prompt (injections dropped)."""
+    """The description sentences that share most with the question, at most ``limit``, in the sources' order.
+
+    A sentence scores its words shared with the question, plus how well its product matches the question's naming
+    words (those that are not fact-asking vocabulary): the share found in the title, or half the share found in the
+    title and description together, whichever is larger. That relevance counts for every sentence of the product,
+    the more so for a sentence stating the kind of fact asked for: a shopper who describes a book ("the novel about a
+    marsh girl - how many pages?") matches its first sentence, while the page count is in another ("Hardcover, 384
+    pages."). Descriptions are sanitised as for the generative prompt (injections dropped)."""
     asked, kinds = content_words(question), asked_facts(question)
     if not asked:
         return []
+    naming = (asked - fact_words()) or asked
     scored = []
     for n, product in enumerate(products, 1):
-        title = len(asked & content_words(product.title)) / len(asked)
-        for i, s in enumerate(split_sentences(sanitize(product.content)) if product.content else []):
-            overlap = len(asked & content_words(s)) / len(asked)
-            if not overlap and not title:  # shares nothing with the question: never a candidate
+        sentences = split_sentences(sanitize(product.content)) if product.content else []
+        words = [content_words(s) for s in sentences]
+        named = content_words(product.title)
+        relevance = max(len(naming & named), 0.5 * len(naming & named.union(*words))) / len(naming)
+        for i, (s, w) in enumerate(zip(sentences, words)):
+            overlap = len(asked & w) / len(asked)
+            if not overlap and not relevance:  # shares nothing with the question: never a candidate
                 continue
-            scored.append((overlap + title * (1 + 0.5 * answers(s, kinds)) + 0.3 * answers(s, kinds), n, i, s))
+            fact = answers(s, kinds)
+            scored.append((overlap + relevance * (1 + 0.5 * fact) + 0.3 * fact, n, i, s))
     scored.sort(key=lambda t: -t[0])
     kept = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
     return [Candidate(n, s, score) for score, n, _, s in kept]
