@@ -176,3 +176,37 @@ def test_streamed_pieces_join_to_the_full_decode(text):
     pieces = list(stream_text(tok, iter(ids)))
     assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True).strip()
     assert all("\ufffd" not in p for p in pieces) and len(pieces) > 1
+
+
+def test_the_abstention_opening_is_banned_in_every_spelling_and_nothing_else():
+    """A fine-tuned model kept from abstaining once wrote "The catalogue does not answer this question." when only the
+    message's own second token was banned: every spelling of its opening is banned, a normal "The ..." start is not."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from amzqa.generation.abstention import abstention_opening
+    from amzqa.generation.hf import OpeningBan
+    from amzqa.models import default_generator_path
+
+    tok = AutoTokenizer.from_pretrained(default_generator_path())
+    firsts, seconds = abstention_opening(tok)
+
+    def opening(text):
+        return tok(text, add_special_tokens=False)["input_ids"][:2]
+
+    for text in (ABSTAIN_MESSAGE, "The catalogue does not answer this question.", "The Catalog has nothing.",
+                 "the catalogs say nothing", "The catalogs"):
+        first, second = opening(text)
+        assert first in firsts and second in seconds, text
+    for text in ("The cat tree is 32 inches tall.", "The case is hand wash only.", "The category is toys.",
+                 "The capacity is 5 quarts.", "The cable is 6 feet long."):
+        first, second = opening(text)
+        assert first in firsts and second not in seconds, text
+
+    prompt_len, (the, catalogue), (_, cable) = 3, opening("The catalogue"), opening("The cable")
+    ban = OpeningBan(prompt_len, firsts, seconds)
+    scores = torch.zeros(1, len(tok))
+    assert torch.isinf(ban(torch.tensor([[7, 8, 9, the]]), scores.clone())[0, catalogue])
+    assert not torch.isinf(ban(torch.tensor([[7, 8, 9, the]]), scores.clone())[0, cable])
+    # mid-answer the words are free
+    assert not torch.isinf(ban(torch.tensor([[7, 8, 9, 5, the]]), scores.clone())[0, catalogue])

@@ -59,6 +59,27 @@ def decide(generator, prompt: Prompt) -> bool | None:
     return generator.answer_logprob(prompt, ABSTAIN_MESSAGE) >= threshold.for_question(prompt.question)
 
 
+def abstention_opening(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
+    """The token ids that may open the abstention message (its first word, any case, with or without a space) and
+    the ids that may follow them to continue it: any spelling of its second word's stem ("catalog", "catalogue",
+    " Catalogs") or a piece of it at least five letters long ("catal"). Banning only the message's own second token
+    let a fine-tuned model abstain anyway with "The catalogue does not answer ..."; banning "The" alone would forbid
+    a fine start. Read from the vocabulary's token strings (byte-level "Ġ" and sentencepiece "▁" read as spaces), so
+    it costs one pass over the vocabulary and no decoding."""
+    first_word, second_word = (w.lower() for w in ABSTAIN_MESSAGE.split()[:2])
+    stem = second_word[:7]
+    firsts, seconds = set(), set()
+    for token, i in tokenizer.get_vocab().items():
+        text = token.replace("\u0120", " ").replace("\u2581", " ").strip().lower()
+        if not text:
+            continue
+        if text == first_word:
+            firsts.add(i)
+        if text.startswith(stem) or (len(text) >= 5 and stem.startswith(text)):
+            seconds.add(i)
+    return frozenset(firsts), frozenset(seconds)
+
+
 def stop_ids(tokenizer, model_dir: str | Path | None = None) -> frozenset[int]:
     """Every end-of-turn id: the tokenizer's EOS and each id the model's ``generation_config.json`` lists.
 

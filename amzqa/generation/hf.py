@@ -17,7 +17,7 @@ from pathlib import Path
 
 from amzqa.chat import ensure_chat_template
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.generation.abstention import decide, load_threshold, stop_ids, stream_text
+from amzqa.generation.abstention import abstention_opening, decide, load_threshold, stop_ids, stream_text
 from amzqa.generation.config import GenerationConfig
 from amzqa.layout import ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
@@ -103,16 +103,16 @@ def logits_processors(cfg: GenerationConfig):
 
 
 class OpeningBan:
-    """A logits processor that bans ``second`` right after ``first`` at the answer's opening only (a prompt of
-    ``prompt_len`` tokens): the abstention message's first two tokens. Mid-answer "The catalog ..." stays allowed,
-    as in the OpenVINO backend, which picks the opening itself."""
+    """A logits processor that bans the ``seconds`` right after one of the ``firsts`` at the answer's opening only (a
+    prompt of ``prompt_len`` tokens): the abstention message's opening in any spelling (``abstention_opening``).
+    Mid-answer "The catalog ..." stays allowed, as in the OpenVINO backend, which picks the opening itself."""
 
-    def __init__(self, prompt_len: int, first: int, second: int) -> None:
-        self.prompt_len, self.first, self.second = prompt_len, first, second
+    def __init__(self, prompt_len: int, firsts: frozenset[int], seconds: frozenset[int]) -> None:
+        self.prompt_len, self.firsts, self.seconds = prompt_len, firsts, sorted(seconds)
 
     def __call__(self, input_ids, scores):
-        if input_ids.shape[1] == self.prompt_len + 1 and int(input_ids[0, -1]) == self.first:
-            scores[:, self.second] = -float("inf")
+        if input_ids.shape[1] == self.prompt_len + 1 and int(input_ids[0, -1]) in self.firsts:
+            scores[:, self.seconds] = -float("inf")
         return scores
 
 
@@ -156,8 +156,8 @@ class HFGenerator:
         self.device = next(self.model.parameters()).device
         # Beside the adapter, or in a merged model's folder (amzqa merge copies it there).
         self.abstain_threshold = load_threshold(cfg.adapter or self.path) if cfg.calibrated_abstention else None
-        # Suppressing the message's first two tokens keeps the answer from starting it ("The" alone is a fine start).
-        self._abstain_start = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"][:2]
+        # Suppressing the message's opening keeps the answer from starting it ("The" alone is a fine start).
+        self._abstain_start = abstention_opening(self.tokenizer)
         # Held for one forward pass at a time, never across a yield: an abandoned stream cannot block other askers,
         # and two askers never run torch's thread pool twice over on the same cores.
         self._lock = threading.Lock()

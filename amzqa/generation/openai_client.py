@@ -166,7 +166,9 @@ class OpenAIGenerator:
         if self.server == "vllm":
             extra["repetition_penalty"] = cfg.repetition_penalty
             if suppress_abstention:
-                extra["bad_words"] = [" ".join(ABSTAIN_MESSAGE.split()[:2])]
+                first, second = ABSTAIN_MESSAGE.split()[:2]  # any spelling a model may open it with
+                extra["bad_words"] = [f"{f} {w}" for f in (first, first.lower())
+                                      for w in (second, second + "ue", second + "s", second.capitalize())]
         elif self.server == "llamacpp":
             extra.update(repeat_penalty=cfg.repetition_penalty, repeat_last_n=1 << 16)  # the whole context, as transformers
         kw = {"model": self.model, "max_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, MissingExtraError
-from amzqa.generation.abstention import load_threshold, stop_ids, stream_text
+from amzqa.generation.abstention import abstention_opening, load_threshold, stop_ids, stream_text
 from amzqa.generation.config import GenerationConfig
 from amzqa.layout import EXPORT_MANIFEST
 from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
@@ -158,6 +158,7 @@ class OpenVINOGenerator:
         self._scorer_lock = threading.Lock()  # two first askers must not compile it twice (memory, seconds)
         self.abstain_threshold = load_threshold(path) if cfg.calibrated_abstention else None
         self._abstain_ids = self.tokenizer(ABSTAIN_MESSAGE, add_special_tokens=False)["input_ids"]
+        self._abstain_start = abstention_opening(self.tokenizer)
         # One generation at a time per pipeline (it holds one KV state); an abandoned stream cancels its generation
         # at the next token, so it never holds this for longer than one token.
         self._lock = threading.Lock()
@@ -213,19 +214,20 @@ class OpenVINOGenerator:
 
     def _opening(self, ids: list[int], logits) -> list[int]:
         """The first tokens when the answer must not open with the abstention message: what transformers' greedy
-        decoding with the message's first two tokens banned as a sequence picks (empty = no constraint binds)."""
+        decoding with the message's opening banned (``OpeningBan``) picks (empty = no constraint binds)."""
         import torch
 
         from amzqa.generation.hf import logits_processors
 
-        first_ban, second_ban = self._abstain_ids[:2]
+        firsts, seconds = self._abstain_start
         procs = logits_processors(self.config)
         scores = procs(torch.tensor([ids]), torch.from_numpy(logits[0:1]))
         first = self._pick(scores)
-        if first != first_ban:
+        if first not in firsts:
             return []
-        scores = procs(torch.tensor([ids + [first]]), torch.from_numpy(logits[1:2]))
-        scores[0, second_ban] = -float("inf")
+        after = logits[1:2] if first == self._abstain_ids[0] else self._logits(ids + [first], 1)  # e.g. " The"
+        scores = procs(torch.tensor([ids + [first]]), torch.from_numpy(after))
+        scores[0, sorted(seconds)] = -float("inf")
         return [first, self._pick(scores)]
 
     def _pick(self, scores) -> int:
