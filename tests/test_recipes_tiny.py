@@ -224,7 +224,7 @@ def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, me
 
 
 def test_the_shipped_fsdp_launch_on_a_cpu_is_refused_before_it_starts(sft_dir, tmp_path):
-    """accelerate launch with configs/accelerate/fsdp_qlora.yaml really starts 2 ranks here; each stops with our
+    """accelerate launch with configs/accelerate/fsdp_qlora.yaml really starts 2 ranks here; they stop with our
     message instead of accelerate's traceback about missing devices."""
     import subprocess
     import sys
@@ -236,8 +236,11 @@ def test_the_shipped_fsdp_launch_on_a_cpu_is_refused_before_it_starts(sft_dir, t
                            str(sft_dir), "--out", str(tmp_path / "run"), "--device", "cpu", "--bf16", "false",
                            "--optim", "adamw_torch", "--max-steps", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0
-    assert proc.stderr.count("amzqa: error: FSDP needs GPUs") == 2, proc.stderr[-3000:]
+    # The first rank to stop makes torchrun SIGTERM the other, which may not have reached the check yet (seen under
+    # load): at least one rank says it, and no rank gets as far as accelerate's device error or a traceback of ours.
+    assert proc.stderr.count("amzqa: error: FSDP needs GPUs") >= 1, proc.stderr[-3000:]
     assert "no available devices" not in proc.stderr
+    assert not re.search(r'File ".*/(amzqa|training)/[^"]+\.py"', proc.stderr), proc.stderr[-3000:]
 
 
 def test_doctor_reports_this_machine_and_a_recipe():

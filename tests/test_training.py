@@ -214,6 +214,33 @@ def test_answer_only_head_gives_the_full_heads_loss_and_gradients(tiny_cfg):
     assert answer_only_loss(model, dict(batch), 2 * answer_tokens)[0].item() == pytest.approx(ours / 2, rel=1e-5)
 
 
+def test_lora_in_the_top_layers_only_stops_backpropagation_there(tiny_cfg):
+    """lora_layers: N adapts the last N decoder layers (every linear module in them) and nothing below needs a
+    gradient, so backward stops at the lowest adapted layer: that is where the CPU recipe's time goes."""
+    from training.train import build_trainer
+
+    trainer, _ = build_trainer(tiny_cfg.replace(lora_layers=2), progress=False, max_steps=1)
+    model = trainer.model.train()
+    total = model.config.num_hidden_layers
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    layer_of = {int(n.split(".layers.")[1].split(".")[0]) for n in trainable}
+    assert layer_of == {total - 2, total - 1}
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                     "down_proj"}
+    seen = {}
+    layers = model.get_base_model().model.layers
+    hooks = [layers[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+             for i in (0, total - 3, total - 2)]
+    batch = next(iter(trainer.get_train_dataloader()))
+    model(**batch, use_cache=False).loss.backward()
+    for h in hooks:
+        h.remove()
+    assert seen == {0: False, total - 3: False, total - 2: True}  # the graph starts at the first adapted layer
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    with pytest.raises(ConfigError, match="decoder layers"):
+        build_trainer(tiny_cfg.replace(lora_layers=total + 1), progress=False, max_steps=1)
+
+
 def test_eos_is_a_trained_label(tiny_cfg):
     from training.train import build_trainer
 

@@ -31,6 +31,9 @@ class TrainConfig(Config):
     lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r).", 32)
     lora_dropout: float = doc("Dropout on the LoRA path.", 0.05)
     target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
+    lora_layers: int | None = doc("LoRA in the last N decoder layers only; None = every layer. Backpropagation then "
+                                  "stops at the lowest adapted layer (nothing below it needs a gradient): the CPU "
+                                  "selection recipe's step is ~1/3 cheaper with the top 10 of SmolLM2's 30 layers.", None)
     chat_template: str | None = doc("Chat template to train with, in place of the base model's own: mistral, zephyr, phi3 "
                                     "(shipped, amzqa/chat_templates/) or a .jinja file; the adapter's tokenizer keeps it. "
                                     "None = the model's own, refused if its prompt is not a prefix of its training text.", None)
@@ -73,6 +76,8 @@ class TrainConfig(Config):
             raise ConfigError(f"warmup_ratio is a share of the steps and must be in [0, 1), got {self.warmup_ratio}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise ConfigError(f"lora_layers must be >= 1 (or null for every layer), got {self.lora_layers}")
         if self.double_quant and not self.load_in_4bit:
             raise ConfigError("double_quant only applies with load_in_4bit")
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):

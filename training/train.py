@@ -195,8 +195,11 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     if cfg.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else check_targets(model, cfg.target_modules)
+    layers = top_layers(model, cfg.lora_layers)
+    if layers is not None and targets == "all-linear":  # peft takes a layer subset only with named targets
+        targets = linear_names(model)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
-                      task_type="CAUSAL_LM", bias="none")
+                      layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
     has_eval = "eval" in dataset
     args = SFTConfig(
         output_dir=str(Path(cfg.out) / "checkpoints"),
@@ -232,12 +235,27 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
                      "data_manifest": data_manifest, "chat_template": template}
 
 
+def linear_names(model) -> list[str]:
+    """The names of the model's linear layers below the LM head (what peft's all-linear adapts)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if type(module).__name__ in ("Linear", "Linear4bit", "Linear8bitLt") and "lm_head" not in name})
+
+
+def top_layers(model, n: int | None) -> list[int] | None:
+    """Indices of the last ``n`` decoder layers (None: every layer)."""
+    if n is None:
+        return None
+    total = model.config.num_hidden_layers
+    if n > total:
+        raise ConfigError(f"lora_layers={n} but {type(model).__name__} has {total} decoder layers")
+    return list(range(total - n, total))
+
+
 def check_targets(model, names: str) -> list[str]:
     """The recipe's LoRA target modules, each checked against the model's own module names (peft would otherwise fail
     on the first missing one with no list of what exists, or — with a regex — silently adapt fewer layers)."""
     targets = [m.strip() for m in names.split(",") if m.strip()]
-    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                     if type(module).__name__ in ("Linear", "Linear4bit", "Linear8bitLt") and "lm_head" not in name})
+    linear = linear_names(model)
     missing = [t for t in targets if t not in linear]
     if missing:
         raise ConfigError(f"target_modules {missing} are not modules of {type(model).__name__}; its linear layers are "
@@ -295,7 +313,8 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     provenance = {
         "base_model": cfg.model, "base_path": facts["base_path"], "base_fingerprint": model_fingerprint(facts["base_path"]),
         "qlora": {"load_in_4bit": cfg.load_in_4bit, "double_quant": cfg.double_quant, "quant_type": "nf4"},
-        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules},
+        "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules,
+                 "layers": cfg.lora_layers},
         "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
                  "prompt": facts["data_manifest"]["prompt"]},
         "device": facts["device"], "batching": facts["batching"], "chat_template": facts["chat_template"], "answer_only_head": facts["answer_only_head"], "steps": trainer.state.global_step,
