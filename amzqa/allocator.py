@@ -1,12 +1,12 @@
-"""mimalloc for the memory-heavy CPU processes (training, the demo's stages), where it is installed.
+"""mimalloc for a memory-heavy CPU training process, on request (``AMZQA_ALLOCATOR=mimalloc``; the demo's training
+stage asks for it to stay within its 2 GB budget).
 
-glibc's malloc keeps the memory torch frees between layers in its heap: one QLoRA step of SmolLM2-135M on a ~470-token
-example holds ~500 MiB more than the tensors alive at its peak (``malloc_trim`` after the forward hands it back).
-Making glibc return it (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``) cut the peak by the same amount but made
-every step ~75% slower (page faults); mimalloc (package ``cmeel-mimalloc``, MIT, in the ``train`` extra) reuses and
-returns it at the same speed: training peak 1.99 -> 1.53 GiB, 4.8 s/step either way (README, issue #14). It can only
-be chosen when a process starts (``LD_PRELOAD``), so a process re-executes itself once; ``AMZQA_ALLOCATOR=system``
-keeps glibc's.
+glibc's malloc keeps the memory torch frees between layers in its heap (``malloc_trim`` after a forward hands back
+hundreds of MiB); making glibc return it (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``) costs page faults on
+every step, while mimalloc (package ``cmeel-mimalloc``, MIT, in the ``train`` extra) reuses and returns it at the same
+speed (measurements: README, Memory). It can only be chosen when a process starts (``LD_PRELOAD``), so a process
+re-executes itself once. Not the default: a GPU run gains nothing from it, a debugger loses the process it attached to,
+and OpenVINO aborts under it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ENV = "AMZQA_ALLOCATOR"  # auto (default): mimalloc where installed; system: the C library's malloc
+ENV = "AMZQA_ALLOCATOR"  # unset or system (default): the C library's malloc; mimalloc: mimalloc where installed
 
 
 def mimalloc_library(env: Mapping[str, str] | None = None) -> Path | None:
@@ -58,13 +58,18 @@ def with_mimalloc(env: dict[str, str]) -> dict[str, str]:
 
 
 def reexec_with_mimalloc(module: str = "amzqa") -> None:
-    """Restart this command (``python -m module args...``) on mimalloc, once; returns where it is not installed or
-    already loaded. Call it before the heavy imports: nothing done before it survives."""
+    """Restart this command (``python -m module args...``) on mimalloc, once, where ``AMZQA_ALLOCATOR=mimalloc`` asks
+    for it; returns otherwise, or where it is not installed or already loaded. Call it before the heavy imports:
+    nothing done before it survives."""
     if Path(sys.argv[0]).name not in ("amzqa", "__main__.py"):  # called from a library user's program: not ours
         return
-    if mimalloc_loaded() or os.environ.get("_AMZQA_REEXEC") or mimalloc_library() is None:
+    if os.environ.get(ENV) != "mimalloc" or mimalloc_loaded() or os.environ.get("_AMZQA_REEXEC"):
         return
-    log.info("restarting on mimalloc (%s=system keeps the C library's malloc)", ENV)
+    if mimalloc_library() is None:
+        log.warning("%s=mimalloc but cmeel-mimalloc is not installed (pip install 'amzqa[train]'): using the C "
+                    "library's malloc", ENV)
+        return
+    log.info("restarting on mimalloc (%s=mimalloc)", ENV)
     env = with_mimalloc(dict(os.environ))
     env["_AMZQA_REEXEC"] = "1"  # never loop, even if the preload is refused
     sys.stdout.flush()

@@ -326,7 +326,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(TrainConfig, args)
     from amzqa.allocator import reexec_with_mimalloc
 
-    reexec_with_mimalloc()  # lower peak memory at the same speed (amzqa/allocator.py); once, before torch loads
+    reexec_with_mimalloc()  # only with AMZQA_ALLOCATOR=mimalloc (amzqa/allocator.py); once, before torch loads
     prov = train(cfg, progress=_progress(args))
     if int(os.environ.get("RANK", "0")):  # a multi-process launch: rank 0 reports
         return 0

@@ -103,11 +103,15 @@ def run_stage_process(stage: str, workdir: Path, progress: bool | None, eval_n: 
     import subprocess
     import sys
 
+    from amzqa.allocator import ENV
     from amzqa.memory import TreeSampler
 
     cmd = [sys.executable, "-m", "amzqa", "demo", "--stage", stage, "--workdir", str(workdir), "--eval-n", str(eval_n),
            "--reports", str(reports)] + (["--no-progress"] if progress is False else [])
-    proc = subprocess.Popen(cmd, env=dict(os.environ))
+    env = dict(os.environ)
+    if stage == "train":  # mimalloc keeps training's peak within the demo's 2 GB (amzqa/allocator.py); system opts out
+        env.setdefault(ENV, "mimalloc")
+    proc = subprocess.Popen(cmd, env=env)
     with TreeSampler(proc.pid) as tree:
         _, status, usage = os.wait4(proc.pid, 0)  # the kernel's count of the child's peak, as /usr/bin/time reads it
     code = os.waitstatus_to_exitcode(status)
@@ -212,13 +216,13 @@ def stage_sft_data(dirs: DemoDirs, progress: bool | None) -> None:
 def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
     from amzqa.allocator import reexec_with_mimalloc
 
-    # as amzqa train does; the answering stages keep glibc's malloc (OpenVINO aborts on mimalloc: "free(): invalid
-    # pointer")
+    # The demo starts this stage with AMZQA_ALLOCATOR=mimalloc; the answering stages keep glibc's malloc (OpenVINO
+    # aborts on mimalloc: "free(): invalid pointer")
     reexec_with_mimalloc()
     from amzqa.recipes import config_class
     from training.train import train
 
-    banner(f"6. train: LoRA (all-linear) on SmolLM2-135M to select the answering sentence, CPU recipe -> {dirs.run}")
+    banner(f"6. train: LoRA (top 15 layers) on SmolLM2-135M to select the answering sentence, CPU recipe -> {dirs.run}")
     cfg = config_class("train").from_yaml(CONFIGS / "train" / TRAIN_RECIPE, data=dirs.sft, out=dirs.run,
                                           overwrite=True)
     prov = train(cfg, progress=progress)

@@ -7,6 +7,7 @@ merge -> QA answers -> generation evaluation."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -152,7 +153,8 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     (tmp_path / "ddp" / "train_config.yaml").write_text("model: earlier\n")  # an earlier run's folder: --overwrite
     (tmp_path / "ddp" / "stale.txt").write_text("from an earlier run")  # may replace it; cleared once, by rank 0
     ddp = subprocess.run(launch + common + ["--out", str(tmp_path / "ddp"), "--per-device-train-batch-size", "2"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+                         capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "AMZQA_ALLOCATOR": "mimalloc"})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert not (tmp_path / "ddp" / "stale.txt").exists()
     assert ddp.stdout.count("adapter written") == 1
@@ -160,11 +162,14 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     assert prov["world_size"] == 2 and prov["steps"] == 2
     from amzqa.allocator import mimalloc_library
 
-    # amzqa train restarts itself on mimalloc where installed (lower peak memory; amzqa/allocator.py), in every rank
+    # Asked to, amzqa train restarts itself on mimalloc where installed (amzqa/allocator.py), in every rank ...
     assert prov["allocator"] == ("mimalloc" if mimalloc_library() else "system")
     single = subprocess.run([sys.executable, "-m", "amzqa", "train", *common, "--out", str(tmp_path / "one"),
-                             "--per-device-train-batch-size", "4"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                             "--per-device-train-batch-size", "4"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env={k: v for k, v in os.environ.items() if k != "AMZQA_ALLOCATOR"})
     assert single.returncode == 0, single.stderr[-3000:]
+    # ... and by default it keeps the C library's malloc (a GPU run gains nothing; a debugger would lose the process).
+    assert json.loads((tmp_path / "one" / "adapter" / "amzqa_adapter.json").read_text())["allocator"] == "system"
 
     def first_loss(run):
         import csv
