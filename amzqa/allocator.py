@@ -78,7 +78,7 @@ def reexec_with_mimalloc(module: str = "amzqa") -> None:
 
 
 def release_heap() -> None:
-    """Hand freed heap back to the OS (glibc keeps it otherwise; loading and quantising a model leave ~300 MiB)."""
+    """Hand freed heap back to the OS (glibc keeps what loading and quantising a model leave)."""
     import ctypes
 
     try:

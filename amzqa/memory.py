@@ -39,7 +39,7 @@ def rss_mib(pid: int) -> float:
 def pss_mib(pid: int) -> float:
     """Proportional set size: resident memory with each page shared by n processes counted 1/n in each. Summing
     RSS instead counts a forked helper's pages twice (a stage's tree read 4.6 GB by RSS: the export's short-lived
-    forks, each showing its parent's 580 MiB)."""
+    forks, each showing its parent's memory)."""
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):

@@ -42,7 +42,7 @@ class IndexConfig(Config):
     corpus: Path | None = doc("Prepared corpus folder (from amzqa prepare).", None)
     out: Path | None = doc("Artifact folder to write.", None)
     embedding_model: str = doc("sentence-transformers folder or short name ('minilm' = packaged all-MiniLM-L6-v2).", "minilm")
-    embedding_backend: str = doc("'onnx' (int8, fused; ~3x faster), 'onnx-fp32' or 'torch' (sentence-transformers encode).", "onnx")
+    embedding_backend: str = doc("'onnx' (int8, fused; fastest where the CPU has VNNI), 'onnx-fp32' or 'torch' (sentence-transformers encode).", "onnx")
     max_length: int = doc("Token limit per title; titles are short (median ~15 tokens), 64 cuts almost none.", 64)
     batch_size: int = doc("Titles per embedding batch (length-sorted).", 128)
     chunk_rows: int = doc("Titles per checkpointed embedding chunk; a killed build loses at most one chunk.", 50_000)

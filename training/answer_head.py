@@ -2,8 +2,8 @@
 
 trl's SFTTrainer scores every position through its fused LM head on devices without Triton (CPU included), and
 masks the prompt afterwards. With RAFT prompts ~85% of tokens are prompt, and a 49k-token vocabulary makes that
-head (forward, recomputation, backward) over half of a CPU training step (profiled: 13.2 s of 24 s for two
-steps of the SmolLM2 recipe). Here the backbone runs as usual and only the supervised positions go through the
+head (forward, recomputation, backward) the largest part of a CPU training step of a small model (profile it with
+``torch.profiler`` to see it). Here the backbone runs as usual and only the supervised positions go through the
 head, in fp32, so the loss and its gradients are those of the full head with the prompt masked.
 """
 

@@ -53,7 +53,7 @@ class TrainConfig(Config):
     num_train_epochs: float = doc("Epochs when max_steps = -1.", 1.0)
     gradient_checkpointing: bool = doc("Recompute activations in backward: less memory, ~30% more compute.", False)
     bf16: bool | Literal["auto"] = doc("bfloat16 mixed precision: true, false, or auto = on a GPU and on a CPU with native bf16 "
-                           "instructions (AVX512-BF16/AMX: QLoRA steps ~1.5x faster than fp32 here). A CPU that would "
+                           "instructions (AVX512-BF16/AMX: faster QLoRA steps than fp32). A CPU that would "
                            "emulate bf16 refuses true.", False)
     optim: str = doc("Optimizer: adamw_torch (CPU-safe) or paged_adamw_8bit (GPU, bitsandbytes).", "adamw_torch")
     device: str = doc("cpu, cuda or auto.", "auto")

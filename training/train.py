@@ -120,7 +120,7 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
 def detach_from_checkpoint(model) -> None:
     """Copy the unquantised weights (embeddings, norms) out of the checkpoint's memory map. transformers loads them
     as views of the mmapped safetensors file, which keeps the mapping, and every page read while quantising the
-    rest, resident: ~420 MiB for SmolLM2-135M's fp32 file, held for the whole run (measured in the README)."""
+    rest, resident: most of the file, held for the whole run (measured in the README)."""
     import torch
 
     with torch.no_grad():

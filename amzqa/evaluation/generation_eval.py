@@ -329,7 +329,7 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
             t = time.perf_counter()
             raw = ABSTAIN_MESSAGE if case.gated else gen.generate(build_prompt(question, case.sources, excerpt))
             rows.append(score_answer(case, raw, time.perf_counter() - t))
-            release_heap()  # without it glibc's heap grows over the questions (make demo's 74 fact questions: +104 MiB peak)
+            release_heap()  # without it glibc's heap grows with every question
             if cfg.language == "pt" and not rows[-1]["abstained"]:
                 rows[-1]["markers_kept"] = float(markers(langs.to_portuguese(rows[-1]["answer"])) == markers(rows[-1]["answer"]))
             rows[-1]["asked"] = question

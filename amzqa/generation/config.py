@@ -26,7 +26,7 @@ class GenerationConfig(Config):
                                     "or a .jinja file, as in the training recipe (an adapter's tokenizer carries its own).", None)
     load_in_4bit: bool = doc("Load the base weights in 4-bit NF4 with double quantisation (bitsandbytes).", False)
     dtype: str = doc("Weights dtype: float32, bfloat16, float16 (GPU only), or auto = bfloat16 on a GPU and on CPUs "
-                     "with native bf16 instructions (AVX512-BF16/AMX: ~2x faster prefill, same decode), else float32.",
+                     "with native bf16 instructions (AVX512-BF16/AMX: faster prefill, same decode), else float32.",
                      "auto")
     device: str = doc("'cpu', 'cuda' or 'auto' (accelerate's device_map).", "cpu")
     strategy: str = doc("'generate' = the model writes the answer (checked sentence by sentence against its sources); "

@@ -89,7 +89,7 @@ KEEP = "logits_to_keep"
 def read_export(path: Path):
     """(the model's XML text, its weights as one tensor over the memory-mapped .bin). The generation pipeline and
     the scorer are built from these same weights: read from the path, each maps the file again and the process
-    holds two copies (SmolLM2-135M: 1.54 -> 1.29 GiB peak with both in use; same tokens, same logits)."""
+    holds two copies (a second model's worth of peak memory; same tokens, same logits)."""
     import numpy as np
     import openvino as ov
 
@@ -102,7 +102,7 @@ def read_export(path: Path):
 def compile_scorer(xml: str, weights, props: dict):
     """The exported model compiled for scoring, its LM head applied to the last ``logits_to_keep`` positions only
     (a new input). Scoring needs the logits of the few answer positions; the full head over a ~600-token prompt
-    costs 118 MB of logits and ~20% of the pass (SmolLM2-135M, AVX2: 1.26 -> 1.00 s, peak -230 MiB; same logits).
+    is a prompt-by-vocabulary logits tensor, a large share of a small model's pass in time and memory (same logits).
     openvino_genai's pipeline slices the same way for generation. A graph of another shape is compiled whole."""
     import numpy as np
     import openvino as ov
