@@ -310,7 +310,7 @@ def stage_facts(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
     print(f"report: {out / 'report.md'}")
     systems = cfg.systems.removeprefix("base,")  # the base model writes (~1 s a question): measured on the 74 above
     print("\nThe shopper-phrased sets (partial names, described products) are left out of the demo to keep it short; "
-          "each takes 2-4 minutes on 2 cores:")
+          "each takes 1-2 minutes on 2 cores (AVX2 stand-in):")
     for questions in SHOPPER_SETS:
         print(f"  amzqa eval generation --artifacts {dirs.artifacts} --questions {questions.relative_to(ROOT)} "
               f"--systems {systems} --max-new-tokens 64 --no-abstention-auc --out {dirs.reports / 'demo' / questions.stem}")
