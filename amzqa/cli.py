@@ -301,12 +301,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer_to_dict(qa.ask(args.question)), indent=2, ensure_ascii=False))
         return 0
-    stream = qa.stream(args.question)
+    print_stream(qa.stream(args.question))
+    return 0
+
+
+def print_stream(stream) -> None:
+    """Each sentence as it passes the check, then the answer's details. The whole answer's check can keep other
+    sentences than the sentence-by-sentence one (a fact question is answered only by sentences stating that fact),
+    so where the two differ the checked answer is printed too: it is what the citations, ``--json`` and the page
+    show."""
+    shown = []
     for piece in stream:
+        shown.append(piece)
         print(piece, end="", flush=True)
     print()
+    if " ".join("".join(shown).split()) != " ".join(stream.answer.text.split()):
+        print(f"\nchecked answer: {stream.answer.text}")
     print_answer(stream.answer, streamed=True)
-    return 0
 
 
 def cmd_sft_data(args: argparse.Namespace) -> int:
@@ -393,9 +404,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     return run_child(cmd, env=env, cwd=app.parent.parent)
 
 
+STOP_GRACE_S = 5.0
+
+
 def run_child(cmd: list[str], **popen) -> int:
     """Run a server as a child and take it down with us: TERM or Ctrl-C to this process stops the child (TERM, then
-    KILL after 10 s) instead of leaving it holding its port."""
+    KILL after ``STOP_GRACE_S``) instead of leaving it holding its port. Bounded: a loaded machine can make
+    Streamlit's own shutdown slow, and a shopper's page has nothing to flush."""
     import signal
     import subprocess
 
@@ -412,7 +427,7 @@ def run_child(cmd: list[str], **popen) -> int:
     except KeyboardInterrupt:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -13,9 +13,11 @@ import unicodedata
 
 # A tag starts with a letter (or "/" or "!--") right after "<", so "a < b" and "<3" survive.
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]{0,500}>", re.S)
-# C0/C1 controls except tab/newline/CR (folded as whitespace later), zero-width space/non-joiner/joiner, word
-# joiner, BOM, soft hyphen.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\u00ad\ufeff]")
+# C0/C1 controls except tab/newline/CR (folded as whitespace later) and the zero-width space: they separate words.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b]")
+# Characters that sit inside a word and show nothing (zero-width non-joiner/joiner, word joiner, BOM, soft hyphen):
+# deleted, not made spaces, so "ig\u200dnore" reads "ignore" to everything downstream, the injection filter included.
+_INVISIBLE = re.compile(r"[\u200c\u200d\u2060\u00ad\ufeff]")
 # Anything that means the slow path is needed for an ASCII string.
 _NEEDS_WORK = re.compile(r"[&<\x00-\x1f\x7f]|\s\s")
 _MAX_UNESCAPE_ROUNDS = 3  # "&amp;amp;#8217;" needs three rounds; more is never seen in practice
@@ -35,7 +37,7 @@ def clean_text(text: str) -> str:
             text = decoded
     if "<" in text:
         text = _TAG.sub(" ", text)
-    text = _CONTROL.sub(" ", text)
+    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
     return " ".join(text.split())

@@ -17,7 +17,8 @@ from indexing.clean import clean_text, dedup_key
         ("&lt;script&gt;alert(1)&lt;/script&gt;Frame", "alert(1) Frame"),
         ("  Garden  Gnome \t\n Statue  ", "Garden Gnome Statue"),
         ("Weather\x0bresistant\x00paint", "Weather resistant paint"),
-        ("soft\u00adhyphen zero\u200bwidth", "soft hyphen zero width"),
+        ("soft\u00adhy\u00adphen zero\u200bwidth", "softhyphen zero width"),  # a soft hyphen sits inside a word
+        ("ig\u200dno\u200cre wo\u2060rd", "ignore word"),  # joiners too: deleted, not made spaces
         ("\ufeffBOM title", "BOM title"),
         ("", ""),
         ("plain ascii title", "plain ascii title"),

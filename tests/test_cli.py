@@ -195,3 +195,27 @@ def test_ask_fits_the_relevance_threshold_once_and_takes_saved_settings(sample_a
     capsys.readouterr()
     refused(amzqa("ask", "speaker?", "--artifacts", sample_artifacts, "--settings", tmp_path / "missing.json"),
             "QA settings file not found")
+
+
+def test_a_child_that_ignores_term_is_killed_when_amzqa_stops():
+    """amzqa app's stop path is bounded: a server that ignores TERM (a wedged Streamlit under load) is killed after
+    the grace period instead of keeping the port and the terminal."""
+    import os
+    import signal
+
+    import psutil
+
+    child = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             "print('up', flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from amzqa.cli import run_child; "
+                               f"sys.exit(run_child([sys.executable, '-c', {child!r}]))"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "up"
+        (server,) = psutil.Process(parent.pid).children()
+        parent.send_signal(signal.SIGINT)
+        assert parent.wait(timeout=60) == 130
+        assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if parent.poll() is None:
+            os.kill(parent.pid, signal.SIGKILL)

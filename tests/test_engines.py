@@ -355,3 +355,28 @@ def test_cli_export_gguf_then_serve_it_and_term_stops_the_engine(tmp_path):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
     finally:
         proc.kill()
+
+
+def test_every_end_of_turn_id_the_export_lists_stops_openvino(ov_generator, tmp_path):
+    """As on transformers: an export whose generation_config lists several end-of-turn ids (Phi-3, Llama-3) stops at
+    any of them, in generate and in stream, not at the tokenizer's EOS alone."""
+    from amzqa.generation.openvino import find_export
+
+    src, dst = find_export("smollm2"), tmp_path / "ov-stops"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "generation_config.json":
+            (dst / f.name).symlink_to(f)
+    prompt = build_prompt("Is the toaster good for bagels?", P)
+    plain = load_generator("openvino", config=GenerationConfig(max_new_tokens=24))
+    tokens = plain.tokenizer(plain.generate(prompt), add_special_tokens=False)["input_ids"]
+    assert len(tokens) > 4
+    stop = tokens[3]  # pretend the model's 4th token ends its turn
+    cfg = json.loads((src / "generation_config.json").read_text())
+    cfg["eos_token_id"] = [cfg["eos_token_id"], stop]
+    (dst / "generation_config.json").write_text(json.dumps(cfg))
+    gen = load_generator("openvino", config=GenerationConfig(model=str(dst), max_new_tokens=24))
+    assert stop in gen.stop_ids and plain.tokenizer.eos_token_id in gen.stop_ids
+    expected = plain.tokenizer.decode(tokens[:3], skip_special_tokens=True).strip()
+    assert gen.generate(prompt) == expected
+    assert "".join(gen.stream(prompt)).strip() == expected

@@ -285,3 +285,38 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
                          max(coverage(question, f"{h.product.title} {h.product.content}") for h in hits)))
     assert qa.relevance(question, hits) == pytest.approx(expected, abs=1e-6)
     assert qa.ask(question).sources[0].uid == "0064430170"
+
+
+def test_ask_prints_the_checked_answer_where_the_stream_showed_less(retrievers, capsys):
+    """The stream shows each sentence once it passed the check by itself; the whole answer's check can keep more
+    (a fact question answered by a sentence stating it keeps the supported sentences beside it). What ``amzqa ask``
+    prints must end with the checked answer, the one its citations describe."""
+    from amzqa.cli import print_stream
+    from amzqa.generation import ExtractiveGenerator
+
+    class Said(ExtractiveGenerator):  # the model's text fixed; retrieval, the check and the stream are the real ones
+        text = "Hand wash only [1]. The skillet is seasoned with vegetable oil [1]."
+
+        def generate(self, prompt):
+            return self.text
+
+        def stream(self, prompt):
+            yield from (w + " " for w in self.text.split())
+
+    stream = QA(retrievers, Said()).stream("is the lodge cast iron skillet dishwasher safe?")
+    print_stream(stream)
+    out = capsys.readouterr().out
+    streamed = out.split("\n", 1)[0]
+    assert streamed == "Hand wash only [1]."  # the sentence-by-sentence check alone
+    assert stream.answer.text != streamed
+    assert f"checked answer: {stream.answer.text}" in out
+    assert "seasoned with vegetable oil" in stream.answer.text and "[1] B00004OCKR" in out
+
+
+def test_ask_prints_no_second_answer_when_the_stream_was_the_answer(qa_extractive, capsys):
+    from amzqa.cli import print_stream
+
+    stream = qa_extractive.stream("Is the JBL Flip 5 waterproof?")
+    print_stream(stream)
+    out = capsys.readouterr().out
+    assert "checked answer:" not in out and out.split("\n", 1)[0] == stream.answer.text

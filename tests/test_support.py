@@ -89,11 +89,28 @@ def test_nothing_supported_is_an_abstention_offering_the_evidence():
     "Hand wash only [1], but the catalog does not say whether it can go in the oven.",
     "Hand wash only [1], and the sources do not mention the oven.",
     "Hand wash only [1] - the catalog does not say whether it can go in the oven.",
+    "Hand wash only [1] and the catalog does not say whether it can go in the oven.",
+    "Hand wash only [1] but the sources do not mention the oven.",
+    "Hand wash only [1]\u2014the catalog does not say whether it can go in the oven.",
+    "Hand wash only [1]\u2013there is no information about the oven.",
+    "Hand wash only [1], although it is not mentioned whether it can go in the oven.",
 ])
 def test_a_hedge_joined_to_a_fact_keeps_the_fact(joined):
     c = check(joined, SOURCES, "castiron skillet care and oven?")
     assert not c.abstained and c.text == "Hand wash only [1].", c
     assert c.hedges and [x.uid for x in c.citations] == ["S1"]
+
+
+@pytest.mark.parametrize("sentence, clauses", [
+    ("The Boomtone Go 3 is waterproof and dustproof (IP67) [2].", 1),  # a bare "and" joins one claim
+    ("Ages 4\u201399 [3].", 1),  # an en dash between digits is a range
+    ("Hand wash only [1] and the catalog does not say more.", 2),
+    ("Hand wash only [1]\u2014the catalog does not say more.", 2),
+])
+def test_clause_boundaries_split_hedges_off_but_not_claims(sentence, clauses):
+    from amzqa.citations import _CLAUSE
+
+    assert len([c for c in _CLAUSE.split(sentence) if c and c.strip()]) == clauses
 
 
 def test_the_stream_shows_only_checked_sentences():

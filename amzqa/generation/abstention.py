@@ -129,7 +129,9 @@ class IncrementalText:
         return piece
 
     def finish(self) -> str:
-        """What the pieces so far have not said of the whole decode (trailing whitespace dropped)."""
+        """What the pieces so far have not said of the whole decode (trailing whitespace dropped). Where the whole
+        decode does not extend what was streamed (a tokenizer whose decoding is not prefix-stable), shown text cannot
+        be taken back: nothing is added and a warning says so."""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
         if text.startswith(self.emitted):
             return text[len(self.emitted):]
