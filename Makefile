@@ -55,6 +55,7 @@ bench: models
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check amzqa indexing training apps tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf runs reports .pytest_cache

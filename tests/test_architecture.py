@@ -1,118 +1,61 @@
-"""The import graph of the code base: dependencies point one way and never form a circle.
-
-Layers, lowest first: the query-time core (``amzqa`` but its evaluation and shells), the evaluation
-(``amzqa.evaluation``), build time (``indexing``, ``training``), the shells (``amzqa.cli``, ``amzqa.demo``,
-``amzqa.recipes``, ``apps``). A module may import its own layer or lower ones. Every import counts, including the
-lazy ones inside functions: a lazy back-edge is still a back-edge.
-"""
+"""The import graph: the layers (shells -> build time -> evaluation -> query-time core) and the absence of circles
+are import-linter contracts in pyproject.toml, checked by ``make lint`` and here, so ``make test`` and CI hold them
+too. The contracts must see lazy imports inside functions: a lazy back-edge is still a back-edge."""
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("amzqa", "indexing", "training", "apps")
-SHELLS = ("amzqa.cli", "amzqa.demo", "amzqa.recipes", "amzqa.__main__")
-LAYER_NAMES = ("core", "evaluation", "build time", "shell")
 
 
-def modules() -> dict[str, Path]:
-    found = {}
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    # The console script of the installed import-linter, with the tree at ``root`` first on the path.
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run([sys.executable, "-c", code, "--no-cache", str(root / "pyproject.toml")], cwd=root,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_import_contracts_hold():
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+@pytest.fixture()
+def tree(tmp_path):
     for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            found[name.removesuffix(".__init__")] = path
-    return found
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "sample"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    return tmp_path
 
 
-def import_graph() -> dict[str, set[str]]:
-    mods = modules()
-
-    def resolve(name: str) -> str | None:
-        while name and name not in mods:
-            name = name.rpartition(".")[0]
-        return name or None
-
-    edges: dict[str, set[str]] = {}
-    for name, path in mods.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets |= {resolve(a.name) for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                targets |= {resolve(f"{base}.{a.name}") if f"{base}.{a.name}" in mods else resolve(base) for a in node.names}
-        edges[name] = {t for t in targets if t and t != name}
-    return edges
+def _append(path: Path, code: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + "\n\n" + code + "\n", encoding="utf-8")
 
 
-def layer(module: str) -> int:
-    if module in SHELLS or module.startswith("apps"):
-        return 3
-    if module.startswith(("indexing", "training")):
-        return 2
-    if module.startswith("amzqa.evaluation"):
-        return 1
-    return 0
-
-
-def circles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(edges[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(edges):
-        if v not in index:
-            visit(v)
-    return found
-
-
-def test_the_graph_sees_lazy_imports():
-    edges = import_graph()
-    assert "amzqa.questions" in edges["amzqa.pipeline"]  # imported inside QA.calibrate
-    assert {"amzqa.layout", "amzqa.retrieval.artifacts"} <= edges["indexing.build"]
-
-
-def test_dependencies_point_one_way():
-    back = [f"{m} ({LAYER_NAMES[layer(m)]}) -> {t} ({LAYER_NAMES[layer(t)]})"
-            for m, targets in sorted(import_graph().items()) for t in sorted(targets) if layer(t) > layer(m)]
-    assert not back, "imports against the layering:\n" + "\n".join(back)
-
-
-def test_no_import_circles():
-    found = circles(import_graph())
-    assert not found, f"import circles: {found}"
-
-
-def test_circle_and_back_edge_detection_work_on_a_known_graph():
-    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert layer("amzqa.pipeline") < layer("amzqa.evaluation.metrics") < layer("training.train") < layer("amzqa.cli")
+@pytest.mark.parametrize("module, code, broken", [
+    # a core module reaching up to a shell inside a function
+    ("amzqa/text.py", "def _late():\n    from amzqa.cli import main\n    return main", "query-time core"),
+    # the evaluation reaching up to build time
+    ("amzqa/evaluation/metrics.py", "def _late():\n    import training.train\n    return training", "query-time core"),
+    # two core modules importing each other
+    ("amzqa/citations.py", "def _late():\n    from amzqa import pipeline\n    return pipeline", "no import circles"),
+    # a new module of amzqa that no layer names
+    ("amzqa/newthing.py", "X = 1", "every module of amzqa belongs to a layer"),
+])
+def test_a_planted_violation_breaks_a_contract(tree, module, code, broken):
+    path = tree / module
+    if path.exists():
+        _append(path, code)
+    else:
+        path.write_text(code + "\n", encoding="utf-8")
+    proc = lint_imports(tree)
+    assert proc.returncode != 0, proc.stdout
+    assert f"{broken}" in proc.stdout and "BROKEN" in proc.stdout, proc.stdout
