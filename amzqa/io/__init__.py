@@ -1,0 +1,1 @@
+"""Artifact I/O: atomic writes and folder swaps, every artifact's format tag and file names, library versions."""
