@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in ("QA", "QAConfig"):  # the pipeline pulls in numpy/faiss; load it on first use
-        from amzqa import pipeline
+        from amzqa.answer import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'amzqa' has no attribute {name!r}")

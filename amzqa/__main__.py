@@ -1,5 +1,5 @@
 import sys
 
-from amzqa.cli import main
+from amzqa.cli.main import main
 
 sys.exit(main())

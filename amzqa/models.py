@@ -24,8 +24,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from amzqa.atomic import atomic_dir, sha256_file
 from amzqa.errors import AmzqaError
+from amzqa.io.atomic import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
 

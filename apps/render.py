@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from amzqa.prompt import excerpt  # noqa: F401 - re-exported for the page
+from amzqa.generation.prompt import excerpt  # noqa: F401 - re-exported for the page
 from amzqa.records import Answer
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")

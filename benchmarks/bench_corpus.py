@@ -21,7 +21,7 @@ from benchmarks.common import ROOT, print_machine, run_measured, table  # noqa: 
 
 OURS = """
 import sys, shutil
-from indexing.corpus import PrepareConfig, prepare
+from amzqa.indexing.corpus import PrepareConfig, prepare
 s = prepare(PrepareConfig(input=sys.argv[1], out=sys.argv[2], overwrite=True), progress=False)
 print(s["lines_read"], s["kept"])
 """
@@ -37,7 +37,7 @@ def main() -> None:
     print_machine()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
-    from indexing.synth import SynthConfig, synth
+    from amzqa.indexing.synth import SynthConfig, synth
 
     full = args.workdir / f"synth-{args.n}.json.gz"
     if not full.exists():

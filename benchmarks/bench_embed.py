@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from amzqa.layout import MANIFEST
+from amzqa.io.layout import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, print_machine, table  # noqa: E402
 
 
 def titles_from(corpus: Path, n: int) -> list[str]:
-    from indexing.corpus import iter_corpus
+    from amzqa.indexing.corpus import iter_corpus
 
     out: list[str] = []
     for batch in iter_corpus(corpus, columns=["title"]):
@@ -39,9 +39,9 @@ def slice_corpus(corpus: Path, rows: int, out: Path) -> Path:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from amzqa.indexing.corpus import CORPUS_FORMAT, iter_corpus
 
-    from amzqa.atomic import sha256_file
-    from indexing.corpus import CORPUS_FORMAT, iter_corpus
+    from amzqa.io.atomic import sha256_file
 
     (out / "shards").mkdir(parents=True)
     batches, n = [], 0
@@ -60,8 +60,9 @@ def slice_corpus(corpus: Path, rows: int, out: Path) -> Path:
 
 
 def dense_recall(corpus: Path, backend: str, work: Path, n_questions: int) -> float:
+    from amzqa.indexing.build import IndexConfig, build_index
+
     from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
-    from indexing.build import IndexConfig, build_index
 
     arts = work / f"arts-{backend}"
     build_index(IndexConfig(corpus=corpus, out=arts, embedding_backend=backend, overwrite=True), progress=False)
@@ -82,8 +83,8 @@ def main() -> None:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from amzqa.embedding import load_embedder
     from amzqa.models import default_embedder_path
+    from amzqa.retrieval.embedding import load_embedder
 
     titles = titles_from(args.corpus, args.titles)
     st = SentenceTransformer(str(default_embedder_path()), device="cpu")
@@ -104,8 +105,9 @@ def main() -> None:
 
     if args.skip_recall:
         return
-    from amzqa.demo import SAMPLE  # the bundled catalog
-    from indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.corpus import PrepareConfig, prepare
+
+    from amzqa.cli.demo import SAMPLE  # the bundled catalog
 
     rec_rows = []
     with tempfile.TemporaryDirectory() as tmp:

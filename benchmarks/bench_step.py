@@ -57,9 +57,9 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from amzqa.generation.prompt import build_prompt
     from amzqa.generation.select import selection_prompt
     from amzqa.models import resolve_model
-    from amzqa.prompt import build_prompt
     from amzqa.records import Product
 
     torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""The support check (amzqa.support.judge) against hand-labelled (sentence, source, supported?) pairs, beside the word-
+"""The support check (amzqa.grounding.support.judge) against hand-labelled (sentence, source, supported?) pairs, beside the word-
 overlap check it replaced (``support(sentence, source) >= 0.5``, which let every cited sentence stand).
 
     python benchmarks/bench_support.py                        # measure on tests/fixtures/support_pairs.jsonl
@@ -25,10 +25,10 @@ FIXTURE = ROOT / "tests" / "fixtures" / "support_pairs.jsonl"
 
 
 def extract(reports: list[Path], store_dir: Path, out: Path) -> int:
-    from amzqa.citations import is_hedge
+    from amzqa.answer.citations import is_hedge
+    from amzqa.grounding.support import claim_text, states_something
+    from amzqa.grounding.text import content_words, split_sentences
     from amzqa.retrieval.store import ProductStore
-    from amzqa.support import claim_text, states_something
-    from amzqa.text import content_words, split_sentences
 
     store = ProductStore(store_dir)
     seen, pairs = set(), []
@@ -68,9 +68,9 @@ def load(path: Path = FIXTURE) -> list[dict]:
 
 
 def verdicts(pairs: list[dict]) -> dict[str, list[bool]]:
-    from amzqa.citations import SUPPORT_THRESHOLD, support
+    from amzqa.answer.citations import SUPPORT_THRESHOLD, support
+    from amzqa.grounding.support import judge
     from amzqa.records import Product
-    from amzqa.support import judge
 
     products = [Product(0, p["uid"], p["title"], p["content"]) for p in pairs]
     return {"judge (rules)": [judge(p["sentence"], pr).supported for p, pr in zip(pairs, products)],
@@ -116,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "extract":
         print(f"{extract(args.reports, args.store, args.out)} pairs -> {args.out}")
         return 0
-    from amzqa.machine import describe_cpu
+    from amzqa.runtime.machine import describe_cpu
 
     pairs = load(args.pairs)
     print(f"# support check on {len(pairs)} hand-labelled pairs ({args.pairs.name}); CPU: {describe_cpu()}\n")
     print(measure(pairs))
     if args.show_errors:
+        from amzqa.grounding.support import judge
         from amzqa.records import Product
-        from amzqa.support import judge
 
         for p in pairs:
             v = judge(p["sentence"], Product(0, p["uid"], p["title"], p["content"]))

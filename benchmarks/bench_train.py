@@ -68,8 +68,8 @@ def main() -> None:
     if args.ceiling_only:
         return
 
-    from training.config import TrainConfig
-    from training.train import build_trainer
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import build_trainer
 
     rows, base = [], None
     # (label, batching, answer-only head, bf16)

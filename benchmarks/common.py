@@ -27,12 +27,12 @@ def run_measured(code: str, *args: str) -> tuple[float, float, str]:
 
 def artifacts_for(path: Path | None, work: str = "bench-ask") -> Path:
     """``path`` if it is an index, else the bundled sample catalog indexed once under runs/WORK."""
-    from amzqa.layout import MANIFEST
+    from amzqa.io.layout import MANIFEST
 
     if path and (path / MANIFEST).is_file():
         return path
-    from indexing.build import IndexConfig, build_index
-    from indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.build import IndexConfig, build_index
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     work_dir = ROOT / "runs" / work
     if not (work_dir / "artifacts" / MANIFEST).is_file():
@@ -44,13 +44,13 @@ def artifacts_for(path: Path | None, work: str = "bench-ask") -> Path:
 
 def print_machine() -> None:
     """Every benchmark's first line: the CPU and its vector ISA (figures from another CPU are not comparable)."""
-    from amzqa.machine import describe_cpu
+    from amzqa.runtime.machine import describe_cpu
 
     print(f"CPU: {describe_cpu()}", flush=True)
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    """A markdown table (pastes straight into the README)."""
+    """A markdown table (pastes straight into docs/benchmarks.md)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -28,8 +28,8 @@ MEASURES = ("stated_and_cited", "states_answer", "refused", "cites_gold", "cites
 
 
 def catalog(args, work: Path) -> Path:
-    from indexing.corpus import PrepareConfig, prepare
-    from indexing.synth import SynthConfig, synth
+    from amzqa.indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.synth import SynthConfig, synth
 
     if args.corpus:
         return args.corpus
@@ -43,8 +43,9 @@ def catalog(args, work: Path) -> Path:
 
 
 def index(args, corpus: Path, work: Path) -> Path:
-    from amzqa.layout import MANIFEST
-    from indexing.build import IndexConfig, build_index
+    from amzqa.indexing.build import IndexConfig, build_index
+
+    from amzqa.io.layout import MANIFEST
 
     out = args.artifacts or work / "artifacts"
     if not (out / MANIFEST).is_file():
@@ -53,8 +54,9 @@ def index(args, corpus: Path, work: Path) -> Path:
 
 
 def sft(args, corpus: Path, artifacts: Path, work: Path) -> Path:
-    from amzqa.layout import MANIFEST
-    from training.sft_data import SFTDataConfig, build_sft_data
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
+
+    from amzqa.io.layout import MANIFEST
 
     out = work / "sft"
     if not (out / MANIFEST).is_file():
@@ -72,9 +74,8 @@ def overrides(pairs: list[str]) -> dict[str, str]:
 
 def train(args, data: Path, work: Path) -> tuple[dict, float | None]:
     import torch
-
-    from training.config import TrainConfig
-    from training.train import train as run
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import train as run
 
     cfg = TrainConfig.from_yaml(args.recipe, model=args.model, data=data, out=work / "train", max_steps=args.steps,
                                 **overrides(args.set))
@@ -140,8 +141,8 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "gpu-check.md")
     args = ap.parse_args()
     print_machine()
-    from amzqa.machine import probe
-    from amzqa.machine import report as machine_report
+    from amzqa.runtime.machine import probe
+    from amzqa.runtime.machine import report as machine_report
 
     machine = "```\n" + machine_report(probe()) + "\n```"
     started = time.perf_counter()

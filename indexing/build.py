@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from amzqa.indexing.lexical import build_bm25
 
-from amzqa.atomic import check_replaceable, swap_dir, write_json_atomic
 from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
+from amzqa.io.atomic import check_replaceable, swap_dir, write_json_atomic
+from amzqa.io.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
 from amzqa.progress import bar
 from amzqa.retrieval.artifacts import ARTIFACT_FORMAT, seal
 from amzqa.retrieval.store import write_store
-from indexing.lexical import build_bm25
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class IndexConfig(Config):
     bm25_stopwords: str | None = doc("Stopword list for BM25 tokenisation ('en' or null).", "en")
     bm25_stemmer: str | None = doc("Snowball stemmer language for BM25 (null = none).", "english")
     calibrate_products: int = doc("Non-held-out products whose questions calibrate the hybrid fusion for this catalog "
-                                  "(fusion.json; see indexing.fusion); 0 = keep the default fusion.", 300)
+                                  "(fusion.json; see amzqa.indexing.fusion); 0 = keep the default fusion.", 300)
     seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
 
@@ -189,10 +189,10 @@ def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
 def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -> dict[str, Any]:
     """Build the artifact described in the module docstring; return its manifest."""
     import faiss
+    from amzqa.indexing.corpus import iter_corpus, load_stats, open_corpus
 
-    from amzqa.embedding import load_embedder, model_fingerprint
-    from amzqa.versions import library_versions
-    from indexing.corpus import iter_corpus, load_stats, open_corpus
+    from amzqa.io.versions import library_versions
+    from amzqa.retrieval.embedding import load_embedder, model_fingerprint
 
     if cfg.corpus is None or cfg.out is None:
         raise ConfigError("index needs corpus and out")
@@ -268,8 +268,9 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     manifest = seal(work, manifest)
     if cfg.calibrate_products:
         # Calibrated inside the private folder, so fusion.json is sealed with the rest before anyone can read it.
+        from amzqa.indexing.fusion import calibrate_fusion, write_calibration
+
         from amzqa.retrieval import RetrieverSet
-        from indexing.fusion import calibrate_fusion, write_calibration
 
         t = time.perf_counter()
         rset = RetrieverSet(work, embedder=embedder, fusion="weighted")

@@ -23,12 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
+from amzqa.indexing.clean import clean_text, dedup_key
+
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError, InputError
-from amzqa.layout import CORPUS_FORMAT, CORPUS_QUARANTINE, CORPUS_SHARDS, CORPUS_STATS, MANIFEST
+from amzqa.io.atomic import atomic_dir, sha256_file, write_json_atomic
+from amzqa.io.layout import CORPUS_FORMAT, CORPUS_QUARANTINE, CORPUS_SHARDS, CORPUS_STATS, MANIFEST
 from amzqa.progress import bar
-from indexing.clean import clean_text, dedup_key
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ def _corrupt_stream_is_input_error(path, lines_read):
 
 
 def _manifest(cfg: PrepareConfig, files: list[dict[str, Any]], rows: int) -> dict[str, Any]:
-    from amzqa.versions import library_versions
+    from amzqa.io.versions import library_versions
 
     fingerprint = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
     return {

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import revise_dir, write_json_atomic
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.layout import FUSION_FILE, MANIFEST
+from amzqa.io.atomic import revise_dir, write_json_atomic
+from amzqa.io.layout import FUSION_FILE, MANIFEST
 
 log = logging.getLogger(__name__)
 LEXICAL_WEIGHTS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -59,11 +59,11 @@ def grid() -> list[FusionChoice]:
 
 def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: bool | None = None) -> dict[str, Any]:
     """Score every fusion in :func:`grid` on questions about ``n`` non-held-out products; return the report."""
+    from amzqa.data.questions import make_questions
+    from amzqa.data.split import HELDOUT_RATE, calibration_products
     from amzqa.evaluation.metrics import first_relevant_rank, ranking_report
     from amzqa.evaluation.retrieval_eval import question_rankings, relevant_sets
-    from amzqa.questions import make_questions
     from amzqa.retrieval.base import to_hits
-    from amzqa.split import HELDOUT_RATE, calibration_products
 
     if n < 10:
         raise ConfigError("fusion calibration needs at least 10 products")

@@ -16,7 +16,7 @@ SAMPLE = ROOT / "indexing" / "sample" / "trn.json"
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory):
     """The bundled sample catalog, prepared once per test session."""
-    from indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     out = tmp_path_factory.mktemp("corpus") / "sample"
     prepare(PrepareConfig(input=SAMPLE, out=out), progress=False)
@@ -26,7 +26,7 @@ def sample_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_artifacts(sample_corpus, tmp_path_factory):
     """An index artifact of the sample catalog (exact FAISS, BM25 over title+content), built once."""
-    from indexing.build import IndexConfig, build_index
+    from amzqa.indexing.build import IndexConfig, build_index
 
     out = tmp_path_factory.mktemp("artifacts") / "sample"
     build_index(IndexConfig(corpus=sample_corpus, out=out), progress=False)
@@ -50,8 +50,8 @@ def hf_generator():
 
 @pytest.fixture(scope="session")
 def qa_extractive(retrievers):
+    from amzqa.answer.pipeline import QA
     from amzqa.generation import ExtractiveGenerator
-    from amzqa.pipeline import QA
 
     return QA(retrievers, ExtractiveGenerator())
 
@@ -68,7 +68,7 @@ def free_port() -> int:
 def llamacpp_server():
     """A real llama.cpp OpenAI-compatible server (amzqa serve --engine llamacpp) on 127.0.0.1, SmolLM2 in Q8_0."""
     pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
-    from amzqa.serve import ServeConfig, start
+    from amzqa.runtime.serve import ServeConfig, start
 
     with start(ServeConfig(engine="llamacpp", port=free_port(), parallel=4, max_model_len=2048,
                            startup_timeout_s=120)) as server:
@@ -78,7 +78,7 @@ def llamacpp_server():
 @pytest.fixture(scope="session")
 def sft_dir(sample_corpus, sample_artifacts, retrievers, tmp_path_factory):
     """Small RAFT SFT data from the sample catalog (2 sources x 80 characters, 40 products), built once."""
-    from training.sft_data import SFTDataConfig, build_sft_data
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
 
     out = tmp_path_factory.mktemp("sft") / "data"
     build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=2, excerpt_chars=80,

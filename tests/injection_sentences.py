@@ -1,4 +1,4 @@
-"""Sentences the prompt-injection filter is judged on (amzqa.prompt.sanitize): ordinary product text that must
+"""Sentences the prompt-injection filter is judged on (amzqa.generation.prompt.sanitize): ordinary product text that must
 survive it, and injection patterns seen in the wild that must be removed."""
 
 HARMLESS = [

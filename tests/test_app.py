@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+from amzqa.apps.render import answer_markdown, escape
 
 from amzqa.records import Answer, Citation, Hit, Product
-from apps.render import answer_markdown, escape
 from tests.conftest import ROOT, free_port
 
 APP = str(ROOT / "apps" / "streamlit_app.py")
@@ -52,7 +53,7 @@ def injected_artifacts(sample_artifacts, tmp_path_factory):
     so this is what a page must survive from any other source of product text)."""
     import pyarrow as pa
 
-    from amzqa.layout import PRODUCTS_FILE
+    from amzqa.io.layout import PRODUCTS_FILE
     from amzqa.retrieval.artifacts import seal
 
     out = tmp_path_factory.mktemp("injected") / "artifacts"
@@ -110,7 +111,7 @@ def test_each_citation_shows_its_source_sentence_highlighted(app_env):
 
 
 def test_render_highlights_the_sentence_in_its_description():
-    from apps.render import highlighted
+    from amzqa.apps.render import highlighted
 
     text = highlighted("Pre-seasoned. Hand wash only. Made in USA.", "Hand wash only.")
     assert text.startswith("Pre\\-seasoned\\. :orange-background[**Hand wash only\\.**]")
@@ -157,11 +158,11 @@ def test_switching_generators_loads_the_index_once(app_env, monkeypatch):
     """Each generator choice gets its own QA, all over one retriever set calibrated once."""
     from streamlit.testing.v1 import AppTest
 
-    import amzqa.pipeline
+    import amzqa.answer.pipeline
     import amzqa.retrieval
 
     built, calibrated = [], []
-    real_init, real_calibrate = amzqa.retrieval.RetrieverSet.__init__, amzqa.pipeline.QA.calibrate
+    real_init, real_calibrate = amzqa.retrieval.RetrieverSet.__init__, amzqa.answer.pipeline.QA.calibrate
 
     def counting_init(self, *args, **kwargs):
         built.append(args[0])
@@ -172,7 +173,7 @@ def test_switching_generators_loads_the_index_once(app_env, monkeypatch):
         return real_calibrate(self, *args, **kwargs)
 
     monkeypatch.setattr(amzqa.retrieval.RetrieverSet, "__init__", counting_init)
-    monkeypatch.setattr(amzqa.pipeline.QA, "calibrate", counting_calibrate)
+    monkeypatch.setattr(amzqa.answer.pipeline.QA, "calibrate", counting_calibrate)
     import streamlit as st
 
     st.cache_resource.clear()
@@ -204,13 +205,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(injected_artifacts):
+def server(injected_artifacts, tmp_path):
     port = _free_port()
     env = dict(os.environ, AMZQA_ARTIFACTS=str(injected_artifacts),
                AMZQA_GENERATION=json.dumps({"backend": "extractive", "adapter": str(injected_artifacts / "no-adapter")}))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port), "--server.address",
                              "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -439,35 +440,35 @@ def test_the_sidebar_shows_the_index_path_as_it_is(app_env):
     path = os.environ["AMZQA_ARTIFACTS"]
     assert "-" in path  # pytest's temporary folders: /tmp/pytest-of-USER/...
     assert [c.value for c in at.sidebar.caption] == [f"Index: `{path}`"]  # a code span shows backslashes literally
-    from apps.render import code_span
+    from amzqa.apps.render import code_span
 
     assert code_span("a`b") == "``a`b``" and code_span("`x") == "`` `x ``" and code_span("a\nb") == "`a b`"
 
 
 def test_amzqa_app_hands_the_page_absolute_paths_and_a_viewer_toolbar(injected_artifacts, tmp_path, monkeypatch):
-    """Paths given relative to the caller's folder reach the page (run in the repository's folder) absolute; the
-    shopper's page has no developer toolbar (Deploy, Rerun...)."""
+    """Paths given relative to the caller's folder reach the page absolute; the page runs in the caller's folder (no
+    working-directory change: amzqa.apps is importable from anywhere); the shopper's page has no developer toolbar."""
     from streamlit.testing.v1 import AppTest
 
-    import amzqa.cli
+    import amzqa.cli.main
 
     shutil.copytree(injected_artifacts, tmp_path / "rel" / "art")
     adapter = _fake_adapter(tmp_path / "rel" / "adapter")
     (tmp_path / "rel" / "model").mkdir()
     seen = {}
-    monkeypatch.setattr(amzqa.cli, "run_child", lambda cmd, **popen: seen.update(cmd=cmd, **popen) or 0)
+    monkeypatch.setattr(amzqa.cli.main, "run_child", lambda cmd, **popen: seen.update(cmd=cmd, **popen) or 0)
     monkeypatch.chdir(tmp_path)
-    assert amzqa.cli.main(["app", "--artifacts", "rel/art", "--adapter", "rel/adapter", "--model", "rel/model",
+    assert amzqa.cli.main.main(["app", "--artifacts", "rel/art", "--adapter", "rel/adapter", "--model", "rel/model",
                            "--generator", "extractive"]) == 0
     env, cmd = seen["env"], seen["cmd"]
     assert env["AMZQA_ARTIFACTS"] == str(tmp_path / "rel" / "art")
     generation = json.loads(env["AMZQA_GENERATION"])
     assert generation["adapter"] == str(adapter) and generation["model"] == str(tmp_path / "rel" / "model")
     assert cmd[cmd.index("--client.toolbarMode") + 1] == "viewer"
-    assert amzqa.cli.main(["app", "--artifacts", "rel/art", "--model", "smollm2", "--generator", "extractive"]) == 0
+    assert amzqa.cli.main.main(["app", "--artifacts", "rel/art", "--model", "smollm2", "--generator", "extractive"]) == 0
     assert json.loads(seen["env"]["AMZQA_GENERATION"])["model"] == "smollm2"  # a name, not a path here: kept
-    # The page, run as amzqa app runs it (in its folder, with that environment), finds the index.
-    monkeypatch.chdir(seen["cwd"])
+    assert "cwd" not in seen and Path(cmd[cmd.index("run") + 1]) == Path(APP).resolve()
+    # The page, run as amzqa app runs it (from the caller's folder, with that environment), finds the index.
     for key in ("AMZQA_ARTIFACTS", "AMZQA_GENERATION"):
         monkeypatch.setenv(key, env[key])
     at = AppTest.from_file(APP, default_timeout=120)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from amzqa.chat import SHIPPED, check_prompt_prefix, ensure_chat_template, load_template, prompt_prefix_mismatch
 from amzqa.errors import ConfigError
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render
+from amzqa.generation.chat import (
+    SHIPPED,
+    check_prompt_prefix,
+    ensure_chat_template,
+    load_template,
+    prompt_prefix_mismatch,
+)
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, render
 from amzqa.records import Product
 from tests.conftest import ROOT
 
@@ -198,8 +204,7 @@ def test_every_lora_target_of_a_recipe_is_a_linear_layer_of_its_architecture(rec
     layer (Phi-3's fused qkv_proj / gate_up_proj included), and every Linear layer but the LM head is targeted."""
     import torch
     import transformers
-
-    from training.config import TrainConfig
+    from amzqa.training.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)
     config_name, extra = ARCHITECTURES[recipe]

@@ -1,8 +1,7 @@
 import unicodedata
 
 import pytest
-
-from indexing.clean import clean_text, dedup_key
+from amzqa.indexing.clean import clean_text, dedup_key
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def test_stage_flags_are_generated_from_the_configs():
     """One definition: every field of a stage's config is a flag of its subcommand, documented with its default."""
     import dataclasses
 
-    from amzqa.recipes import config_class
+    from amzqa.cli.recipes import config_class
 
     for command, kind in STAGE_CONFIGS.items():
         text = amzqa(command, "--help").stdout
@@ -112,7 +112,7 @@ def test_ask_and_app_share_the_generated_generator_flags(sample_artifacts, tmp_p
     """ask and app take the same GenerationConfig flags (same choices, same types); bad values name the field."""
     import dataclasses
 
-    from amzqa.cli import build_parser
+    from amzqa.cli.main import build_parser
     from amzqa.generation import GenerationConfig
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
@@ -159,9 +159,9 @@ def test_eval_all_through_the_generated_flags(sample_artifacts, tmp_path):
 def test_ask_fits_the_relevance_threshold_once_and_takes_saved_settings(sample_artifacts, tmp_path, monkeypatch, capsys):
     """Repeated ``amzqa ask`` calls reuse the threshold cached for this index and prompt shape instead of refitting it
     on every question; ``--settings`` takes a file QA.save wrote."""
-    from amzqa import pipeline
-    from amzqa.cli import main
-    from amzqa.pipeline import QA
+    from amzqa.answer import pipeline
+    from amzqa.answer.pipeline import QA
+    from amzqa.cli.main import main
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(pipeline, "gate_cache_dir", lambda: cache, raising=False)  # user cache kept clean
@@ -207,7 +207,7 @@ def test_a_child_that_ignores_term_is_killed_when_amzqa_stops():
 
     child = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
              "print('up', flush=True); time.sleep(600)")
-    parent = subprocess.Popen([sys.executable, "-c", "import sys; from amzqa.cli import run_child; "
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from amzqa.cli.main import run_child; "
                                f"sys.exit(run_child([sys.executable, '-c', {child!r}]))"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+from amzqa.indexing.corpus import PrepareConfig
 
+from amzqa.cli.recipes import config_class, kind_of_recipe
 from amzqa.errors import ConfigError
-from amzqa.recipes import config_class, kind_of_recipe
-from indexing.corpus import PrepareConfig
 from tests.conftest import ROOT
 
 RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "accelerate")
@@ -46,7 +46,7 @@ def test_paths_are_coerced():
 
 
 def test_values_are_validated_by_type_with_the_field_and_file_named(tmp_path):
-    from training.config import TrainConfig
+    from amzqa.training.config import TrainConfig
 
     recipe = tmp_path / "train.yaml"
     recipe.write_text("learning_rate: 2e-4\nmax_steps: '40'\n")  # PyYAML reads 2e-4 as a string

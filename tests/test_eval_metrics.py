@@ -8,7 +8,7 @@ import pytest
 from amzqa.evaluation.generation_eval import Case, aggregate, bootstrap, score_answer
 from amzqa.evaluation.metrics import first_relevant_rank, mrr, ndcg_at, ranking_report, recall_at
 from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l
-from amzqa.prompt import ABSTAIN_MESSAGE
+from amzqa.generation.prompt import ABSTAIN_MESSAGE
 from amzqa.records import Product
 
 
@@ -32,7 +32,7 @@ def test_rouge_l_by_hand():
 def test_rouge_l_equals_rouge_score_on_ascii_text():
     from rouge_score import rouge_scorer
 
-    from amzqa.demo import sample_catalog
+    from amzqa.cli.demo import sample_catalog
 
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     lines = [json.loads(line) for line in sample_catalog().read_text().splitlines()[:120] if line.startswith("{")]
@@ -108,6 +108,36 @@ def test_abstention_auc_by_hand():
     assert abstention_auc([1.0, 2.0], [False, False]) is None
 
 
+def test_the_library_auc_and_bootstrap_match_their_definitions():
+    """sklearn's ROC AUC is the Mann-Whitney pair count (ties half); scipy's percentile bootstrap, resampling the same
+    questions for every system, agrees with resampling by hand."""
+    import numpy as np
+
+    from amzqa.evaluation.generation_eval import abstention_auc
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, 80).astype(float)  # many ties
+    labels = rng.random(80) < 0.4
+    pos, neg = scores[labels], scores[~labels]
+    by_pairs = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert abstention_auc(scores.tolist(), labels.tolist()) == pytest.approx(by_pairs, abs=1e-12)
+
+    removed = Case("q", "G", "gold", SOURCES[1:], gold_position=0)
+    answers = ["Boils fast [1].", ABSTAIN_MESSAGE, "Two slots [1]."]
+    x = [score_answer(CASE if rng.random() < 0.7 else removed, answers[rng.integers(0, 3)], 0.1) for _ in range(60)]
+    y = [score_answer(c, answers[rng.integers(0, 3)], 0.1) for c in [CASE if not r["should_abstain"] else removed
+                                                                       for r in x]]
+    stats = bootstrap({"x": x, "y": y}, 2000, seed=5)
+    draws = [rng.integers(0, 60, 60) for _ in range(2000)]
+    for metric in ("abstain_accuracy", "refused"):
+        manual = [aggregate(y, i)[metric] - aggregate(x, i)[metric] for i in draws]
+        lo, hi = stats["differences"]["y - x"][metric]["ci95"]
+        assert lo == pytest.approx(np.percentile(manual, 2.5), abs=0.05)
+        assert hi == pytest.approx(np.percentile(manual, 97.5), abs=0.05)
+        assert stats["differences"]["y - x"][metric]["value"] == pytest.approx(
+            aggregate(y)[metric] - aggregate(x)[metric])
+
+
 def test_generation_evaluation_end_to_end(retrievers, sample_artifacts, hf_generator, tmp_path):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown, write_report
     from amzqa.generation import ExtractiveGenerator
@@ -140,9 +170,9 @@ def test_bootstrap_rankings_pairs_the_questions():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_nothing_is_fitted_on_the_products_the_reports_score(retrievers, seed):
+    from amzqa.data.split import calibration_products
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, build_cases
     from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, pick_questions
-    from amzqa.split import calibration_products
 
     store = retrievers.store
     scored = {q.uid for q in pick_questions(store, RetrievalEvalConfig(n=10_000, seed=seed))[0]}
@@ -155,8 +185,8 @@ def test_every_fact_question_template_is_recognised_as_asking_for_its_fact():
     """Generated fact questions must read as asking for their fact (asked_facts), or the gate and the SFT data disagree."""
     import random
 
-    from amzqa.facts import FACTS, asked_facts
-    from amzqa.questions import capitalised
+    from amzqa.data.questions import capitalised
+    from amzqa.grounding.facts import FACTS, asked_facts
 
     r = random.Random(0)
     for fact in FACTS:

@@ -2,7 +2,7 @@ import pytest
 
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.generation import ExtractiveGenerator, GenerationConfig, Generator, load_generator
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.records import Product
 
 P = [
@@ -114,8 +114,8 @@ def test_adapter_trained_on_another_prompt_format_is_reported(tmp_path, caplog):
     import json
 
     from amzqa.generation.hf import check_adapter
-    from amzqa.layout import ADAPTER_PROVENANCE
-    from amzqa.prompt import template_fingerprint
+    from amzqa.generation.prompt import template_fingerprint
+    from amzqa.io.layout import ADAPTER_PROVENANCE
 
     (tmp_path / "adapter_config.json").write_text("{}")
     for template, warned in (("0123456789abcdef", True), (template_fingerprint(), False)):

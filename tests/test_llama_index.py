@@ -31,8 +31,8 @@ def test_llm_adapter_completes_and_streams(hf_generator):
 
 def test_a_calibrated_gate_applies_to_catalog_prompts_not_to_llama_index_prompts(hf_generator, monkeypatch):
     from amzqa.generation.abstention import Threshold
+    from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt
     from amzqa.integrations.llama_index import AmzqaLLM
-    from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
     from amzqa.records import Hit, Product
 
     monkeypatch.setattr(hf_generator, "abstain_threshold", Threshold(-1e9), raising=False)  # fitted: always abstain

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from amzqa.allocator import ENV, mimalloc_library, with_mimalloc
-from amzqa.memory import TreeSampler
+from amzqa.cli.memory import TreeSampler
+from amzqa.runtime.allocator import ENV, mimalloc_library, with_mimalloc
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADED = "from amzqa.allocator import mimalloc_loaded; print(mimalloc_loaded())"
+LOADED = "from amzqa.runtime.allocator import mimalloc_loaded; print(mimalloc_loaded())"
 
 
 def python(code: str, env: dict[str, str]) -> str:

@@ -60,7 +60,7 @@ def test_a_wheel_other_than_the_pinned_one_is_refused(tmp_path):
 def test_model_fingerprint_hashes_all_weights_and_caches_by_size_and_mtime(tmp_path, monkeypatch):
     import os
 
-    from amzqa.embedding import model_fingerprint
+    from amzqa.retrieval.embedding import model_fingerprint
 
     monkeypatch.setenv("AMZQA_CACHE_DIR", str(tmp_path / "cache"))
     model = tmp_path / "model"

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from amzqa.atomic import atomic_dir, check_replaceable, swap_dir
 from amzqa.errors import ArtifactError
+from amzqa.io.atomic import atomic_dir, check_replaceable, swap_dir
 from tests.conftest import SAMPLE
 
 
@@ -19,7 +19,7 @@ def siblings(folder) -> list[str]:
 
 
 def test_prepare_overwrite_refuses_a_folder_amzqa_did_not_write(tmp_path):
-    from indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     mine = tmp_path / "home"
     mine.mkdir()
@@ -30,20 +30,21 @@ def test_prepare_overwrite_refuses_a_folder_amzqa_did_not_write(tmp_path):
 
 
 def test_index_overwrite_refuses_a_foreign_folder_before_any_work(sample_corpus, tmp_path, monkeypatch):
-    import amzqa.embedding
-    import indexing.build as build
+    import amzqa.indexing.build as build
+
+    import amzqa.retrieval.embedding
 
     mine = tmp_path / "home"
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
-    monkeypatch.setattr(amzqa.embedding, "load_embedder", lambda *a, **k: pytest.fail("embedding began before the check"))
+    monkeypatch.setattr(amzqa.retrieval.embedding, "load_embedder", lambda *a, **k: pytest.fail("embedding began before the check"))
     with pytest.raises(ArtifactError, match=f"refusing to replace {mine}"):
         build.build_index(build.IndexConfig(corpus=sample_corpus, out=mine, overwrite=True), progress=False)
     assert (mine / "keep.txt").read_text() == "mine" and siblings(mine) == ["home"]
 
 
 def test_prepare_overwrite_replaces_an_earlier_amzqa_artifact_or_an_empty_folder(tmp_path):
-    from indexing.corpus import PrepareConfig, prepare
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     out = tmp_path / "corpus"
     prepare(PrepareConfig(input=SAMPLE, out=out), progress=False)

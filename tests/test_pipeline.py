@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from amzqa.answer.pipeline import QA, QAConfig, threshold_for_rate
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
-from amzqa.pipeline import QA, QAConfig, threshold_for_rate
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, coverage
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, coverage
 from amzqa.records import Answer
 from tests.conftest import ROOT
 
@@ -65,7 +65,7 @@ def test_qa_settings_never_go_into_the_sealed_index(qa_extractive, sample_artifa
     other = json.loads(qa_extractive.save(tmp_path / "a.json").read_text())
     other.update(index="0" * 64, abstain_threshold=0.99)
     (tmp_path / "b.json").write_text(json.dumps(other))
-    with caplog.at_level("WARNING", logger="amzqa.pipeline"):
+    with caplog.at_level("WARNING", logger="amzqa.answer.pipeline"):
         again = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / "b.json")
     assert "calibrated on another index" in caplog.text
     assert again.config.abstain_threshold == qa_extractive.config.abstain_threshold  # recalibrated, not 0.99
@@ -196,7 +196,7 @@ def test_settings_fitted_for_another_shape_are_refitted(qa_extractive, sample_ar
         same = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name)
         assert same.config.abstain_threshold == 1.01  # the shape it was fitted for: restored as saved
         caplog.clear()
-        with caplog.at_level("WARNING", logger="amzqa.pipeline"):
+        with caplog.at_level("WARNING", logger="amzqa.answer.pipeline"):
             other = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name, k=3, mode="lexical")
         assert other.config.abstain_threshold != 1.01, name
         assert not other.ask("Is the JBL Flip 5 waterproof?").abstained
@@ -207,16 +207,16 @@ def test_settings_fitted_for_another_shape_are_refitted(qa_extractive, sample_ar
 
 def test_the_threshold_is_kept_at_full_precision(retrievers, tmp_path, sample_artifacts, monkeypatch):
     """A threshold rounded up (2/3 -> 0.6667) would stop the answerable questions scored exactly at the cut."""
-    import amzqa.pipeline
+    import amzqa.answer.pipeline
     from amzqa.generation import ExtractiveGenerator
 
-    real, seen = amzqa.pipeline.threshold_for_rate, []
+    real, seen = amzqa.answer.pipeline.threshold_for_rate, []
 
     def spy(scores, rate):
         seen.append((list(scores), real(scores, rate)))
         return seen[-1][1]
 
-    monkeypatch.setattr(amzqa.pipeline, "threshold_for_rate", spy)
+    monkeypatch.setattr(amzqa.answer.pipeline, "threshold_for_rate", spy)
     qa = QA(retrievers, ExtractiveGenerator(), QAConfig(answer_rate=0.9))
     scores, fitted = seen[-1]
     assert qa.config.abstain_threshold == fitted
@@ -237,7 +237,7 @@ def test_qa_settings_are_refused_anywhere_inside_an_index(qa_extractive, sample_
 
 
 def test_an_answer_stream_iterated_twice_replays_its_answer(qa_extractive):
-    from amzqa.pipeline import AnswerStream
+    from amzqa.answer.pipeline import AnswerStream
 
     s = qa_extractive.stream("Is the JBL Flip 5 waterproof?")
     first = "".join(s)
@@ -257,11 +257,11 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
     """An index replaced after RetrieverSet loaded (amzqa index --overwrite) does not reach a QA built later from
     that retriever set: its gate scores this load's rows, not the new build's."""
     import numpy as np
+    from amzqa.indexing.build import IndexConfig, build_index
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     from amzqa.generation import ExtractiveGenerator
     from amzqa.retrieval import RetrieverSet
-    from indexing.build import IndexConfig, build_index
-    from indexing.corpus import PrepareConfig, prepare
     from tests.conftest import SAMPLE
 
     index = tmp_path / "index"
@@ -291,7 +291,7 @@ def test_ask_prints_the_checked_answer_where_the_stream_showed_less(retrievers, 
     """The stream shows each sentence once it passed the check by itself; the whole answer's check can keep more
     (a fact question answered by a sentence stating it keeps the supported sentences beside it). What ``amzqa ask``
     prints must end with the checked answer, the one its citations describe."""
-    from amzqa.cli import print_stream
+    from amzqa.cli.main import print_stream
     from amzqa.generation import ExtractiveGenerator
 
     class Said(ExtractiveGenerator):  # the model's text fixed; retrieval, the check and the stream are the real ones
@@ -314,7 +314,7 @@ def test_ask_prints_the_checked_answer_where_the_stream_showed_less(retrievers, 
 
 
 def test_ask_prints_no_second_answer_when_the_stream_was_the_answer(qa_extractive, capsys):
-    from amzqa.cli import print_stream
+    from amzqa.cli.main import print_stream
 
     stream = qa_extractive.stream("Is the JBL Flip 5 waterproof?")
     print_stream(stream)

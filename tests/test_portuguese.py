@@ -20,7 +20,7 @@ PORTUGUESE = ["A caixa de som JBL Flip 5 é à prova d'água?", "Quem ilustrou o
 
 @pytest.fixture(scope="module")
 def langs():
-    from amzqa.language import Languages
+    from amzqa.answer.language import Languages
 
     return Languages()
 
@@ -28,8 +28,8 @@ def langs():
 def test_detection_keeps_english_english_and_finds_portuguese(langs, retrievers):
     """English questions (the generated ones and the hand-written fact set) are never taken for Portuguese; most of
     the generated Portuguese questions, noisy and full of English product names, are."""
-    from amzqa.questions import make_questions
-    from amzqa.split import heldout_products
+    from amzqa.data.questions import make_questions
+    from amzqa.data.split import heldout_products
 
     products = heldout_products(retrievers.store, 0.5, 120, 0)
     english = [q.text for q in make_questions(products, seed=1, kinds=("title", "content"))]
@@ -50,7 +50,7 @@ def test_detection_keeps_english_english_and_finds_portuguese(langs, retrievers)
     "[2] Illustrated by Clement Hurd.",
 ])
 def test_translation_keeps_every_marker_in_place_and_order(langs, english):
-    from amzqa.language import markers
+    from amzqa.answer.language import markers
 
     portuguese = langs.to_portuguese(english)
     assert markers(portuguese) == markers(english), portuguese
@@ -58,7 +58,7 @@ def test_translation_keeps_every_marker_in_place_and_order(langs, english):
 
 
 def test_portuguese_questions_get_portuguese_answers_with_the_same_checked_citations(qa_extractive):
-    from amzqa.language import markers
+    from amzqa.answer.language import markers
 
     for question in PORTUGUESE:
         answer = qa_extractive.ask(question)
@@ -73,7 +73,7 @@ def test_portuguese_questions_get_portuguese_answers_with_the_same_checked_citat
 
 
 def test_an_out_of_catalog_portuguese_question_abstains_in_portuguese(qa_extractive):
-    from amzqa.language import ABSTAIN_MESSAGE_PT
+    from amzqa.answer.language import ABSTAIN_MESSAGE_PT
 
     answer = qa_extractive.ask("Vocês vendem cortador de grama a gasolina?")
     assert answer.abstained and answer.text == ABSTAIN_MESSAGE_PT and answer.language == "pt"
@@ -91,8 +91,8 @@ def test_a_streamed_portuguese_answer_is_portuguese_sentence_by_sentence(qa_extr
 def test_english_questions_are_untouched_by_the_portuguese_path(retrievers, hf_generator):
     """Same sources and the same answers with the pt extra on as with the English-only pipeline, for the extractive
     answerer over many questions and for the language model over a few."""
+    from amzqa.answer.pipeline import QA, QAConfig
     from amzqa.generation import ExtractiveGenerator
-    from amzqa.pipeline import QA, QAConfig
 
     english = [json.loads(line)["question"] for line in (ROOT / "indexing/sample/fact_questions.jsonl").open()]
     for generator, questions in ((ExtractiveGenerator(), english), (hf_generator, english[:3])):
@@ -114,8 +114,8 @@ def test_other_and_mixed_languages_get_an_answer_or_a_clear_abstention(qa_extrac
 
 
 def test_the_language_model_answers_a_portuguese_question_in_portuguese(retrievers, hf_generator):
-    from amzqa.language import markers
-    from amzqa.pipeline import QA, QAConfig
+    from amzqa.answer.language import markers
+    from amzqa.answer.pipeline import QA, QAConfig
 
     qa = QA(retrievers, hf_generator, QAConfig(abstain_threshold=0.3))
     answer = qa.ask("A caixa de som JBL Flip 5 é à prova d'água?")
@@ -147,8 +147,8 @@ def test_retrieval_eval_reports_portuguese_beside_english(retrievers, sample_art
 
 
 def test_portuguese_question_set_is_seeded_and_portuguese(retrievers):
-    from amzqa.questions import PT_GLOSSARY, portuguese_question
-    from amzqa.split import heldout_products
+    from amzqa.data.questions import PT_GLOSSARY, portuguese_question
+    from amzqa.data.split import heldout_products
 
     products = heldout_products(retrievers.store, 0.5, 30, 0)
     a = [portuguese_question(p, random.Random(3)).text for p in products]

@@ -52,16 +52,16 @@ def tiny_checkpoint(recipe: str, folder) -> str:
 @pytest.mark.parametrize("recipe", sorted(ARCHITECTURES))
 def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_architecture(
         recipe, sft_dir, sample_artifacts, retrievers, tmp_path):
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.merge import merge_adapter
+    from amzqa.training.train import adapter_provenance, build_trainer, train
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from amzqa.chat import load_template
+    from amzqa.answer.pipeline import QA
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation
     from amzqa.generation import GenerationConfig, HFGenerator
-    from amzqa.pipeline import QA
-    from training.config import TrainConfig
-    from training.merge import merge_adapter
-    from training.train import adapter_provenance, build_trainer, train
+    from amzqa.generation.chat import load_template
 
     shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)
     base = tiny_checkpoint(recipe, tmp_path / "base")
@@ -121,9 +121,10 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
 def test_a_base_whose_own_template_is_not_prefix_stable_is_refused_at_train_start(sft_dir, tmp_path):
     """The Mistral recipe without its chat_template: the base's own (v0.3) template would shift trl's completion
     mask, so the trainer is not even built; the message names the model and the template."""
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import build_trainer
+
     from amzqa.errors import ConfigError
-    from training.config import TrainConfig
-    from training.train import build_trainer
 
     base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
     shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / "mistral-7b-instruct-v0.3-qlora.yaml")
@@ -160,7 +161,7 @@ def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     assert ddp.stdout.count("adapter written") == 1
     prov = json.loads((tmp_path / "ddp" / "adapter" / "amzqa_adapter.json").read_text())
     assert prov["world_size"] == 2 and prov["steps"] == 2
-    from amzqa.allocator import mimalloc_library
+    from amzqa.runtime.allocator import mimalloc_library
 
     # Asked to, amzqa train restarts itself on mimalloc where installed (amzqa/allocator.py), in every rank ...
     assert prov["allocator"] == ("mimalloc" if mimalloc_library() else "system")
@@ -199,12 +200,13 @@ def test_a_recipe_naming_modules_the_model_lacks_is_refused_with_the_real_names(
 
 def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_path, monkeypatch):
     """Our refusal's logic, with the probe's answer replaced: the real probe passes on this CPU (see doctor's test)."""
-    import amzqa.machine
-    from amzqa.errors import ConfigError
-    from training.config import TrainConfig
-    from training.train import build_trainer
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import build_trainer
 
-    monkeypatch.setattr(amzqa.machine, "bitsandbytes_runs", lambda device: (False, "RuntimeError: no kernel for cpu"))
+    import amzqa.runtime.machine
+    from amzqa.errors import ConfigError
+
+    monkeypatch.setattr(amzqa.runtime.machine, "bitsandbytes_runs", lambda device: (False, "RuntimeError: no kernel for cpu"))
     cfg = TrainConfig(data=sft_dir, out=tmp_path / "run", device="cpu", max_steps=1)
     with pytest.raises(ConfigError, match="bitsandbytes cannot run NF4 on cpu.*no kernel.*load_in_4bit: false"):
         build_trainer(cfg)
@@ -218,8 +220,9 @@ def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_pat
     ({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, 0, "cpu", "FSDP needs GPUs"),
 ])
 def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, message):
+    from amzqa.training.config import check_launch
+
     from amzqa.errors import ConfigError
-    from training.config import check_launch
 
     if message is None:
         check_launch(device, env, gpus)
@@ -253,7 +256,7 @@ def test_doctor_reports_this_machine_and_a_recipe():
     import subprocess
     import sys
 
-    from amzqa.machine import bitsandbytes_runs, cpu_info
+    from amzqa.runtime.machine import bitsandbytes_runs, cpu_info
 
     facts = json.loads(subprocess.run([sys.executable, "-m", "amzqa", "doctor", "--json"], capture_output=True, text=True,
                                       cwd=ROOT, timeout=120).stdout)
@@ -268,7 +271,7 @@ def test_doctor_reports_this_machine_and_a_recipe():
 
 @pytest.mark.parametrize("memory, recipe", [(80.0, "mistral-7b"), (16.0, "phi-3-mini"), (8.0, "tinyllama"), (4.0, "smollm2")])
 def test_doctor_chooses_the_largest_recipe_the_gpu_fits(memory, recipe):
-    from amzqa.machine import GPU, Machine
+    from amzqa.runtime.machine import GPU, Machine
 
     m = Machine(cpu="x", isa=[], cores=2, torch="2", cuda="12", gpus=[GPU("card", memory, True, "9.0")], bnb_gpu=True)
     assert recipe in m.recipe()[0]

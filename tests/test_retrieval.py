@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from amzqa.indexing.build import IndexConfig, auto_nlist, build_index
 
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.records import Hit, Product
 from amzqa.retrieval import Artifacts, Retriever, RetrieverSet, title_key
 from amzqa.retrieval.hybrid import convex, rrf, weighted
-from indexing.build import IndexConfig, auto_nlist, build_index
 from tests.conftest import ROOT
 
 
@@ -110,8 +110,8 @@ def test_manifest_describes_the_artifact(sample_artifacts):
 
 
 def test_other_embedding_model_is_refused(sample_artifacts, tmp_path):
-    from amzqa.embedding import OnnxEmbedder, TorchEmbedder
     from amzqa.models import default_embedder_path
+    from amzqa.retrieval.embedding import OnnxEmbedder, TorchEmbedder
 
     with pytest.raises(ArtifactError, match="backend 'torch'"):
         RetrieverSet(sample_artifacts, embedder=TorchEmbedder())
@@ -140,7 +140,7 @@ def test_an_fp32_index_is_queried_with_the_fp32_model(sample_corpus, sample_arti
 def test_the_onnx_encoder_uses_the_cpus_this_process_may_run_on():
     import os
 
-    from amzqa.embedding import usable_cpus
+    from amzqa.retrieval.embedding import usable_cpus
 
     if hasattr(os, "sched_getaffinity"):
         assert usable_cpus() == len(os.sched_getaffinity(0))
@@ -148,7 +148,8 @@ def test_the_onnx_encoder_uses_the_cpus_this_process_may_run_on():
 
 
 def test_mismatched_corpus_is_refused(sample_artifacts, sample_corpus, tmp_path):
-    from indexing.corpus import PrepareConfig, open_corpus, prepare
+    from amzqa.indexing.corpus import PrepareConfig, open_corpus, prepare
+
     from tests.conftest import SAMPLE
 
     Artifacts.open(sample_artifacts, corpus_fingerprint=open_corpus(sample_corpus).fingerprint)  # the right one passes
@@ -192,7 +193,7 @@ def test_killed_build_resumes_to_the_same_index(sample_corpus, sample_artifacts,
     """SIGKILL a real build mid-embedding, resume it, and compare with an uninterrupted build."""
     out = tmp_path / "resumed"
     code = (
-        "import sys, time, indexing.build as b\n"
+        "import sys, time, amzqa.indexing.build as b\n"
         "orig = b.embed_titles.__globals__['np'].save\n"
         "def slow_save(*a, **k):\n"
         "    orig(*a, **k); time.sleep(0.5)\n"  # give the test time to kill between chunks
@@ -226,9 +227,8 @@ def test_killed_build_resumes_to_the_same_index(sample_corpus, sample_artifacts,
 def test_compact_bm25_equals_plain_bm25s(sample_corpus):
     import bm25s
     import Stemmer
-
-    from indexing.corpus import iter_corpus
-    from indexing.lexical import build_bm25
+    from amzqa.indexing.corpus import iter_corpus
+    from amzqa.indexing.lexical import build_bm25
 
     texts = [f"{r['title']} {r['content'][:600]}" for b in iter_corpus(sample_corpus) for r in b.to_pylist()]
     ours = build_bm25([texts[:100], texts[100:250], texts[250:]], len(texts), "en", "english")
@@ -244,8 +244,9 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
 
 
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
-    from amzqa.split import HELDOUT_RATE, calibration_products, is_heldout
-    from indexing.fusion import FUSION_FILE, grid
+    from amzqa.indexing.fusion import FUSION_FILE, grid
+
+    from amzqa.data.split import HELDOUT_RATE, calibration_products, is_heldout
 
     result = json.loads((sample_artifacts / FUSION_FILE).read_text())
     assert len(result["grid"]) == len(grid())
@@ -258,8 +259,9 @@ def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retri
 
 
 def test_calibration_of_another_corpus_is_refused(sample_artifacts, tmp_path):
+    from amzqa.indexing.fusion import FUSION_FILE
+
     from amzqa.retrieval.artifacts import seal
-    from indexing.fusion import FUSION_FILE
 
     copy = tmp_path / "copy"
     shutil.copytree(sample_artifacts, copy)
@@ -307,7 +309,7 @@ def test_a_tampered_artifact_is_refused_with_the_file_named(sample_artifacts, tm
 
 
 def test_a_same_size_edit_of_a_big_file_is_caught_by_amzqa_verify(sample_artifacts, tmp_path, capsys):
-    from amzqa.cli import main
+    from amzqa.cli.main import main
     from amzqa.retrieval.artifacts import SMALL_FILE_BYTES
 
     copy = tmp_path / "copy"
@@ -324,7 +326,7 @@ def test_a_same_size_edit_of_a_big_file_is_caught_by_amzqa_verify(sample_artifac
 
 
 def test_an_index_swapped_in_while_it_loads_is_loaded_whole(sample_artifacts, tmp_path, monkeypatch):
-    from amzqa.atomic import swap_dir
+    from amzqa.io.atomic import swap_dir
     from amzqa.retrieval.artifacts import seal
     from amzqa.retrieval.lexical import LexicalRetriever
 
@@ -348,7 +350,7 @@ def test_an_index_swapped_in_while_it_loads_is_loaded_whole(sample_artifacts, tm
 
 
 def test_rebuilding_swaps_the_new_index_in_whole(sample_corpus, sample_artifacts, tmp_path):
-    from indexing.build import IndexConfig, build_index
+    from amzqa.indexing.build import IndexConfig, build_index
 
     out = tmp_path / "arts"
     shutil.copytree(sample_artifacts, out)
@@ -362,7 +364,7 @@ def test_rebuilding_swaps_the_new_index_in_whole(sample_corpus, sample_artifacts
 
 
 def test_recalibrating_a_published_index_reseals_it(sample_artifacts, tmp_path):
-    from indexing.fusion import save_calibration
+    from amzqa.indexing.fusion import save_calibration
 
     copy = tmp_path / "copy"
     shutil.copytree(sample_artifacts, copy)

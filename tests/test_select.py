@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from amzqa.citations import check
+from amzqa.answer.citations import check
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt
 from amzqa.generation.select import (
     NONE_LABEL,
     SelectingGenerator,
@@ -16,8 +17,7 @@ from amzqa.generation.select import (
     selection_prompt,
     trained_to_select,
 )
-from amzqa.layout import ADAPTER_PROVENANCE
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.io.layout import ADAPTER_PROVENANCE
 from amzqa.records import Product
 
 SKILLET = Product(0, "S1", "Castiron Co. Pre-Seasoned Skillet, 12 Inch",
@@ -108,9 +108,8 @@ def test_a_fitted_threshold_decides_refusal_not_the_models_choice(hf_generator, 
 
 
 def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retrievers, tmp_path):
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
     from datasets import load_from_disk
-
-    from training.sft_data import SFTDataConfig, build_sft_data
 
     out = tmp_path / "sft"
     man = build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=3, max_products=40,
@@ -135,7 +134,7 @@ def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retr
 
 
 def test_the_prior_weight_is_fitted_on_answerable_eval_examples():
-    from training.abstention import fit_prior_weight
+    from amzqa.training.abstention import fit_prior_weight
 
     def example(label, priors, abstain=False):
         return {"abstain": abstain, "priors": priors, "completion": [{"content": str(label)}]}
@@ -151,7 +150,7 @@ def test_the_prior_weight_is_fitted_on_answerable_eval_examples():
 def test_the_eval_label_loss_is_the_gold_labels_cross_entropy():
     import math
 
-    from training.abstention import eval_label_loss
+    from amzqa.training.abstention import eval_label_loss
 
     examples = [{"completion": [{"content": "1"}]}, {"completion": [{"content": "0"}]}]
     lps = [[math.log(0.2), math.log(0.5)], [math.log(0.25), math.log(0.7)]]
@@ -202,8 +201,8 @@ def test_words_that_ask_for_the_fact_do_not_pick_the_product():
 def test_described_fact_questions_name_the_product_by_its_description():
     import random
 
-    from amzqa.questions import fact_questions
-    from amzqa.text import content_words
+    from amzqa.data.questions import fact_questions
+    from amzqa.grounding.text import content_words
 
     r = random.Random(0)
     described = [q for _ in range(20) for q in fact_questions(CRAWDADS, r, 1, describe=1.0)]

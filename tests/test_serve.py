@@ -2,7 +2,7 @@
 fake HTTP servers on 127.0.0.1 (no vLLM or llama.cpp needed).
 
 The fake "engine" is a small Python HTTP server script started exactly as ``start`` starts an engine (its own
-process group, the environment :func:`amzqa.serve.command` builds), with one worker child in its group, so what
+process group, the environment :func:`amzqa.runtime.serve.command` builds), with one worker child in its group, so what
 ``stop`` has to clean up is what a real engine leaves: a group, not one process."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from amzqa import serve
 from amzqa.errors import AmzqaError, ConfigError
 from amzqa.records import Product
+from amzqa.runtime import serve
 from tests.conftest import free_port
 
 ENGINE = r'''
@@ -116,8 +116,8 @@ def engine(tmp_path, monkeypatch):
 
 CHILD = r'''
 import signal, sys
-from amzqa import serve
-from amzqa.cli import main
+from amzqa.runtime import serve
+from amzqa.cli.main import main
 
 script, pidfile, port, gguf, how = sys.argv[1:6]
 real = serve.command
@@ -347,7 +347,8 @@ def test_the_engine_gets_the_key_from_its_environment_and_readiness_uses_it(engi
 
 
 def test_the_key_goes_to_the_engine_by_environment_never_argv(tmp_path, monkeypatch):
-    from amzqa import engines, models
+    from amzqa import models
+    from amzqa.runtime import engines
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -367,7 +368,8 @@ def test_the_key_goes_to_the_engine_by_environment_never_argv(tmp_path, monkeypa
 
 
 def test_the_engines_use_the_cpus_this_process_may_run_on(tmp_path, monkeypatch):
-    from amzqa import engines, models
+    from amzqa import models
+    from amzqa.runtime import engines
 
     assert serve.cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and serve.cpu_list([3]) == "3"
     gguf = tmp_path / "m.gguf"
@@ -387,7 +389,7 @@ def test_the_engines_use_the_cpus_this_process_may_run_on(tmp_path, monkeypatch)
 
 
 def test_concurrent_gguf_conversions_never_share_a_file(tmp_path, monkeypatch):
-    from amzqa import engines
+    from amzqa.runtime import engines
 
     monkeypatch.setenv("AMZQA_CACHE_DIR", str(tmp_path / "cache"))
     source = tmp_path / "model"
@@ -417,7 +419,7 @@ def test_concurrent_gguf_conversions_never_share_a_file(tmp_path, monkeypatch):
 def test_the_llamacpp_launcher_reads_its_key_from_the_environment(monkeypatch, tmp_path):
     import types
 
-    from amzqa import llamacpp_server
+    from amzqa.runtime import llamacpp_server
 
     seen = {}
 
@@ -443,7 +445,7 @@ def test_the_llamacpp_launcher_reads_its_key_from_the_environment(monkeypatch, t
 
 def test_serving_beyond_loopback_without_a_key_warns(engine, caplog):
     kw, _ = engine(MODELS_OK, host="0.0.0.0")
-    with caplog.at_level(logging.WARNING, logger="amzqa.serve"), serve.start(serve.ServeConfig(**kw, startup_timeout_s=20)):
+    with caplog.at_level(logging.WARNING, logger="amzqa.runtime.serve"), serve.start(serve.ServeConfig(**kw, startup_timeout_s=20)):
         pass
     assert any("0.0.0.0" in r.getMessage() and "api_key_env" in r.getMessage() for r in caplog.records)
 
@@ -467,7 +469,7 @@ def _adapter(tmp_path: Path) -> Path:
 
 
 def test_server_kind_vllm_behind_a_proxy_keeps_penalty_ban_and_calibrated_abstention(fake_server, tmp_path):
-    from amzqa.prompt import build_prompt
+    from amzqa.generation.prompt import build_prompt
 
     port, handler = fake_server
     handler.body = json.dumps({"object": "list", "data": [{"id": "base", "object": "model", "created": 0,

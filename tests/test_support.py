@@ -1,4 +1,4 @@
-"""What is shown is what the cited source says: amzqa.support.judge and the check built on it."""
+"""What is shown is what the cited source says: amzqa.grounding.support.judge and the check built on it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from amzqa.citations import check
-from amzqa.pipeline import checked_sentences
-from amzqa.prompt import ABSTAIN_MESSAGE
+from amzqa.answer.citations import check
+from amzqa.answer.pipeline import checked_sentences
+from amzqa.generation.prompt import ABSTAIN_MESSAGE
+from amzqa.grounding.support import judge, numbers
 from amzqa.records import Product
-from amzqa.support import judge, numbers
 
 SKILLET = Product(0, "S1", "Castiron Co. Pre-Seasoned Skillet, 12 Inch",
                   "Seasoned with vegetable oil and ready to use. Hand wash only; dry promptly and rub with oil. Made in Tennessee.")
@@ -108,7 +108,7 @@ def test_a_hedge_joined_to_a_fact_keeps_the_fact(joined):
     ("Hand wash only [1]\u2014the catalog does not say more.", 2),
 ])
 def test_clause_boundaries_split_hedges_off_but_not_claims(sentence, clauses):
-    from amzqa.citations import _CLAUSE
+    from amzqa.answer.citations import _CLAUSE
 
     assert len([c for c in _CLAUSE.split(sentence) if c and c.strip()]) == clauses
 

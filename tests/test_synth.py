@@ -2,8 +2,8 @@ import gzip
 import json
 import statistics
 
-from indexing.corpus import PrepareConfig, prepare
-from indexing.synth import SynthConfig, iter_records, synth
+from amzqa.indexing.corpus import PrepareConfig, prepare
+from amzqa.indexing.synth import SynthConfig, iter_records, synth
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):

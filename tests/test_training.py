@@ -6,12 +6,12 @@ import re
 
 import pytest
 import torch
+from amzqa.training.config import TrainConfig
+from amzqa.training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
 
 from amzqa.errors import ConfigError
 from amzqa.generation.abstention import Threshold
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt, render, template_fingerprint
-from training.config import TrainConfig
-from training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, render, template_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def tiny_cfg(sft_dir, tmp_path_factory):
 def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
     from datasets import load_from_disk
 
-    from amzqa.split import is_heldout
+    from amzqa.data.split import is_heldout
 
     man = json.loads((sft_dir / "manifest.json").read_text())
     ds = load_from_disk(str(sft_dir / "dataset"))
@@ -45,8 +45,8 @@ def test_sft_data_is_split_by_product_and_excludes_heldout(sft_dir):
 def test_fact_questions_are_answered_with_the_sentence_that_states_the_fact(sft_dir, retrievers):
     from datasets import load_from_disk
 
-    from amzqa.facts import asked_facts, fact_of
-    from amzqa.prompt import focused_excerpt, sanitize
+    from amzqa.generation.prompt import focused_excerpt, sanitize
+    from amzqa.grounding.facts import asked_facts, fact_of
 
     man = json.loads((sft_dir / "manifest.json").read_text())
     ds = load_from_disk(str(sft_dir / "dataset"))
@@ -115,10 +115,10 @@ def test_transformers_loads_weights_as_views_of_the_mapped_checkpoint():
 
 
 def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
+    from amzqa.training.train import adapter_provenance, build_trainer, read_log, train
     from peft import PeftModel
 
     from amzqa.generation import GenerationConfig, HFGenerator
-    from training.train import adapter_provenance, build_trainer, read_log, train
 
     # Loss on the same training examples before and after: it must fall.
     trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
@@ -169,8 +169,9 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     from amzqa.generation.openvino import openvino_available
 
     if openvino_available():
+        from amzqa.training.export import export_model
+
         from amzqa.generation import load_generator
-        from training.export import export_model
 
         out = tiny_cfg.out / "export-openvino"
         manifest = export_model(out, "openvino", adapter=adapter)
@@ -183,8 +184,8 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
 def test_answer_only_head_gives_the_full_heads_loss_and_gradients(tiny_cfg):
     """Our head scores only answer positions; loss and every LoRA gradient must equal the model's own full-vocabulary
     loss with the prompt masked (trl's path), on a real padded batch, with LoRA B non-zero so all gradients flow."""
-    from training.answer_head import answer_only_loss
-    from training.train import build_trainer
+    from amzqa.training.answer_head import answer_only_loss
+    from amzqa.training.train import build_trainer
 
     trainer, _ = build_trainer(tiny_cfg.replace(lora_dropout=0.0), progress=False, max_steps=1)
     assert type(trainer).__name__ == "AnswerHeadSFTTrainer"
@@ -217,7 +218,7 @@ def test_answer_only_head_gives_the_full_heads_loss_and_gradients(tiny_cfg):
 def test_lora_in_the_top_layers_only_stops_backpropagation_there(tiny_cfg):
     """lora_layers: N adapts the last N decoder layers (every linear module in them) and nothing below needs a
     gradient, so backward stops at the lowest adapted layer: that is where the CPU recipe's time goes."""
-    from training.train import build_trainer
+    from amzqa.training.train import build_trainer
 
     trainer, _ = build_trainer(tiny_cfg.replace(lora_layers=2), progress=False, max_steps=1)
     model = trainer.model.train()
@@ -242,7 +243,7 @@ def test_lora_in_the_top_layers_only_stops_backpropagation_there(tiny_cfg):
 
 
 def test_eos_is_a_trained_label(tiny_cfg):
-    from training.train import build_trainer
+    from amzqa.training.train import build_trainer
 
     trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -254,7 +255,7 @@ def test_eos_is_a_trained_label(tiny_cfg):
 
 def test_every_label_masked_is_refused(tiny_cfg):
     """trl's real collator, fed an example whose completion mask lost every token (as a template mismatch would)."""
-    from training.train import build_trainer
+    from amzqa.training.train import build_trainer
 
     trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
     good = dict(trainer.train_dataset[0])
@@ -265,7 +266,7 @@ def test_every_label_masked_is_refused(tiny_cfg):
 
 
 def test_training_resumes_from_the_last_checkpoint(tiny_cfg):
-    from training.train import read_log, train
+    from amzqa.training.train import read_log, train
 
     if not (tiny_cfg.out / "checkpoints" / "checkpoint-6").is_dir():  # when run on its own
         train(tiny_cfg, progress=False)
@@ -277,7 +278,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny_cfg):
 
 
 def test_best_threshold_separates_and_prefers_answering():
-    from training.abstention import best_threshold
+    from amzqa.training.abstention import best_threshold
 
     assert best_threshold([-5.0, -4.0, -1.0, -0.5], [False, False, True, True]) == (-2.5, 1.0)
     threshold, accuracy = best_threshold([-3.0, -2.0], [False, False])
@@ -296,12 +297,12 @@ def test_best_threshold_separates_and_prefers_answering():
 def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_path):
     import shutil
 
+    from amzqa.training.abstention import calibrate_abstention
+    from amzqa.training.train import train
     from datasets import load_from_disk
 
     from amzqa.generation import GenerationConfig, HFGenerator
-    from amzqa.layout import ABSTENTION_CALIBRATION
-    from training.abstention import calibrate_abstention
-    from training.train import train
+    from amzqa.io.layout import ABSTENTION_CALIBRATION
 
     if not (tiny_cfg.out / "adapter").is_dir():  # when run on its own
         train(tiny_cfg, progress=False)
@@ -337,10 +338,10 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
 def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):
     import shutil
 
+    from amzqa.training.merge import load_adapter_model, merge_adapter
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from amzqa.layout import ABSTENTION_CALIBRATION
-    from training.merge import load_adapter_model, merge_adapter
+    from amzqa.io.layout import ABSTENTION_CALIBRATION
 
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_cfg.out / "adapter", adapter)
@@ -402,8 +403,9 @@ def test_torch_capped_at_avx2_counts_as_no_native_bf16():
 def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
     import math
 
+    from amzqa.training.train import build_trainer
+
     from amzqa.generation.hf import cpu_has_native_bf16
-    from training.train import build_trainer
 
     if torch.cuda.is_available() or not cpu_has_native_bf16():
         pytest.skip("needs a CPU with native bf16 (AVX512-BF16/AMX)")
@@ -434,7 +436,7 @@ def test_abstention_examples_can_come_with_answerable_twins(sample_corpus, sampl
 
 
 def test_fact_questions_get_their_own_abstention_cut():
-    from training.abstention import report_by_question
+    from amzqa.training.abstention import report_by_question
 
     cut = Threshold(-5.0, fact=-2.0)
     assert cut.for_question("what ages is the LEGO Classic box for?") == -2.0
@@ -450,9 +452,8 @@ def test_base_model_keywords_put_each_rank_on_its_own_gpu_and_store_nf4_in_the_c
     """Multi-GPU launches: rank r loads onto GPU r (not all onto 0); the 4-bit storage dtype equals the compute dtype
     (FSDP-QLoRA shards it with the rest). Pure logic: no GPU here."""
     import torch
-
-    from training.config import TrainConfig
-    from training.train import base_load_kwargs
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import base_load_kwargs
 
     cfg = TrainConfig(bf16=True, device="auto")
     for rank in (0, 1, 3):
@@ -470,7 +471,7 @@ def test_no_sft_prompt_shows_a_heldout_product(sft_dir):
     abstention example's source."""
     from datasets import load_from_disk
 
-    from amzqa.split import is_heldout
+    from amzqa.data.split import is_heldout
 
     man = json.loads((sft_dir / "manifest.json").read_text())
     rate = man["config"]["heldout_rate"]
@@ -502,8 +503,9 @@ def test_a_run_resumes_only_with_its_own_data_recipe_and_base(sft_dir, sample_co
     before the base model loads and without touching the run; with A it resumes; --overwrite starts B afresh."""
     import time
 
+    from amzqa.training.train import RUN_KEY, adapter_provenance, read_log, train
+
     from tests.test_recipes_tiny import tiny_checkpoint
-    from training.train import RUN_KEY, adapter_provenance, read_log, train
 
     base = tiny_checkpoint("tinyllama-1.1b-chat-qlora.yaml", tmp_path / "base")  # a tiny Llama: seconds per run
     other = tmp_path / "sft-b"
@@ -541,8 +543,9 @@ def test_a_run_resumes_only_with_its_own_data_recipe_and_base(sft_dir, sample_co
 def test_train_refuses_a_folder_it_did_not_write(sft_dir, tmp_path):
     """--overwrite on a folder that is not an amzqa run (a mistyped --out) is refused and the folder kept; without
     --overwrite a non-empty folder that is not a run is refused too (a later --overwrite would then remove it)."""
+    from amzqa.training.train import train
+
     from amzqa.errors import ArtifactError
-    from training.train import train
 
     folder = tmp_path / "models"
     folder.mkdir()

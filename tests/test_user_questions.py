@@ -81,7 +81,7 @@ def test_states_fact_needs_every_word_numbers_and_negations():
 def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, tmp_path):
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation, markdown
     from amzqa.generation import ExtractiveGenerator
-    from amzqa.prompt import ABSTAIN_MESSAGE
+    from amzqa.generation.prompt import ABSTAIN_MESSAGE
 
     cfg = GenerationEvalConfig(artifacts=sample_artifacts, questions=FACTS, bootstrap=20)
     report = evaluate_generation(cfg, rset=retrievers, progress=False, systems=[("extractive", ExtractiveGenerator())])
@@ -107,7 +107,7 @@ def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, t
 
 def test_cli_evaluates_retrieval_on_user_questions(sample_artifacts, tmp_path):
     out = tmp_path / "rep"
-    done = subprocess.run([sys.executable, "-m", "amzqa.cli", "eval", "retrieval", "--artifacts", str(sample_artifacts),
+    done = subprocess.run([sys.executable, "-m", "amzqa.cli.main", "eval", "retrieval", "--artifacts", str(sample_artifacts),
                            "--questions", str(FACTS), "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "retrieval.json").read_text())
@@ -115,6 +115,6 @@ def test_cli_evaluates_retrieval_on_user_questions(sample_artifacts, tmp_path):
     assert set(report["results"]["hybrid"]) == {"all", "user"}
     assert "(10 lines without a product uid skipped)" in done.stdout
     bad = write(tmp_path, ['{"question": "a?", "uid": "NOPE"}'])
-    done = subprocess.run([sys.executable, "-m", "amzqa.cli", "eval", "retrieval", "--artifacts", str(sample_artifacts),
+    done = subprocess.run([sys.executable, "-m", "amzqa.cli.main", "eval", "retrieval", "--artifacts", str(sample_artifacts),
                            "--questions", str(bad)], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "line 1: field 'uid': 'NOPE' is not a product of this catalog" in done.stderr

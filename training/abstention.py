@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import write_json_atomic
 from amzqa.errors import ConfigError
-from amzqa.facts import asked_facts
 from amzqa.generation.abstention import Threshold
-from amzqa.layout import ABSTENTION_CALIBRATION, SFT_DATASET
+from amzqa.grounding.facts import asked_facts
+from amzqa.io.atomic import write_json_atomic
+from amzqa.io.layout import ABSTENTION_CALIBRATION, SFT_DATASET
 
 log = logging.getLogger(__name__)
 # A separate cut for fact questions is fitted only with at least this many of each label, and kept only where it
@@ -72,7 +72,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     from datasets import load_from_disk
 
     from amzqa.generation import GenerationConfig, HFGenerator
-    from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
+    from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt
 
     dataset = load_from_disk(str(Path(data) / SFT_DATASET))
     if "eval" not in dataset:
@@ -84,7 +84,7 @@ def calibrate_abstention(adapter: str | Path, data: str | Path, generator=None) 
     if all(labels) or not any(labels):
         log.warning("the eval split of %s needs both abstention and answerable examples to calibrate", data)
         return None
-    from training.sft_data import load_sft_manifest
+    from amzqa.training.sft_data import load_sft_manifest
 
     # What an abstention is in this data: the message (generative recipe) or selection's "0" label.
     message = load_sft_manifest(data).get("abstain_target", ABSTAIN_MESSAGE)

@@ -11,7 +11,7 @@ from amzqa.config import Config, doc
 from amzqa.errors import ConfigError
 
 BATCHING = ("auto", "padded", "length_grouped", "padding_free")
-# Settings outside a run's identity (training.train.run_key): where it is written, whether to resume or start over,
+# Settings outside a run's identity (amzqa.training.train.run_key): where it is written, whether to resume or start over,
 # how far it goes (a resumed run may extend it), what it logs and saves, and the device (the same run may move). The
 # data path and base model name are replaced by the data's checksum and the model's fingerprint.
 NOT_IDENTITY = ("model", "data", "out", "overwrite", "resume", "max_steps", "num_train_epochs", "eval_steps",

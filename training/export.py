@@ -21,12 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from amzqa.allocator import release_heap
-from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, EXPORT_MANIFEST
+from amzqa.generation.prompt import template_fingerprint
+from amzqa.io.atomic import atomic_dir, sha256_file, write_json_atomic
+from amzqa.io.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE, EXPORT_MANIFEST
 from amzqa.models import resolve_model
-from amzqa.prompt import template_fingerprint
+from amzqa.runtime.allocator import release_heap
 
 log = logging.getLogger(__name__)
 FORMATS = ("openvino", "gguf")
@@ -45,8 +45,8 @@ def check_prompt_format(adapter: Path) -> str | None:
 def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | None = None, model: str | None = None,
                  gguf_type: str = "q8_0", overwrite: bool = False) -> dict[str, Any]:
     """Export ``model`` (default: the adapter's base, else the provisioned SmolLM2) with ``adapter`` merged."""
-    from amzqa.embedding import model_fingerprint
     from amzqa.generation.hf import check_adapter
+    from amzqa.retrieval.embedding import model_fingerprint
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -67,7 +67,7 @@ def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | N
     with tempfile.TemporaryDirectory(prefix="amzqa-export-") as work, atomic_dir(out, overwrite=overwrite) as tmp:
         source = Path(base)
         if adapter:
-            from training.merge import merge_adapter
+            from amzqa.training.merge import merge_adapter
 
             source = Path(work) / "merged"
             merge_adapter(adapter, source, dtype="float32", base=model)
@@ -93,7 +93,7 @@ def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | N
 
 
 def _openvino(source: Path, out: Path) -> None:
-    from amzqa import engines
+    from amzqa.runtime import engines
 
     engines.install("openvino-export")  # once; a no-op when its venv is complete
     cli = engines.executable("openvino-export", "optimum-cli")
@@ -104,7 +104,7 @@ def _openvino(source: Path, out: Path) -> None:
 
 
 def _gguf(source: Path, out: Path, gguf_type: str) -> None:
-    from amzqa.engines import convert_to_gguf
+    from amzqa.runtime.engines import convert_to_gguf
 
     convert_to_gguf(source, out / "model.gguf", gguf_type)
     _copy_tokenizer(source, out)

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import atomic_dir, write_json_atomic
 from amzqa.errors import ConfigError
 from amzqa.generation.hf import check_adapter
-from amzqa.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE
+from amzqa.io.atomic import atomic_dir, write_json_atomic
+from amzqa.io.layout import ABSTENTION_CALIBRATION, ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ For a product with a description: a shopper question about it (the evaluation's 
 and content-only, with noise), a context of k sources made with the shared prompt template from the product plus
 hard-negative distractors retrieved from our own index (the product at a random position), and a target answer
 drawn from the product's own description, citing its ``[n]``. Fact questions (an age range, a battery life, care
-instructions... see :mod:`amzqa.facts`) are answered with the description sentence that states the fact, so the
+instructions... see :mod:`amzqa.grounding.facts`) are answered with the description sentence that states the fact, so the
 model learns to answer the question asked rather than to recite the description. A share of examples (default 20%) leave the
 product out: their target is the abstention message. Products are split train/eval by product; held-out
 products (the evaluation split) are never used: not as golds, nor as distractors or abstention sources.
@@ -22,13 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.config import Config, doc
+from amzqa.data.questions import content_question, fact_questions, title_question
+from amzqa.data.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.errors import ConfigError
-from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM, cite
-from amzqa.layout import MANIFEST, SFT_DATASET, SFT_FORMAT, SFT_HELDOUT
-from amzqa.progress import bar
-from amzqa.prompt import (
+from amzqa.generation.prompt import (
     ABSTAIN_MESSAGE,
     DEFAULT_EXCERPT_CHARS,
     SYSTEM,
@@ -39,11 +37,13 @@ from amzqa.prompt import (
     shows_asked_fact,
     template_fingerprint,
 )
-from amzqa.questions import content_question, fact_questions, title_question
+from amzqa.generation.select import NONE_LABEL, SELECT_SYSTEM, cite
+from amzqa.grounding.text import content_words, split_sentences
+from amzqa.io.atomic import atomic_dir, sha256_file, write_json_atomic
+from amzqa.io.layout import MANIFEST, SFT_DATASET, SFT_FORMAT, SFT_HELDOUT
+from amzqa.progress import bar
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
-from amzqa.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
-from amzqa.text import content_words, split_sentences
 
 log = logging.getLogger(__name__)
 EVAL_SALT = "amzqa-sft-eval-v1"
@@ -58,7 +58,7 @@ class SFTDataConfig(Config):
     out: Path | None = doc("Output folder: dataset/ (datasets, Arrow), manifest.json, heldout.json.", None)
     max_products: int = doc("Products with a description to use at most (0 = all eligible).", 0)
     questions_per_product: int = doc("Questions written per product (title-mention and content-only alternate).", 2)
-    fact_questions_per_product: int = doc("Fact questions per product whose description states a fact (amzqa.facts), "
+    fact_questions_per_product: int = doc("Fact questions per product whose description states a fact (amzqa.grounding.facts), "
                                           "answered with the sentence that states it.", 1)
     describe_fraction: float = doc("Share of fact questions that describe the product from its description instead "
                                    "of naming it ('the novel about a marsh girl - how many pages?').", 0.0)
@@ -191,7 +191,7 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
     if cfg.corpus is None or cfg.artifacts is None or cfg.out is None:
         raise ConfigError("sft-data needs corpus, artifacts and out")
     started = time.perf_counter()
-    from indexing.corpus import open_corpus
+    from amzqa.indexing.corpus import open_corpus
 
     arts = Artifacts.open(cfg.artifacts, corpus_fingerprint=open_corpus(cfg.corpus).fingerprint)  # refuses another corpus's index
     rset = retrievers or RetrieverSet(arts)

@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.allocator import mimalloc_loaded, release_heap
-from amzqa.atomic import atomic_dir, check_replaceable, write_json_atomic, write_text_atomic
-from amzqa.chat import check_prompt_prefix, ensure_chat_template, load_template
+from amzqa.training.config import TrainConfig
+
 from amzqa.errors import ConfigError
-from amzqa.layout import ADAPTER_PROVENANCE, SFT_DATASET
+from amzqa.generation.chat import check_prompt_prefix, ensure_chat_template, load_template
+from amzqa.io.atomic import atomic_dir, check_replaceable, write_json_atomic, write_text_atomic
+from amzqa.io.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
 from amzqa.optional import require
-from training.config import TrainConfig
+from amzqa.runtime.allocator import mimalloc_loaded, release_heap
 
 log = logging.getLogger(__name__)
 RUN_KEY = "amzqa_run.json"  # beside the checkpoints: the data, recipe and base model the run was started with
@@ -102,7 +103,7 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
 
     if cfg.load_in_4bit:
         require("bitsandbytes", "train")
-        from amzqa.machine import bitsandbytes_runs
+        from amzqa.runtime.machine import bitsandbytes_runs
 
         runs, why = bitsandbytes_runs(device)
         if not runs:
@@ -120,7 +121,7 @@ def load_base(cfg: TrainConfig, device: str, batching: str):
 def detach_from_checkpoint(model) -> None:
     """Copy the unquantised weights (embeddings, norms) out of the checkpoint's memory map. transformers loads them
     as views of the mmapped safetensors file, which keeps the mapping, and every page read while quantising the
-    rest, resident: most of the file, held for the whole run (measured in the README)."""
+    rest, resident: most of the file, held for the whole run (measured in docs/benchmarks.md)."""
     import torch
 
     with torch.no_grad():
@@ -170,13 +171,13 @@ class CsvLog:
 
 def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int | None = None):
     """The configured SFTTrainer (not yet trained) and the facts needed to save its adapter."""
+    from amzqa.training.sft_data import load_sft_manifest
     from datasets import load_from_disk
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from amzqa.progress import enabled, quiet_transformers
-    from training.sft_data import load_sft_manifest
 
     quiet_transformers(progress)
     if cfg.data is None or cfg.out is None:
@@ -223,7 +224,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
     )
     trainer_class = SFTTrainer
     if cfg.answer_only_head:
-        from training.answer_head import answer_head_trainer_class
+        from amzqa.training.answer_head import answer_head_trainer_class
 
         trainer_class = answer_head_trainer_class()
     trainer = trainer_class(model=model, args=args, train_dataset=dataset["train"],
@@ -278,8 +279,8 @@ def adapter_to_fp32(model) -> int:
 
 def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     """Run the recipe; return the provenance written beside the adapter."""
-    from amzqa.embedding import model_fingerprint
-    from amzqa.versions import library_versions
+    from amzqa.io.versions import library_versions
+    from amzqa.retrieval.embedding import model_fingerprint
 
     if cfg.data is None or cfg.out is None:
         raise ConfigError("train needs data and out")
@@ -341,8 +342,9 @@ def run_key(cfg: TrainConfig) -> dict[str, Any]:
     """The identity of a run: the SFT data (its checksum, not its path), the recipe (every setting that changes what
     is learned; not out/overwrite/resume or the step budget, which a resumed run may extend) and the base model (its
     fingerprint). Stored beside the checkpoints; a run resumes only with the same key."""
-    from amzqa.embedding import model_fingerprint
-    from training.sft_data import load_sft_manifest
+    from amzqa.training.sft_data import load_sft_manifest
+
+    from amzqa.retrieval.embedding import model_fingerprint
 
     data = load_sft_manifest(cfg.data)
     path = resolve_model(cfg.model)
@@ -392,8 +394,9 @@ def check_run_folder(out: Path, key: dict[str, Any], overwrite: bool) -> None:
 def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
     """Fit the abstention threshold with the adapter on its base, as transformers answers with it (the exported
     engines score the same log-probability: tests/test_engines.py)."""
+    from amzqa.training.abstention import calibrate_abstention
+
     from amzqa.generation import GenerationConfig, HFGenerator
-    from training.abstention import calibrate_abstention
 
     gen_cfg = GenerationConfig(model=cfg.model, adapter=str(adapter), calibrated_abstention=False,
                                device="cuda" if device == "cuda" else "cpu")

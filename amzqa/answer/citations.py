@@ -2,13 +2,13 @@
 
 * every ``[n]`` (also ``[1, 2]`` and ``[1][2]``) is mapped to source n; markers to sources that were not given
   are removed from the text and counted;
-* every sentence is judged against the source it cites (:func:`amzqa.support.judge`: content words, numbers with
+* every sentence is judged against the source it cites (:func:`amzqa.grounding.support.judge`: content words, numbers with
   their units, materials, negations): a sentence its cited source does not support is re-attributed to the source
   that does (``Citation.reattributed``), else removed from the text and listed in ``unsupported``;
 * a sentence the model wrote without a marker gets the marker of the source that supports it
   (``Citation.attributed``), else is removed and listed in ``unsupported``;
 * a sentence that states nothing ("Yes.", a bare marker) is not shown;
-* a question asking for one kind of fact (:mod:`amzqa.facts`: an age range, a battery life, care...) whose cited
+* a question asking for one kind of fact (:mod:`amzqa.grounding.facts`: an age range, a battery life, care...) whose cited
   source states that kind of fact is answered only by a sentence stating it; supported sentences about something
   else are then not shown as its answer (the abstention offers the sentence that does);
 * an answer is an abstention when it is one (empty, or every sentence says the catalog does not answer), and also
@@ -22,11 +22,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from amzqa.facts import answers, asked_facts
-from amzqa.prompt import ABSTAIN_MESSAGE
+from amzqa.generation.prompt import ABSTAIN_MESSAGE
+from amzqa.grounding.facts import answers, asked_facts
+from amzqa.grounding.support import best_evidence, claim_text, judge, states_something
+from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Citation, Evidence, Product
-from amzqa.support import best_evidence, claim_text, judge, states_something
-from amzqa.text import content_words, split_sentences
 
 _GROUP = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _ABSTAIN = re.compile(
@@ -59,7 +59,7 @@ class CheckedAnswer:
 
 def support(sentence: str, product: Product) -> float:
     """Share of the sentence's content words found in the product's title and description (a coarse overlap,
-    kept for the evaluation's word-level view; what is shown is decided by :func:`amzqa.support.judge`)."""
+    kept for the evaluation's word-level view; what is shown is decided by :func:`amzqa.grounding.support.judge`)."""
     words = content_words(_GROUP.sub(" ", sentence))
     if not words:
         return 1.0  # nothing to support ("Yes.", a bare marker)

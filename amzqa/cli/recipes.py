@@ -14,13 +14,13 @@ from amzqa.errors import ConfigError
 
 # Which config class a recipe under configs/ holds: configs/<kind>.yaml or configs/<kind>/<name>.yaml.
 CONFIG_KINDS: dict[str, str] = {
-    "prepare": "indexing.corpus:PrepareConfig",
-    "synth": "indexing.synth:SynthConfig",
-    "index": "indexing.build:IndexConfig",
-    "train": "training.config:TrainConfig",
-    "sft": "training.sft_data:SFTDataConfig",
+    "prepare": "amzqa.indexing.corpus:PrepareConfig",
+    "synth": "amzqa.indexing.synth:SynthConfig",
+    "index": "amzqa.indexing.build:IndexConfig",
+    "train": "amzqa.training.config:TrainConfig",
+    "sft": "amzqa.training.sft_data:SFTDataConfig",
     "generation": "amzqa.generation.config:GenerationConfig",
-    "serve": "amzqa.serve:ServeConfig",
+    "serve": "amzqa.runtime.serve:ServeConfig",
 }
 
 

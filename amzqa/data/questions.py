@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from amzqa.facts import Fact, fact_of
+from amzqa.grounding.facts import Fact, fact_of
 from amzqa.records import Product
 from amzqa.retrieval.base import title_key
 
@@ -199,7 +199,7 @@ def fact_questions(p: Product, r: random.Random, limit: int = 1, describe: float
 
     With probability ``describe`` a question describes the product from another sentence of its description instead
     of naming it (:func:`described_name`), as shoppers do when they remember the story, not the title."""
-    from amzqa.text import split_sentences
+    from amzqa.grounding.text import split_sentences
 
     sentences = split_sentences(p.content)
     found: list[tuple[Fact, str]] = []

@@ -17,19 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from amzqa.allocator import release_heap
-from amzqa.atomic import write_json_atomic, write_text_atomic
-from amzqa.citations import check
+from amzqa.answer.citations import check
+from amzqa.answer.language import markers
 from amzqa.config import Config, doc
+from amzqa.data.questions import make_questions, relevant_sets
+from amzqa.data.split import HELDOUT_RATE, heldout_products
 from amzqa.errors import ConfigError
 from amzqa.evaluation.text_metrics import chrf, chrf_signature, precision_recall, rouge_l, states_fact, strip_markers
-from amzqa.language import markers
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.grounding.support import judge
+from amzqa.grounding.text import split_sentences
+from amzqa.io.atomic import write_json_atomic, write_text_atomic
 from amzqa.progress import bar
-from amzqa.prompt import ABSTAIN_MESSAGE, build_prompt
-from amzqa.questions import make_questions, relevant_sets
-from amzqa.split import HELDOUT_RATE, heldout_products
-from amzqa.support import judge
-from amzqa.text import split_sentences
+from amzqa.runtime.allocator import release_heap
 
 ANSWER_METRICS = ("states_answer", "stated_and_cited", "confidently_wrong", "refused", "rouge_l", "chrf", "embedding_similarity", "cites_gold",
                   "support", "citation_recall", "citation_precision")
@@ -66,6 +66,8 @@ class GenerationEvalConfig(Config):
                         "markers_kept); pt-direct = the Portuguese question put in the prompt as it is (the model "
                         "answers as it will). Same sources for every language, so the runs pair. Needs the pt extra.", "en")
     seed: int = doc("Seed for products, questions, gold position and the bootstrap.", 0)
+    trim_heap: bool = doc("Hand freed heap back to the OS after every answer and system (glibc malloc_trim): keeps a "
+                          "long run's resident memory flat where memory is tight, as in make demo's 2 GB budget.", False)
     heldout_rate: float = doc("Held-out split rate (must match training's).", HELDOUT_RATE)
     out: Path | None = doc("Report folder; default reports/generation-<time>.", None)
 
@@ -109,8 +111,8 @@ def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
         cases.append(Case(q.question, q.product_uid, reference, sources, position, should_abstain=q.should_abstain,
                           fact=q.answer or ""))
     if cfg.gate:  # as QA.ask: the relevance threshold calibrated on calibration products for this prompt shape
+        from amzqa.answer.pipeline import QA, QAConfig
         from amzqa.generation import ExtractiveGenerator
-        from amzqa.pipeline import QA, QAConfig
 
         qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en"))
         for case in cases:
@@ -179,7 +181,7 @@ def make_system(spec: str, cfg: GenerationEvalConfig, gen_cfg=None):
 
 def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:
     """One prompt shape for every system, so all answer the very same prompts (paired comparison)."""
-    from amzqa.pipeline import adapter_prompt
+    from amzqa.answer.pipeline import adapter_prompt
 
     specs = [s.strip().removeprefix("select:") for s in cfg.systems.split(",")]
     trained = next((adapter_prompt(s.split(":", 1)[1].rsplit("@", 1)[0]) for s in specs
@@ -236,12 +238,12 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
 
 def alce_citations(text: str, sources) -> tuple[float | None, float | None]:
     """ALCE's citation recall and precision (Gao et al. 2023) of the text as the model wrote it, with
-    :func:`amzqa.support.judge` as the judge: a sentence is recalled when its cited sources together support it; a
+    :func:`amzqa.grounding.support.judge` as the judge: a sentence is recalled when its cited sources together support it; a
     citation is precise when its sentence is recalled and it supports the sentence alone or the others do not
     without it. Hedges and sentences that state nothing are not statements. (None, None) for no statement."""
-    from amzqa.citations import is_hedge
+    from amzqa.answer.citations import is_hedge
+    from amzqa.grounding.support import states_something
     from amzqa.records import Product
-    from amzqa.support import states_something
 
     def joint(numbers) -> Product:
         chosen = [sources[n - 1] for n in numbers]
@@ -281,29 +283,33 @@ def aggregate(rows: list[dict[str, Any]], idx: np.ndarray | None = None) -> dict
 
 
 def bootstrap(results: dict[str, list[dict[str, Any]]], b: int, seed: int) -> dict[str, Any]:
-    """Paired bootstrap over questions: 95% intervals per system and for each system's difference to the first."""
-    rng = np.random.default_rng(seed)
+    """Paired bootstrap over questions (``scipy.stats.bootstrap``, percentile intervals): 95% intervals per system and
+    for each system's difference to the first, every one computed on the same resampled questions."""
+    from scipy.stats import bootstrap as resample
+
     names = list(results)
-    n = len(results[names[0]])
-    draws = {name: [] for name in names}
-    for _ in range(b):
-        idx = rng.integers(0, n, n)
-        for name in names:
-            draws[name].append(aggregate(results[name], idx))
-    out: dict[str, Any] = {"systems": {}, "differences": {}}
-    for name in names:
-        point = aggregate(results[name])
-        out["systems"][name] = {m: {"value": v, "ci95": [float(np.percentile([d[m] for d in draws[name]], 2.5)),
-                                                         float(np.percentile([d[m] for d in draws[name]], 97.5))]}
-                                for m, v in point.items()}
-    ref = names[0]
-    for name in names[1:]:
-        diff = {}
-        for m in out["systems"][name]:
-            deltas = [a[m] - r_[m] for a, r_ in zip(draws[name], draws[ref])]
-            diff[m] = {"value": out["systems"][name][m]["value"] - out["systems"][ref][m]["value"],
-                       "ci95": [float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))]}
-        out["differences"][f"{name} - {ref}"] = diff
+    ref, n = names[0], len(results[names[0]])
+    points = {name: aggregate(results[name]) for name in names}
+    keys = [(name, m) for name in names for m in points[name]]
+    diff_keys = [(name, m) for name in names[1:] for m in points[name]]
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        agg = {name: aggregate(results[name], idx.astype(int)) for name in names}
+        return np.array([agg[name][m] for name, m in keys] + [agg[name][m] - agg[ref][m] for name, m in diff_keys])
+
+    if n > 1:
+        ci = resample((np.arange(n),), statistic, vectorized=False, n_resamples=b, method="percentile",
+                      random_state=seed).confidence_interval
+        lows, highs = ci.low.tolist(), ci.high.tolist()
+    else:  # one question: nothing to resample
+        lows = highs = statistic(np.arange(n)).tolist()
+    bounds = iter(zip(lows, highs))
+    out: dict[str, Any] = {"systems": {name: {} for name in names}, "differences": {}}
+    for name, m in keys:
+        out["systems"][name][m] = {"value": points[name][m], "ci95": [float(x) for x in next(bounds)]}
+    for name, m in diff_keys:
+        out["differences"].setdefault(f"{name} - {ref}", {})[m] = {
+            "value": points[name][m] - points[ref][m], "ci95": [float(x) for x in next(bounds)]}
     return out
 
 
@@ -329,7 +335,8 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
             t = time.perf_counter()
             raw = ABSTAIN_MESSAGE if case.gated else gen.generate(build_prompt(question, case.sources, excerpt))
             rows.append(score_answer(case, raw, time.perf_counter() - t))
-            release_heap()  # without it glibc's heap grows with every question
+            if cfg.trim_heap:
+                release_heap()
             if cfg.language == "pt" and not rows[-1]["abstained"]:
                 rows[-1]["markers_kept"] = float(markers(langs.to_portuguese(rows[-1]["answer"])) == markers(rows[-1]["answer"]))
             rows[-1]["asked"] = question
@@ -347,7 +354,8 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
             auc[name] = abstention_auc(readiness, [c.should_abstain for c in cases])
         gen = None
         gc.collect()
-        release_heap()  # the next system's engine reuses this memory instead of adding to it
+        if cfg.trim_heap:
+            release_heap()  # the next system's engine reuses this memory instead of adding to it
     stats = bootstrap(results, cfg.bootstrap, cfg.seed)
     latencies = {name: [r["latency_s"] for r in rows] for name, rows in results.items()}
     return {
@@ -382,7 +390,7 @@ def questions_in(cases: list[Case], language: str):
     helper used (None for English)."""
     if language == "en":
         return [c.question for c in cases], None
-    from amzqa import language as lang
+    from amzqa.answer import language as lang
     from amzqa.optional import require
 
     if not lang.available():
@@ -396,12 +404,12 @@ def questions_in(cases: list[Case], language: str):
 
 def abstention_auc(readiness: list[float], should_abstain: list[bool]) -> float | None:
     """Threshold-free abstention skill: the chance that a case whose product was removed gets a higher
-    log P(abstention message) than one whose product is there (0.5 = no discrimination; Mann-Whitney AUC)."""
-    pos = [s for s, y in zip(readiness, should_abstain) if y]
-    neg = [s for s, y in zip(readiness, should_abstain) if not y]
-    if not pos or not neg:
+    log P(abstention message) than one whose product is there (0.5 = no discrimination; ROC AUC, ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    if all(should_abstain) or not any(should_abstain):
         return None
-    return float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    return float(roc_auc_score(should_abstain, readiness))
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import write_json_atomic, write_text_atomic
 from amzqa.config import Config, doc
+from amzqa.data.questions import Question, make_questions, relevant_sets
+from amzqa.data.split import HELDOUT_RATE, heldout_products
 from amzqa.errors import ConfigError
 from amzqa.evaluation.metrics import bootstrap_rankings, first_relevant_rank, ranking_report
+from amzqa.io.atomic import write_json_atomic, write_text_atomic
 from amzqa.progress import bar
-from amzqa.questions import Question, make_questions, relevant_sets
 from amzqa.records import Product
 from amzqa.retrieval.base import candidates, to_hits
-from amzqa.split import HELDOUT_RATE, heldout_products
 
 log = logging.getLogger(__name__)
 MODES = ("dense", "lexical", "hybrid")
@@ -36,7 +36,7 @@ class RetrievalEvalConfig(Config):
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     heldout_rate: float = doc("Share of products in the held-out split.", HELDOUT_RATE)
     out: Path | None = doc("Report folder (report.json, report.md); default reports/retrieval-<time>.", None)
-    portuguese: bool = doc("Also ask about the same held-out products in Portuguese (amzqa.questions.portuguese_question) "
+    portuguese: bool = doc("Also ask about the same held-out products in Portuguese (amzqa.data.questions.portuguese_question) "
                            "and report hybrid retrieval of those questions as asked and as the QA pipeline sends them "
                            "(detected and translated to English), beside English title questions, with paired intervals. "
                            "Needs the pt extra; generated questions only.", True)
@@ -139,8 +139,8 @@ def portuguese_section(rset, products: list[Product], relevant: dict[str, set[st
     """The same products asked about in English and in Portuguese: hybrid ranks of each variant, paired."""
     import random
 
-    from amzqa import language
-    from amzqa.questions import portuguese_question, title_question
+    from amzqa.answer import language
+    from amzqa.data.questions import portuguese_question, title_question
 
     if not language.available():
         return {"skipped": "the pt extra is not installed (pip install 'amzqa[pt]')"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
-from amzqa.text import STOPWORDS, stem, words
+from amzqa.grounding.text import STOPWORDS, stem, words
 
 _TOKEN = re.compile(r"[^\W_]+")  # letters and digits of any script; "_" splits, as in rouge-score
 _MARKER = re.compile(r"\[\d+\]")

@@ -14,15 +14,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amzqa.layout import ABSTENTION_CALIBRATION
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, shows_asked_fact
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, shows_asked_fact
+from amzqa.io.layout import ABSTENTION_CALIBRATION
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """The fitted cut on log P(abstention message): one for questions that ask for a single fact (amzqa.facts), fitted
+    """The fitted cut on log P(abstention message): one for questions that ask for a single fact (amzqa.grounding.facts), fitted
     on those alone where the eval split has enough of them, and one for every other question."""
 
     default: float
@@ -31,7 +31,7 @@ class Threshold:
     prior_weight: float = 0.0  # selection: weight of the candidates' lexical score added to the label log-probs
 
     def for_question(self, question: str) -> float:
-        from amzqa.facts import asked_facts
+        from amzqa.grounding.facts import asked_facts
 
         return self.fact if self.fact is not None and asked_facts(question) else self.default
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from amzqa.prompt import Prompt
+from amzqa.generation.prompt import Prompt
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Chat templates shipped with amzqa, for base models whose tokenizer has none or one unfit for training.
 
-Training (trl renders prompt + answer) and inference (:func:`amzqa.prompt.render`) both go through the tokenizer's
+Training (trl renders prompt + answer) and inference (:func:`amzqa.generation.prompt.render`) both go through the tokenizer's
 chat template, so a model must carry one: the model's own where its tokenizer has it, else the one its recipe names
 (``chat_template: mistral | zephyr | phi3`` or a path to a ``.jinja`` file). Training forces the recipe's template
 over the model's own (``override=True``), and refuses any template under which the prompt alone is not a prefix of the

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from amzqa.facts import answers, asked_facts
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
-from amzqa.text import content_words
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
+from amzqa.grounding.facts import answers, asked_facts
+from amzqa.grounding.text import content_words
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 

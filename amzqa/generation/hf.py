@@ -15,13 +15,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from amzqa.chat import ensure_chat_template
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.generation.abstention import abstention_opening, decide, load_threshold, stop_ids, stream_text
+from amzqa.generation.chat import ensure_chat_template
 from amzqa.generation.config import GenerationConfig
-from amzqa.layout import ADAPTER_PROVENANCE
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, render
+from amzqa.io.layout import ADAPTER_PROVENANCE
 from amzqa.models import resolve_model
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render
 
 log = logging.getLogger(__name__)
 __all__ = ["HFGenerator", "check_adapter", "resolve_dtype"]
@@ -29,7 +29,7 @@ __all__ = ["HFGenerator", "check_adapter", "resolve_dtype"]
 
 def check_adapter(adapter: str | Path, base_path: str) -> dict:
     """Refuse an adapter trained on another base model (its provenance records the base's fingerprint)."""
-    from amzqa.embedding import model_fingerprint
+    from amzqa.retrieval.embedding import model_fingerprint
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
@@ -39,7 +39,7 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
         log.warning("%s has no %s: cannot check which base model it was trained on", adapter, ADAPTER_PROVENANCE)
         return {}
     prov = json.loads(prov_path.read_text())
-    from amzqa.prompt import template_fingerprint
+    from amzqa.generation.prompt import template_fingerprint
 
     trained_on = prov.get("data", {}).get("prompt", {}).get("template")
     if trained_on != template_fingerprint():
@@ -226,9 +226,10 @@ class HFGenerator:
     def stream(self, prompt: Prompt) -> Iterator[str]:
         """Yield text pieces as tokens are decoded, in the caller's thread.
 
-        ``generate`` + ``TextIteratorStreamer`` needs a second thread that keeps running when the caller walks
-        away; a step-by-step decode loop over the KV cache stops with its consumer and gives exactly
-        ``generate``'s greedy tokens (tested).
+        Kept over ``generate`` + a streamer thread: that thread holds the model's lock for the whole answer, so a
+        stream a client stopped reading (without closing it) blocks every other asker until its last token; this
+        loop holds the lock for one step at a time, stops with its consumer, and gives exactly ``generate``'s
+        greedy tokens (both tested in tests/test_generation.py).
         """
         decision = self.abstains(prompt)
         if decision:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from amzqa.errors import ConfigError, GenerationError, MissingExtraError
 from amzqa.generation.abstention import decide, load_threshold
 from amzqa.generation.config import GenerationConfig
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The in-process CPU engine: OpenVINO GenAI on a model exported with ``amzqa export --format openvino``.
 
-Chosen by measurement on a 2-core AVX2 CPU (README, Performance): with fp16 weights and an f32 KV cache it keeps
+Chosen by measurement on a 2-core AVX2 CPU (docs/benchmarks.md): with fp16 weights and an f32 KV cache it keeps
 transformers' greedy tokens (tested on the demo's questions) at about twice its speed, and its thread pool does not
 collapse when another process holds a core. Generation runs in ``openvino_genai.LLMPipeline``; calibrated
 abstention scores the abstention message with the ``openvino`` runtime on the same IR (full logits, which the
@@ -22,8 +22,8 @@ from pathlib import Path
 from amzqa.errors import ArtifactError, MissingExtraError
 from amzqa.generation.abstention import abstention_opening, load_threshold, stop_ids, stream_text
 from amzqa.generation.config import GenerationConfig
-from amzqa.layout import EXPORT_MANIFEST
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, render, shows_asked_fact, template_fingerprint
+from amzqa.io.layout import EXPORT_MANIFEST
 
 log = logging.getLogger(__name__)
 MODEL_XML = "openvino_model.xml"

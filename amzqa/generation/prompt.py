@@ -1,4 +1,4 @@
-"""The one prompt template, shared by inference (:mod:`amzqa.pipeline`) and training (:mod:`training.sft_data`).
+"""The one prompt template, shared by inference (:mod:`amzqa.answer.pipeline`) and training (:mod:`amzqa.training.sft_data`).
 
 Sources are numbered ``[1]..[k]`` with uid, title and a length-capped description excerpt, followed by the
 question and the sources that cover most of its words (see :func:`matching_sources`). The model is told to
@@ -15,9 +15,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from amzqa.facts import answers, asked_facts
+from amzqa.grounding.facts import answers, asked_facts
+from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Hit, Product
-from amzqa.text import content_words, split_sentences
 
 ABSTAIN_MESSAGE = "The catalog does not answer this question."
 SYSTEM = (
@@ -87,7 +87,7 @@ def sanitize(text: str) -> str:
 
     A best-effort filter, not a security boundary: a deny-list cannot know every phrasing or language. What
     protects a shopper is on the output side: nothing is shown unless the source it cites says it
-    (:mod:`amzqa.support`), and the page escapes product text. Sentences are matched after NFKC folding
+    (:mod:`amzqa.grounding.support`), and the page escapes product text. Sentences are matched after NFKC folding
     (full-width and other compatibility forms) with invisible format characters removed.
     """
     text = _without_format_chars(text)
@@ -108,7 +108,7 @@ def focused_excerpt(question: str, text: str, limit: int) -> str:
     with the question (ties: the earlier), in their own order, within ``limit`` characters; gaps marked " … ".
 
     A plain prefix cut hid the fact a question asks about whenever it came late ("Paperback, 1,296 pages."). The
-    kinds of fact (:mod:`amzqa.facts`) are part of the prompt fingerprint through this choice.
+    kinds of fact (:mod:`amzqa.grounding.facts`) are part of the prompt fingerprint through this choice.
     """
     if len(text) <= limit:
         return text
@@ -215,7 +215,7 @@ def template_fingerprint() -> str:
 
     Stored with SFT data and adapters, so an adapter trained under other rules is reported when loaded.
     """
-    from amzqa import facts, text
+    from amzqa.grounding import facts, text
 
     long = " ".join(f"Feature number {i} of the kettle is described here." for i in range(12)) + " Hand wash only."
     probe = build_prompt("Is the Acme kettle dishwasher safe?", [

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
-from amzqa.facts import FACTS, answers, asked_facts
-from amzqa.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
+from amzqa.grounding.facts import FACTS, answers, asked_facts
+from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Product
-from amzqa.text import content_words, split_sentences
 
 MAX_CANDIDATES = 8  # labels 0..8 are one token each in every tokenizer we ship
 NONE_LABEL = "0"
@@ -82,7 +82,7 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
 
 
 def selection_prompt(question: str, products, limit: int = MAX_CANDIDATES) -> tuple[Prompt, list[Candidate]]:
-    """The prompt the model chooses from (shared by inference and :mod:`training.sft_data`), and its candidates."""
+    """The prompt the model chooses from (shared by inference and :mod:`amzqa.training.sft_data`), and its candidates."""
     found = candidates(question, products, limit)
     lines = ["Sentences:"]
     lines += [f"{i}. [{sanitize(products[c.source - 1].title)}] {c.sentence}" for i, c in enumerate(found, 1)]
@@ -183,7 +183,7 @@ def gold_label(question: str, found: list[Candidate], position: int, sentence: s
     """The label a training example teaches: the candidate from the product asked about (source ``position``) that
     is ``sentence`` (a fact question's stating sentence), else its candidate sharing most words with the question;
     None when the product has no candidate."""
-    from amzqa.prompt import sanitize as clean
+    from amzqa.generation.prompt import sanitize as clean
 
     own = [(i, c) for i, c in enumerate(found, 1) if c.source == position]
     if sentence is not None:
@@ -195,6 +195,6 @@ def gold_label(question: str, found: list[Candidate], position: int, sentence: s
 def trained_to_select(folder) -> bool:
     """Whether the adapter (or the merged/exported model) in ``folder`` was trained on selection data: such a model
     answers with a label, so it is always used through :class:`SelectingGenerator`."""
-    from amzqa.layout import trained_prompt
+    from amzqa.io.layout import trained_prompt
 
     return trained_prompt(folder).get("target") == "select"

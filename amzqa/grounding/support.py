@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Product
-from amzqa.text import content_words, split_sentences
 
 _MARKERS = re.compile(r"\[\s*\d+\s*(?:[,;]\s*\d+\s*)*\]")
 # Words a paraphrase adds without stating anything the source must say.
@@ -230,7 +230,7 @@ def judge(sentence: str, product: Product) -> Verdict:
 def best_evidence(question: str, products: list[Product] | tuple[Product, ...]) -> tuple[int, str] | None:
     """(1-based source number, sentence) of the description sentence that shares the most words with the question,
     the source's title words counting too; None when nothing shares a word."""
-    from amzqa.facts import answers, asked_facts
+    from amzqa.grounding.facts import answers, asked_facts
 
     asked, kinds = content_words(question), asked_facts(question)
     best, best_score = None, 0.0

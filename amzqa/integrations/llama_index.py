@@ -56,7 +56,7 @@ from pydantic import PrivateAttr  # noqa: E402
 
 
 def _prompt_from_text(text: str):
-    from amzqa.prompt import Prompt
+    from amzqa.generation.prompt import Prompt
 
     return Prompt(question=text, sources=(), messages=({"role": "user", "content": text},), catalog=False)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.errors import ArtifactError
-from amzqa.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST, MANIFEST
+from amzqa.io.layout import ADAPTER_PROVENANCE, EXPORT_MANIFEST, MANIFEST
 
 # Files that mark a folder as one amzqa wrote (beside a ``manifest.json`` whose format starts with "amzqa-"): an
 # adapter's provenance, an export's manifest, a merged or provisioned model's note (amzqa.models.PROVENANCE).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.layout import EMBEDDINGS_FILE
+from amzqa.io.layout import EMBEDDINGS_FILE
 from amzqa.retrieval.artifacts import Artifacts
 from amzqa.retrieval.base import Retriever, title_key
 from amzqa.retrieval.store import ProductStore

@@ -1,4 +1,4 @@
-"""Reading and validating an index artifact folder (written by :func:`indexing.build.build_index`)."""
+"""Reading and validating an index artifact folder (written by :func:`amzqa.indexing.build.build_index`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amzqa.atomic import sha256_file, write_json_atomic
 from amzqa.errors import ArtifactError
-from amzqa.layout import INDEX_FORMAT, MANIFEST
+from amzqa.io.atomic import sha256_file, write_json_atomic
+from amzqa.io.layout import INDEX_FORMAT, MANIFEST
 
 ARTIFACT_FORMAT = INDEX_FORMAT
 
@@ -108,7 +108,7 @@ class Artifacts:
 
     def check_embedder(self, embedder) -> None:
         """Refuse a query embedder that differs from the one the index was built with."""
-        from amzqa.embedding import model_fingerprint
+        from amzqa.retrieval.embedding import model_fingerprint
 
         emb = self.embedding
         got = model_fingerprint(embedder.path)

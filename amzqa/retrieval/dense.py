@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from amzqa.layout import DENSE_FILE
+from amzqa.io.layout import DENSE_FILE
 from amzqa.optional import require
 from amzqa.records import Hit
 from amzqa.retrieval.artifacts import Artifacts
@@ -31,7 +31,7 @@ class DenseRetriever:
     name = "dense"
 
     def __init__(self, artifacts: Artifacts, store: ProductStore, embedder=None, nprobe: int | None = None) -> None:
-        from amzqa.embedding import load_embedder
+        from amzqa.retrieval.embedding import load_embedder
 
         emb = artifacts.embedding
         self.embedder = embedder or load_embedder(emb["model_id"], backend=emb["backend"], max_length=emb["max_length"])

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from amzqa.atomic import sha256_file, write_json_atomic
 from amzqa.errors import AmzqaError
+from amzqa.io.atomic import sha256_file, write_json_atomic
 from amzqa.models import cache_dir, resolve_model
 from amzqa.optional import require
 
@@ -197,7 +197,7 @@ class OnnxEmbedder:
         final = folder / ("model.int8.onnx" if self.quantize else "model.fused.onnx")
         if final.is_file() or (not self.quantize and (folder / "model.onnx").is_file()):
             return final if final.is_file() else folder / "model.onnx"
-        from amzqa.atomic import atomic_dir
+        from amzqa.io.atomic import atomic_dir
 
         log.info("exporting %s to ONNX (once; cached in %s)", self.path, folder)
         with atomic_dir(folder, overwrite=True) as tmp:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.layout import FUSION_FILE
+from amzqa.io.layout import FUSION_FILE
 from amzqa.records import Hit
 from amzqa.retrieval.base import candidates, check_query, to_hits
 
@@ -87,7 +87,7 @@ class HybridRetriever:
 
     @classmethod
     def from_calibration(cls, dense, lexical, calibration: dict) -> HybridRetriever:
-        """The fusion chosen by :func:`indexing.fusion.calibrate_fusion` for this catalog."""
+        """The fusion chosen by :func:`amzqa.indexing.fusion.calibrate_fusion` for this catalog."""
         return cls(dense, lexical, fusion=calibration["fusion"], rrf_k=int(calibration.get("rrf_k", 60)),
                    weights={k: float(v) for k, v in calibration["weights"].items()},
                    alpha=float(calibration.get("alpha", 0.5)), calibrated=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from amzqa.layout import LEXICAL_DIR
+from amzqa.io.layout import LEXICAL_DIR
 from amzqa.optional import require
 from amzqa.records import Hit
 from amzqa.retrieval.artifacts import Artifacts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amzqa.layout import PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
+from amzqa.io.layout import PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
 from amzqa.records import Product
 
 

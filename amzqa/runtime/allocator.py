@@ -4,7 +4,7 @@ stage asks for it to stay within its 2 GB budget).
 glibc's malloc keeps the memory torch frees between layers in its heap (``malloc_trim`` after a forward hands back
 hundreds of MiB); making glibc return it (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``) costs page faults on
 every step, while mimalloc (package ``cmeel-mimalloc``, MIT, in the ``train`` extra) reuses and returns it at the same
-speed (measurements: README, Memory). It can only be chosen when a process starts (``LD_PRELOAD``), so a process
+speed (measurements: docs/benchmarks.md). It can only be chosen when a process starts (``LD_PRELOAD``), so a process
 re-executes itself once. Not the default: a GPU run gains nothing from it, a debugger loses the process it attached to,
 and OpenVINO aborts under it.
 """

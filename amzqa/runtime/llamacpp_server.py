@@ -1,5 +1,5 @@
 """llama.cpp's OpenAI-compatible server from the ``xllamacpp`` wheel, as a process (``amzqa serve --engine
-llamacpp`` runs ``python -m amzqa.llamacpp_server``): one GGUF model under one name, ``--parallel`` slots.
+llamacpp`` runs ``python -m amzqa.runtime.llamacpp_server``): one GGUF model under one name, ``--parallel`` slots.
 With an API key (``LLAMA_API_KEY`` in the environment, as llama-server reads it; ``amzqa serve`` passes it so), requests
 must send ``Authorization: Bearer KEY``."""
 

@@ -104,7 +104,7 @@ def bitsandbytes_runs(device: str) -> tuple[bool, str]:
 
 
 def probe() -> Machine:
-    from amzqa.engines import SPECS, installed
+    from amzqa.runtime.engines import SPECS, installed
 
     model, isa = cpu_info()
     m = Machine(cpu=model, isa=isa, cores=os.cpu_count() or 1, torch=_version("torch"), cuda=None,

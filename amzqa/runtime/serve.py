@@ -140,9 +140,9 @@ def _cuda() -> bool:
 
 def command(cfg: ServeConfig) -> tuple[list[str], dict[str, str]]:
     """The engine's command line and environment for ``cfg`` (checks adapters against the base first)."""
-    from amzqa import engines
     from amzqa.generation.hf import check_adapter
     from amzqa.models import resolve_model
+    from amzqa.runtime import engines
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop(KEY_ENV[cfg.engine], None)
@@ -153,7 +153,7 @@ def command(cfg: ServeConfig) -> tuple[list[str], dict[str, str]]:
     threads = cfg.threads or len(cpus)
     if cfg.engine == "llamacpp":
         gguf = gguf_for(cfg.model)
-        argv = [sys.executable, "-m", "amzqa.llamacpp_server", "--model", str(gguf), "--alias", cfg.served_name,
+        argv = [sys.executable, "-m", "amzqa.runtime.llamacpp_server", "--model", str(gguf), "--alias", cfg.served_name,
                 "--host", cfg.host, "--port", str(cfg.port), "--ctx", str(cfg.max_model_len), "--parallel",
                 str(cfg.parallel), "--threads", str(threads)]
         return argv, env
@@ -177,8 +177,8 @@ def command(cfg: ServeConfig) -> tuple[list[str], dict[str, str]]:
 
 def gguf_for(model: str) -> Path:
     """A GGUF file for ``model``: itself, an export folder's ``model.gguf``, or a Q8_0 conversion cached once."""
-    from amzqa.engines import convert_to_gguf
     from amzqa.models import cache_dir, resolve_model
+    from amzqa.runtime.engines import convert_to_gguf
 
     path = Path(model)
     if path.suffix == ".gguf" and path.is_file():
@@ -188,7 +188,7 @@ def gguf_for(model: str) -> Path:
     source = Path(resolve_model(model))
     if not (source / "config.json").is_file():
         raise AmzqaError(f"{model}: neither a .gguf file, a GGUF export nor a transformers model folder")
-    from amzqa.embedding import model_fingerprint
+    from amzqa.retrieval.embedding import model_fingerprint
 
     target = cache_dir() / "gguf" / f"{source.name}-{model_fingerprint(str(source))}-q8_0.gguf"
     if not target.is_file():
