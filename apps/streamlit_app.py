@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 
 import streamlit as st
+
 from amzqa.apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
 from amzqa.apps.render import answer_markdown, card_title, code_span, escape, excerpt, highlighted
-
 from amzqa.generation import GenerationConfig
 from amzqa.io.layout import MANIFEST
 

@@ -39,8 +39,8 @@ def slice_corpus(corpus: Path, rows: int, out: Path) -> Path:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from amzqa.indexing.corpus import CORPUS_FORMAT, iter_corpus
 
+    from amzqa.indexing.corpus import CORPUS_FORMAT, iter_corpus
     from amzqa.io.atomic import sha256_file
 
     (out / "shards").mkdir(parents=True)
@@ -60,9 +60,8 @@ def slice_corpus(corpus: Path, rows: int, out: Path) -> Path:
 
 
 def dense_recall(corpus: Path, backend: str, work: Path, n_questions: int) -> float:
-    from amzqa.indexing.build import IndexConfig, build_index
-
     from amzqa.evaluation.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval
+    from amzqa.indexing.build import IndexConfig, build_index
 
     arts = work / f"arts-{backend}"
     build_index(IndexConfig(corpus=corpus, out=arts, embedding_backend=backend, overwrite=True), progress=False)
@@ -105,9 +104,8 @@ def main() -> None:
 
     if args.skip_recall:
         return
-    from amzqa.indexing.corpus import PrepareConfig, prepare
-
     from amzqa.cli.demo import SAMPLE  # the bundled catalog
+    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     rec_rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,7 +44,6 @@ def catalog(args, work: Path) -> Path:
 
 def index(args, corpus: Path, work: Path) -> Path:
     from amzqa.indexing.build import IndexConfig, build_index
-
     from amzqa.io.layout import MANIFEST
 
     out = args.artifacts or work / "artifacts"
@@ -54,9 +53,8 @@ def index(args, corpus: Path, work: Path) -> Path:
 
 
 def sft(args, corpus: Path, artifacts: Path, work: Path) -> Path:
-    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
-
     from amzqa.io.layout import MANIFEST
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
 
     out = work / "sft"
     if not (out / MANIFEST).is_file():
@@ -74,6 +72,7 @@ def overrides(pairs: list[str]) -> dict[str, str]:
 
 def train(args, data: Path, work: Path) -> tuple[dict, float | None]:
     import torch
+
     from amzqa.training.config import TrainConfig
     from amzqa.training.train import train as run
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from amzqa.indexing.lexical import build_bm25
 
 from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
+from amzqa.indexing.lexical import build_bm25
 from amzqa.io.atomic import check_replaceable, swap_dir, write_json_atomic
 from amzqa.io.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
 from amzqa.progress import bar
@@ -189,8 +189,8 @@ def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
 def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -> dict[str, Any]:
     """Build the artifact described in the module docstring; return its manifest."""
     import faiss
-    from amzqa.indexing.corpus import iter_corpus, load_stats, open_corpus
 
+    from amzqa.indexing.corpus import iter_corpus, load_stats, open_corpus
     from amzqa.io.versions import library_versions
     from amzqa.retrieval.embedding import load_embedder, model_fingerprint
 
@@ -269,7 +269,6 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     if cfg.calibrate_products:
         # Calibrated inside the private folder, so fusion.json is sealed with the rest before anyone can read it.
         from amzqa.indexing.fusion import calibrate_fusion, write_calibration
-
         from amzqa.retrieval import RetrieverSet
 
         t = time.perf_counter()

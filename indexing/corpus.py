@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from amzqa.indexing.clean import clean_text, dedup_key
-
 from amzqa.config import Config, doc
 from amzqa.errors import ConfigError, InputError
+from amzqa.indexing.clean import clean_text, dedup_key
 from amzqa.io.atomic import atomic_dir, sha256_file, write_json_atomic
 from amzqa.io.layout import CORPUS_FORMAT, CORPUS_QUARANTINE, CORPUS_SHARDS, CORPUS_STATS, MANIFEST
 from amzqa.progress import bar

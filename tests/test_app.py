@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from amzqa.apps.render import answer_markdown, escape
 
+from amzqa.apps.render import answer_markdown, escape
 from amzqa.records import Answer, Citation, Hit, Product
 from tests.conftest import ROOT, free_port
 

@@ -204,6 +204,7 @@ def test_every_lora_target_of_a_recipe_is_a_linear_layer_of_its_architecture(rec
     layer (Phi-3's fused qkv_proj / gate_up_proj included), and every Linear layer but the LM head is targeted."""
     import torch
     import transformers
+
     from amzqa.training.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)

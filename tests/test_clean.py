@@ -1,6 +1,7 @@
 import unicodedata
 
 import pytest
+
 from amzqa.indexing.clean import clean_text, dedup_key
 
 

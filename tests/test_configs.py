@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
-from amzqa.indexing.corpus import PrepareConfig
 
 from amzqa.cli.recipes import config_class, kind_of_recipe
 from amzqa.errors import ConfigError
+from amzqa.indexing.corpus import PrepareConfig
 from tests.conftest import ROOT
 
 RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "accelerate")

@@ -5,9 +5,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from amzqa.indexing.corpus import PrepareConfig, iter_corpus, load_stats, open_corpus, prepare
 
 from amzqa.errors import ArtifactError, ConfigError, InputError
+from amzqa.indexing.corpus import PrepareConfig, iter_corpus, load_stats, open_corpus, prepare
 from tests.conftest import ROOT, SAMPLE
 
 

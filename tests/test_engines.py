@@ -141,9 +141,8 @@ def test_an_abandoned_stream_never_blocks_other_askers(backend):
 
 
 def test_openvino_export_refuses_another_prompt_format_or_base(tmp_path):
-    from amzqa.training.export import export_model
-
     from amzqa.io.layout import ADAPTER_PROVENANCE
+    from amzqa.training.export import export_model
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

@@ -31,7 +31,6 @@ def test_prepare_overwrite_refuses_a_folder_amzqa_did_not_write(tmp_path):
 
 def test_index_overwrite_refuses_a_foreign_folder_before_any_work(sample_corpus, tmp_path, monkeypatch):
     import amzqa.indexing.build as build
-
     import amzqa.retrieval.embedding
 
     mine = tmp_path / "home"

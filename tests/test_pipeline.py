@@ -257,10 +257,10 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
     """An index replaced after RetrieverSet loaded (amzqa index --overwrite) does not reach a QA built later from
     that retriever set: its gate scores this load's rows, not the new build's."""
     import numpy as np
-    from amzqa.indexing.build import IndexConfig, build_index
-    from amzqa.indexing.corpus import PrepareConfig, prepare
 
     from amzqa.generation import ExtractiveGenerator
+    from amzqa.indexing.build import IndexConfig, build_index
+    from amzqa.indexing.corpus import PrepareConfig, prepare
     from amzqa.retrieval import RetrieverSet
     from tests.conftest import SAMPLE
 

@@ -52,9 +52,6 @@ def tiny_checkpoint(recipe: str, folder) -> str:
 @pytest.mark.parametrize("recipe", sorted(ARCHITECTURES))
 def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_architecture(
         recipe, sft_dir, sample_artifacts, retrievers, tmp_path):
-    from amzqa.training.config import TrainConfig
-    from amzqa.training.merge import merge_adapter
-    from amzqa.training.train import adapter_provenance, build_trainer, train
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -62,6 +59,9 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
     from amzqa.evaluation.generation_eval import GenerationEvalConfig, evaluate_generation
     from amzqa.generation import GenerationConfig, HFGenerator
     from amzqa.generation.chat import load_template
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.merge import merge_adapter
+    from amzqa.training.train import adapter_provenance, build_trainer, train
 
     shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / recipe)
     base = tiny_checkpoint(recipe, tmp_path / "base")
@@ -121,10 +121,9 @@ def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_archi
 def test_a_base_whose_own_template_is_not_prefix_stable_is_refused_at_train_start(sft_dir, tmp_path):
     """The Mistral recipe without its chat_template: the base's own (v0.3) template would shift trl's completion
     mask, so the trainer is not even built; the message names the model and the template."""
+    from amzqa.errors import ConfigError
     from amzqa.training.config import TrainConfig
     from amzqa.training.train import build_trainer
-
-    from amzqa.errors import ConfigError
 
     base = tiny_checkpoint("mistral-7b-instruct-v0.3-qlora.yaml", tmp_path / "base")
     shipped = TrainConfig.from_yaml(ROOT / "configs" / "train" / "mistral-7b-instruct-v0.3-qlora.yaml")
@@ -200,11 +199,10 @@ def test_a_recipe_naming_modules_the_model_lacks_is_refused_with_the_real_names(
 
 def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_path, monkeypatch):
     """Our refusal's logic, with the probe's answer replaced: the real probe passes on this CPU (see doctor's test)."""
-    from amzqa.training.config import TrainConfig
-    from amzqa.training.train import build_trainer
-
     import amzqa.runtime.machine
     from amzqa.errors import ConfigError
+    from amzqa.training.config import TrainConfig
+    from amzqa.training.train import build_trainer
 
     monkeypatch.setattr(amzqa.runtime.machine, "bitsandbytes_runs", lambda device: (False, "RuntimeError: no kernel for cpu"))
     cfg = TrainConfig(data=sft_dir, out=tmp_path / "run", device="cpu", max_steps=1)
@@ -220,9 +218,8 @@ def test_a_4bit_recipe_where_bitsandbytes_cannot_run_is_refused(sft_dir, tmp_pat
     ({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, 0, "cpu", "FSDP needs GPUs"),
 ])
 def test_a_launch_that_does_not_fit_the_machine_is_refused(env, gpus, device, message):
-    from amzqa.training.config import check_launch
-
     from amzqa.errors import ConfigError
+    from amzqa.training.config import check_launch
 
     if message is None:
         check_launch(device, env, gpus)

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
-from amzqa.indexing.build import IndexConfig, auto_nlist, build_index
 
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
+from amzqa.indexing.build import IndexConfig, auto_nlist, build_index
 from amzqa.records import Hit, Product
 from amzqa.retrieval import Artifacts, Retriever, RetrieverSet, title_key
 from amzqa.retrieval.hybrid import convex, rrf, weighted
@@ -149,7 +149,6 @@ def test_the_onnx_encoder_uses_the_cpus_this_process_may_run_on():
 
 def test_mismatched_corpus_is_refused(sample_artifacts, sample_corpus, tmp_path):
     from amzqa.indexing.corpus import PrepareConfig, open_corpus, prepare
-
     from tests.conftest import SAMPLE
 
     Artifacts.open(sample_artifacts, corpus_fingerprint=open_corpus(sample_corpus).fingerprint)  # the right one passes
@@ -227,6 +226,7 @@ def test_killed_build_resumes_to_the_same_index(sample_corpus, sample_artifacts,
 def test_compact_bm25_equals_plain_bm25s(sample_corpus):
     import bm25s
     import Stemmer
+
     from amzqa.indexing.corpus import iter_corpus
     from amzqa.indexing.lexical import build_bm25
 
@@ -244,9 +244,8 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
 
 
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
-    from amzqa.indexing.fusion import FUSION_FILE, grid
-
     from amzqa.data.split import HELDOUT_RATE, calibration_products, is_heldout
+    from amzqa.indexing.fusion import FUSION_FILE, grid
 
     result = json.loads((sample_artifacts / FUSION_FILE).read_text())
     assert len(result["grid"]) == len(grid())
@@ -260,7 +259,6 @@ def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retri
 
 def test_calibration_of_another_corpus_is_refused(sample_artifacts, tmp_path):
     from amzqa.indexing.fusion import FUSION_FILE
-
     from amzqa.retrieval.artifacts import seal
 
     copy = tmp_path / "copy"

@@ -108,8 +108,9 @@ def test_a_fitted_threshold_decides_refusal_not_the_models_choice(hf_generator, 
 
 
 def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retrievers, tmp_path):
-    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
     from datasets import load_from_disk
+
+    from amzqa.training.sft_data import SFTDataConfig, build_sft_data
 
     out = tmp_path / "sft"
     man = build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=3, max_products=40,

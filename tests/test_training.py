@@ -6,12 +6,12 @@ import re
 
 import pytest
 import torch
-from amzqa.training.config import TrainConfig
-from amzqa.training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
 
 from amzqa.errors import ConfigError
 from amzqa.generation.abstention import Threshold
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, render, template_fingerprint
+from amzqa.training.config import TrainConfig
+from amzqa.training.sft_data import SFTDataConfig, build_sft_data, cite, product_name, target_answer
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,10 @@ def test_transformers_loads_weights_as_views_of_the_mapped_checkpoint():
 
 
 def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
-    from amzqa.training.train import adapter_provenance, build_trainer, read_log, train
     from peft import PeftModel
 
     from amzqa.generation import GenerationConfig, HFGenerator
+    from amzqa.training.train import adapter_provenance, build_trainer, read_log, train
 
     # Loss on the same training examples before and after: it must fall.
     trainer, _ = build_trainer(tiny_cfg, progress=False, max_steps=1)
@@ -169,9 +169,8 @@ def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     from amzqa.generation.openvino import openvino_available
 
     if openvino_available():
-        from amzqa.training.export import export_model
-
         from amzqa.generation import load_generator
+        from amzqa.training.export import export_model
 
         out = tiny_cfg.out / "export-openvino"
         manifest = export_model(out, "openvino", adapter=adapter)
@@ -297,12 +296,12 @@ def test_best_threshold_separates_and_prefers_answering():
 def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_path):
     import shutil
 
-    from amzqa.training.abstention import calibrate_abstention
-    from amzqa.training.train import train
     from datasets import load_from_disk
 
     from amzqa.generation import GenerationConfig, HFGenerator
     from amzqa.io.layout import ABSTENTION_CALIBRATION
+    from amzqa.training.abstention import calibrate_abstention
+    from amzqa.training.train import train
 
     if not (tiny_cfg.out / "adapter").is_dir():  # when run on its own
         train(tiny_cfg, progress=False)
@@ -338,10 +337,10 @@ def test_calibrated_abstention_decides_before_generating(tiny_cfg, sft_dir, tmp_
 def test_merged_model_matches_adapter_on_base(tiny_cfg, tmp_path):
     import shutil
 
-    from amzqa.training.merge import load_adapter_model, merge_adapter
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from amzqa.io.layout import ABSTENTION_CALIBRATION
+    from amzqa.training.merge import load_adapter_model, merge_adapter
 
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_cfg.out / "adapter", adapter)
@@ -403,9 +402,8 @@ def test_torch_capped_at_avx2_counts_as_no_native_bf16():
 def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
     import math
 
-    from amzqa.training.train import build_trainer
-
     from amzqa.generation.hf import cpu_has_native_bf16
+    from amzqa.training.train import build_trainer
 
     if torch.cuda.is_available() or not cpu_has_native_bf16():
         pytest.skip("needs a CPU with native bf16 (AVX512-BF16/AMX)")
@@ -452,6 +450,7 @@ def test_base_model_keywords_put_each_rank_on_its_own_gpu_and_store_nf4_in_the_c
     """Multi-GPU launches: rank r loads onto GPU r (not all onto 0); the 4-bit storage dtype equals the compute dtype
     (FSDP-QLoRA shards it with the rest). Pure logic: no GPU here."""
     import torch
+
     from amzqa.training.config import TrainConfig
     from amzqa.training.train import base_load_kwargs
 
@@ -504,7 +503,6 @@ def test_a_run_resumes_only_with_its_own_data_recipe_and_base(sft_dir, sample_co
     import time
 
     from amzqa.training.train import RUN_KEY, adapter_provenance, read_log, train
-
     from tests.test_recipes_tiny import tiny_checkpoint
 
     base = tiny_checkpoint("tinyllama-1.1b-chat-qlora.yaml", tmp_path / "base")  # a tiny Llama: seconds per run
@@ -543,9 +541,8 @@ def test_a_run_resumes_only_with_its_own_data_recipe_and_base(sft_dir, sample_co
 def test_train_refuses_a_folder_it_did_not_write(sft_dir, tmp_path):
     """--overwrite on a folder that is not an amzqa run (a mistyped --out) is refused and the folder kept; without
     --overwrite a non-empty folder that is not a run is refused too (a later --overwrite would then remove it)."""
-    from amzqa.training.train import train
-
     from amzqa.errors import ArtifactError
+    from amzqa.training.train import train
 
     folder = tmp_path / "models"
     folder.mkdir()

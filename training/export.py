@@ -43,8 +43,10 @@ def check_prompt_format(adapter: Path) -> str | None:
 
 
 def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | None = None, model: str | None = None,
-                 gguf_type: str = "q8_0", overwrite: bool = False) -> dict[str, Any]:
-    """Export ``model`` (default: the adapter's base, else the provisioned SmolLM2) with ``adapter`` merged."""
+                 gguf_type: str = "q8_0", overwrite: bool = False, trim_heap: bool = False) -> dict[str, Any]:
+    """Export ``model`` (default: the adapter's base, else the provisioned SmolLM2) with ``adapter`` merged.
+    ``trim_heap``: hand the merge's freed heap back to the OS before the converter runs beside this process (glibc
+    malloc_trim; the demo asks, to stay within its memory budget)."""
     from amzqa.generation.hf import check_adapter
     from amzqa.retrieval.embedding import model_fingerprint
 
@@ -72,7 +74,8 @@ def export_model(out: str | Path, fmt: str = "openvino", adapter: str | Path | N
             source = Path(work) / "merged"
             merge_adapter(adapter, source, dtype="float32", base=model)
             gc.collect()
-            release_heap()  # the merged model is on disk: the exporter's process should not sit beside its copy
+            if trim_heap:
+                release_heap()  # the merged model is on disk: the exporter's process should not sit beside its copy
         if fmt == "openvino":
             _openvino(source, tmp)
         else:

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amzqa.training.config import TrainConfig
-
 from amzqa.errors import ConfigError
 from amzqa.generation.chat import check_prompt_prefix, ensure_chat_template, load_template
 from amzqa.io.atomic import atomic_dir, check_replaceable, write_json_atomic, write_text_atomic
@@ -29,6 +27,7 @@ from amzqa.io.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
 from amzqa.optional import require
 from amzqa.runtime.allocator import mimalloc_loaded, release_heap
+from amzqa.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 RUN_KEY = "amzqa_run.json"  # beside the checkpoints: the data, recipe and base model the run was started with
@@ -171,13 +170,13 @@ class CsvLog:
 
 def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int | None = None):
     """The configured SFTTrainer (not yet trained) and the facts needed to save its adapter."""
-    from amzqa.training.sft_data import load_sft_manifest
     from datasets import load_from_disk
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from amzqa.progress import enabled, quiet_transformers
+    from amzqa.training.sft_data import load_sft_manifest
 
     quiet_transformers(progress)
     if cfg.data is None or cfg.out is None:
@@ -342,9 +341,8 @@ def run_key(cfg: TrainConfig) -> dict[str, Any]:
     """The identity of a run: the SFT data (its checksum, not its path), the recipe (every setting that changes what
     is learned; not out/overwrite/resume or the step budget, which a resumed run may extend) and the base model (its
     fingerprint). Stored beside the checkpoints; a run resumes only with the same key."""
-    from amzqa.training.sft_data import load_sft_manifest
-
     from amzqa.retrieval.embedding import model_fingerprint
+    from amzqa.training.sft_data import load_sft_manifest
 
     data = load_sft_manifest(cfg.data)
     path = resolve_model(cfg.model)
@@ -394,9 +392,8 @@ def check_run_folder(out: Path, key: dict[str, Any], overwrite: bool) -> None:
 def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
     """Fit the abstention threshold with the adapter on its base, as transformers answers with it (the exported
     engines score the same log-probability: tests/test_engines.py)."""
-    from amzqa.training.abstention import calibrate_abstention
-
     from amzqa.generation import GenerationConfig, HFGenerator
+    from amzqa.training.abstention import calibrate_abstention
 
     gen_cfg = GenerationConfig(model=cfg.model, adapter=str(adapter), calibrated_abstention=False,
                                device="cuda" if device == "cuda" else "cpu")

@@ -337,7 +337,7 @@ def export_for_engine(adapter: Path, out: Path) -> Path | None:
     from amzqa.training.export import export_model
 
     banner(f"6b. export: the adapter merged into the base, fp16 OpenVINO IR -> {out}")
-    man = export_model(out, "openvino", adapter=adapter, overwrite=True)
+    man = export_model(out, "openvino", adapter=adapter, overwrite=True, trim_heap=True)
     print(f"{len(man['files'])} files; prompt format {man['prompt_template']}; abstention threshold "
           f"{'kept' if 'amzqa_abstention.json' in man['files'] else 'none'}; {peak_rss()}")
     return out
