@@ -62,10 +62,21 @@ class IndexConfig(Config):
                                   "(fusion.json; see amzqa.indexing.fusion); 0 = keep the default fusion.", 300)
     seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
+    engine: str = doc("Where titles are embedded: 'local' (this process, checkpointed chunks: a killed build resumes) "
+                      "or 'ray' (Ray Data over the corpus shards, one embedder actor per worker; needs the ray extra; "
+                      "the rest of the build stays here).", "local")
+    address: str | None = doc("With engine ray: the cluster to join ('auto' on a cluster node, ray://HEAD:10001 from "
+                              "outside); none = start a local Ray instance for this build.", None)
+    ray_workers: int = doc("With engine ray: embedder actors, one CPU each; 0 = one per CPU of the cluster.", 0)
+    ray_batch_rows: int = doc("With engine ray: titles per Ray batch handed to an actor.", 4096)
 
     def __post_init__(self) -> None:
         if self.dense_type not in DENSE_TYPES:
             raise ConfigError(f"dense_type must be one of {DENSE_TYPES}, got {self.dense_type!r}")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.ray_workers < 0 or self.ray_batch_rows < 1:
+            raise ConfigError("ray_workers must be >= 0 and ray_batch_rows >= 1")
         if self.embedding_backend not in ("onnx", "onnx-fp32", "torch"):
             raise ConfigError(f"embedding_backend must be onnx, onnx-fp32 or torch, got {self.embedding_backend!r}")
         for name in ("max_length", "batch_size", "chunk_rows", "nprobe", "hnsw_m", "train_sample"):
@@ -229,7 +240,12 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     timings["store_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vectors = embed_titles(titles, embedder, work, cfg, progress)
+    if cfg.engine == "ray":
+        from amzqa.indexing.ray_embed import embed_on_ray
+
+        vectors = embed_on_ray(list(corpus.shard_paths), work, rows, embedder.dim, cfg, progress)
+    else:
+        vectors = embed_titles(titles, embedder, work, cfg, progress)
     timings["embed_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -248,7 +264,7 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     del bm25
     timings["lexical_s"] = time.perf_counter() - t
 
-    shutil.rmtree(work / "emb")
+    shutil.rmtree(work / "emb", ignore_errors=True)  # the local engine's checkpointed chunks
     state.unlink()
     manifest = {
         "format": ARTIFACT_FORMAT,

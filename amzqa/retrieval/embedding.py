@@ -230,11 +230,13 @@ class OnnxEmbedder:
         return out
 
 
-def load_embedder(model: str = "minilm", backend: str = "onnx", max_length: int = 64) -> Embedder:
+def load_embedder(model: str = "minilm", backend: str = "onnx", max_length: int = 64,
+                  threads: int | None = None) -> Embedder:
+    """``threads``: ONNX Runtime's intra-op threads (default: every CPU this process may use)."""
     if backend == "onnx":
-        return OnnxEmbedder(model, max_length=max_length, quantize=True)
+        return OnnxEmbedder(model, max_length=max_length, quantize=True, threads=threads)
     if backend == "onnx-fp32":
-        return OnnxEmbedder(model, max_length=max_length, quantize=False)
+        return OnnxEmbedder(model, max_length=max_length, quantize=False, threads=threads)
     if backend == "torch":
         return TorchEmbedder(model, max_length=max_length)
     raise AmzqaError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS + ('onnx-fp32',)}")
