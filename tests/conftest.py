@@ -64,6 +64,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_page(port: int, proc, seconds: float = 90) -> None:
+    """Until a Streamlit server on ``port`` answers its health check; fails the test if it does not in time or if
+    ``proc`` (the process that starts it) ends first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the page never came up (exit code {proc.poll()})")
+
+
 @pytest.fixture(scope="session")
 def llamacpp_server():
     """A real llama.cpp OpenAI-compatible server (amzqa serve --engine llamacpp) on 127.0.0.1, SmolLM2 in Q8_0."""

@@ -16,7 +16,7 @@ import pytest
 
 from amzqa.apps.render import answer_markdown, escape
 from amzqa.records import Answer, Citation, Hit, Product
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for_page
 
 APP = str(ROOT / "apps" / "streamlit_app.py")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -300,15 +300,7 @@ def test_stopping_amzqa_app_stops_the_streamlit_server(app_env, sig, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list = []
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the page never came up")
+        wait_for_page(port, proc)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "amzqa app should run Streamlit as its child"
         assert {c.environ().get("AMZQA_ARTIFACTS") for c in children} == {artifacts}

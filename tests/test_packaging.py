@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for_page
 
 MAPPED = {"amzqa.indexing": "indexing", "amzqa.training": "training", "amzqa.apps": "apps"}
 
@@ -77,17 +75,9 @@ def test_amzqa_app_serves_the_page_from_the_wheel_in_another_folder(wheel_site, 
     port = free_port()
     app = subprocess.Popen([sys.executable, "-m", "amzqa", "app", "--artifacts", str(sample_artifacts), "--port",
                             str(port), "--address", "127.0.0.1", "--generator", "extractive"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline and app.poll() is None:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"the page never came up: {app.stdout.read() if app.poll() is not None else ''}")
+        wait_for_page(port, app)
     finally:
         app.terminate()
         app.wait(timeout=60)
