@@ -67,7 +67,7 @@ class IndexConfig(Config):
                       "the rest of the build stays here).", "local")
     address: str | None = doc("With engine ray: the cluster to join ('auto' on a cluster node, ray://HEAD:10001 from "
                               "outside); none = start a local Ray instance for this build.", None)
-    ray_workers: int = doc("With engine ray: embedder actors, one CPU each; 0 = one per CPU of the cluster.", 0)
+    ray_workers: int = doc("With engine ray: embedder actors (one ONNX thread and half a reserved CPU each); 0 = one per CPU of the cluster.", 0)
     ray_batch_rows: int = doc("With engine ray: titles per Ray batch handed to an actor.", 4096)
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 
 The prepared corpus's Parquet shards are read by ``ray.data.read_parquet``; ``map_batches`` runs the same embedder
 as the in-process build in one actor per worker (a stateful class: the model loads once per actor, one thread each);
-the vectors come back to the driver by ``row_id`` into the artifact's ``embeddings.npy``, and the rest of the build
-(FAISS, BM25, seal, calibration) is the in-process one. Same vectors as in-process to float tolerance (batches are
-composed differently, so padding differs).
+the vectors come back to the driver by ``row_id`` into the artifact's embeddings file, and the rest of the build
+(FAISS, BM25, seal, calibration) is the in-process one. With fp32 embeddings the vectors equal the in-process ones to
+float16 storage; the int8 model quantises activations per batch, and Ray's batches hold other titles, so its vectors
+differ slightly.
 
 Point it at an existing cluster with ``--address`` (``auto`` inside a cluster node, ``ray://HEAD:10001`` from outside;
 amzqa and the embedding model must be installed on every node); without it a local Ray instance is started for the

@@ -29,19 +29,19 @@ from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Citation, Evidence, Product
 
 _GROUP = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
-_ABSTAIN = re.compile(
-    r"catalog(ue)? does not (answer|contain|have|say|state|mention|list|specify)"
-    r"|(sources|catalog(ue)?|description) (do|does) not (answer|contain|mention|say|state|list|specify)"
-    r"|not (mentioned|found|available|stated|specified) in the (sources|catalog(ue)?)|no (information|source|details?) (about|on|for|regarding)"
-    r"|(it is|it's) not (mentioned|stated|specified|said) (whether|if)"
-    r"|cat[aá]logo n[aã]o (responde|cont[eé]m|tem|menciona|diz)", re.I)  # a model answering in Portuguese
+# What a hedge says ("the catalog does not say ..."), once: it finds hedges and the clause boundaries before them.
+_HEDGE = (r"catalog(?:ue)? does not (?:answer|contain|have|say|state|mention|list|specify)"
+          r"|(?:sources|catalog(?:ue)?|description) (?:do|does) not (?:answer|contain|mention|say|state|list|specify)"
+          r"|not (?:mentioned|found|available|stated|specified) in the (?:sources|catalog(?:ue)?)"
+          r"|no (?:information|source|details?) (?:about|on|for|regarding)"
+          r"|(?:it is|it's) not (?:mentioned|stated|specified|said) (?:whether|if)"
+          r"|cat[aá]logo n[aã]o (?:responde|cont[eé]m|tem|menciona|diz)")  # a model answering in Portuguese
+_ABSTAIN = re.compile(_HEDGE, re.I)
 # Clause boundaries a hedge can be joined to a fact by: ";", ", but", ", and", ", although", a dash with spaces, an
 # em or en dash without (not between digits: "4–99" is a range), and a bare "and"/"but" when a hedge follows it (a
 # bare "and" alone is no boundary: "waterproof and dustproof" is one claim).
-_HEDGE_OPENING = (r"(?:the\s+)?(?:catalog(?:ue)?|sources?|descriptions?|listing)\s+(?:does|do|did|is|are)\s+not"
-                  r"|there\s+is\s+no|no\s+(?:information|details?|mention)|it\s+is\s+not\s+(?:mentioned|stated|listed|specified)")
 _CLAUSE = re.compile(r"\s*;\s*|,\s+(?=(?:but|and|although|though|however|while)\b)|\s+[-–—]\s+|(?<!\d)\s*[–—]\s*(?!\d)"
-                     rf"|\s+(?=(?:and|but|although|though|while)\s+(?:{_HEDGE_OPENING})\b)", re.I)
+                     rf"|\s+(?=(?:and|but|although|though|while)\s+(?:the\s+|there\s+is\s+)?(?:{_HEDGE}))", re.I)
 SUPPORT_THRESHOLD = 0.5
 
 
