@@ -120,7 +120,7 @@ def test_openvino_calibrated_abstention_both_ways(ov_generator, fp32_reference, 
             text = ov_generator.generate(p)
             assert not text.startswith("The catalog")
             assert text == fp32_reference.generate(p)
-            assert "".join(ov_generator.stream(p)).strip() == text == "".join(fp32_reference.stream(p)).strip()
+            assert "".join(ov_generator.stream(p)).strip() == text  # transformers' stream = its generate: tested there
     finally:
         ov_generator.abstain_threshold = fp32_reference.abstain_threshold = None
 

@@ -49,7 +49,9 @@ def tiny_checkpoint(recipe: str, folder) -> str:
     return str(folder)
 
 
-@pytest.mark.parametrize("recipe", sorted(ARCHITECTURES))
+# One architecture in make test; the others (same code path, other model classes) in make test-slow, for time.
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=() if r.startswith("mistral") else pytest.mark.slow)
+                                    for r in sorted(ARCHITECTURES)])
 def test_recipe_trains_merges_answers_and_evaluates_on_a_tiny_model_of_its_architecture(
         recipe, sft_dir, sample_artifacts, retrievers, tmp_path):
     from peft import PeftModel
@@ -134,6 +136,7 @@ def test_a_base_whose_own_template_is_not_prefix_stable_is_refused_at_train_star
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two torch processes: ~40 s on 2 cores
 def test_two_process_ddp_over_gloo_trains_the_tiny_model(sft_dir, tmp_path):
     """``accelerate launch`` with the shipped DDP config (2 processes; over gloo on this CPU, NCCL on GPUs): both ranks
     train on halves of each global batch, rank 0 alone clears the run folder and writes the adapter, and the first
@@ -276,6 +279,7 @@ def test_doctor_chooses_the_largest_recipe_the_gpu_fits(memory, recipe):
                                 bnb_gpu=False).recipe()[0]
 
 
+@pytest.mark.slow  # the benchmark script end to end: ~20 s
 def test_gpu_check_runs_its_whole_path_on_a_tiny_mistral(sample_corpus, sample_artifacts, tmp_path):
     """benchmarks/gpu_check.py end to end on this CPU: the recipe as shipped (GPU settings overridden with --set),
     a tiny Mistral in place of the 7B, the sample catalog; the report names the machine and compares the systems."""

@@ -399,6 +399,7 @@ def test_torch_capped_at_avx2_counts_as_no_native_bf16():
     assert capped.returncode == 0 and capped.stdout.strip() == "False", capped.stderr
 
 
+@pytest.mark.slow  # a second QLoRA run beside test_qlora_trains_and_the_adapter_changes_the_generator
 def test_qlora_trains_in_bf16_on_a_native_bf16_cpu(tiny_cfg, tmp_path):
     import math
 

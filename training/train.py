@@ -26,7 +26,7 @@ from amzqa.io.atomic import atomic_dir, check_replaceable, write_json_atomic, wr
 from amzqa.io.layout import ADAPTER_PROVENANCE, SFT_DATASET
 from amzqa.models import resolve_model
 from amzqa.optional import require
-from amzqa.runtime.allocator import mimalloc_loaded, release_heap
+from amzqa.runtime.allocator import mimalloc_loaded
 from amzqa.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ def detach_from_checkpoint(model) -> None:
             if param.dtype.is_floating_point:
                 param.data = param.data.clone()
     gc.collect()
-    release_heap()
 
 
 def local_rank(device: str) -> int:
