@@ -22,6 +22,7 @@ from amzqa.apps.labels import EXAMPLES, LABELS, LANGUAGES, page_language
 from amzqa.apps.render import answer_markdown, card_title, code_span, escape, excerpt, highlighted
 from amzqa.generation import GenerationConfig
 from amzqa.io.layout import MANIFEST
+from amzqa.retrieval.artifacts import current_seal
 
 ARTIFACTS = Path(os.environ.get("AMZQA_ARTIFACTS", "runs/demo/artifacts"))
 SETTINGS = GenerationConfig.from_dict({"max_new_tokens": 96, **json.loads(os.environ.get("AMZQA_GENERATION") or "{}")})
@@ -35,10 +36,26 @@ LOCAL = SETTINGS.backend if SETTINGS.backend in ("auto", "hf", "openvino") else 
 
 
 @st.cache_resource(show_spinner="Loading the index…")
-def retrievers(path: str):
+def retrievers(path: str, version: str):
+    """The index at ``path`` as sealed ``version``: a new version (``amzqa index --add/--remove``, a rebuild) is loaded
+    by the first question after it appears; questions under way finish on the one they started with."""
     from amzqa.retrieval import RetrieverSet
 
     return RetrieverSet(path)
+
+
+@st.cache_resource
+def _held() -> dict:
+    return {}
+
+
+def forget_older_versions(version: str) -> None:
+    """Drop the cached index, gates and pipelines of an index version replaced since (they hold its files open)."""
+    held = _held()
+    if held.get("version") not in (None, version):
+        for cached in (retrievers, gate, pipeline):
+            cached.clear()
+    held["version"] = version
 
 
 def serves_adapter(adapter: str) -> bool:
@@ -72,22 +89,23 @@ def generator(kind: str, adapter: str):
 
 
 @st.cache_resource(show_spinner="Calibrating the relevance gate…")
-def gate(path: str, k: int, mode: str, excerpt_chars: int):
+def gate(path: str, version: str, k: int, mode: str, excerpt_chars: int):
     """The calibrated QA settings for one prompt shape: the relevance gate depends on the retrievers, k and the
     retriever mode, never on the generator, so every generator choice with this shape shares it."""
     from amzqa.answer.pipeline import QA, QAConfig
     from amzqa.generation import ExtractiveGenerator
 
-    return QA(retrievers(path), ExtractiveGenerator(), QAConfig(k=k, mode=mode, excerpt_chars=excerpt_chars)).config
+    return QA(retrievers(path, version), ExtractiveGenerator(), QAConfig(k=k, mode=mode, excerpt_chars=excerpt_chars)).config
 
 
 @st.cache_resource(show_spinner=False)
-def pipeline(path: str, kind: str, adapter: str, k: int, mode: str):
+def pipeline(path: str, version: str, kind: str, adapter: str, k: int, mode: str):
     """One QA per generator choice and shape asked, all over the one retriever set (the index loads once per
     process) and one generator per choice; its threshold is the one calibrated for exactly this shape."""
     from amzqa.answer.pipeline import QA
 
-    return QA(retrievers(path), generator(kind, adapter), gate(path, k, mode, own_shape(kind, adapter)["excerpt_chars"]))
+    return QA(retrievers(path, version), generator(kind, adapter),
+              gate(path, version, k, mode, own_shape(kind, adapter)["excerpt_chars"]))
 
 
 st.set_page_config(page_title="amzqa — ask the catalog", layout="wide")
@@ -130,7 +148,9 @@ if (asked or st.session_state.get("_last") != (question, k, mode, kind)) and que
 
     placeholder = st.empty()
     try:  # generation is lazy: a failure can come with any piece, so the loop is inside too
-        stream = pipeline(str(ARTIFACTS), kind, str(ADAPTER), k, mode).stream(question)
+        version = current_seal(ARTIFACTS) or ""  # the sealed version in the folder now
+        forget_older_versions(version)
+        stream = pipeline(str(ARTIFACTS), version, kind, str(ADAPTER), k, mode).stream(question)
         text = ""
         for piece in stream:  # stream tokens as text (escaped), then replace with the linked, checked answer
             text += piece

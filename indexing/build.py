@@ -25,7 +25,15 @@ from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
 from amzqa.indexing.lexical import build_bm25
 from amzqa.io.atomic import check_replaceable, swap_dir, write_json_atomic
-from amzqa.io.layout import DENSE_FILE, EMBEDDINGS_FILE, LEXICAL_DIR, PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE
+from amzqa.io.layout import (
+    DENSE_FILE,
+    EMBEDDINGS_FILE,
+    LEXICAL_DIR,
+    LEXICAL_TOKENS_DIR,
+    PRODUCTS_FILE,
+    UID_KEYS_FILE,
+    UID_ROWS_FILE,
+)
 from amzqa.progress import bar
 from amzqa.retrieval.artifacts import ARTIFACT_FORMAT, seal
 from amzqa.retrieval.store import write_store
@@ -62,6 +70,13 @@ class IndexConfig(Config):
                                   "(fusion.json; see amzqa.indexing.fusion); 0 = keep the default fusion.", 300)
     seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
+    add: Path | None = doc("Update instead of build: a trn.json(.gz) of new or changed products (matched by uid) to put "
+                           "into the sealed index at out; only their titles are embedded.", None)
+    remove: str | None = doc("Update instead of build: products to take out of the index at out: a file (one uid per "
+                             "line, or JSON lines with a uid) or uids separated by commas.", None)
+    recalibrate_fraction: float = doc("An update that adds, changes or removes at least this fraction of the catalog "
+                                      "recalibrates the hybrid fusion and retrains IVF centroids (as a rebuild "
+                                      "would); smaller ones keep both.", 0.05)
     engine: str = doc("Where titles are embedded: 'local' (this process, checkpointed chunks: a killed build resumes) "
                       "or 'ray' (Ray Data over the corpus shards, one embedder actor per worker; needs the ray extra; "
                       "the rest of the build stays here).", "local")
@@ -73,6 +88,8 @@ class IndexConfig(Config):
     def __post_init__(self) -> None:
         if self.dense_type not in DENSE_TYPES:
             raise ConfigError(f"dense_type must be one of {DENSE_TYPES}, got {self.dense_type!r}")
+        if not 0.0 <= self.recalibrate_fraction <= 1.0:
+            raise ConfigError(f"recalibrate_fraction must be within [0, 1], got {self.recalibrate_fraction}")
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
         if self.ray_workers < 0 or self.ray_batch_rows < 1:
@@ -197,6 +214,17 @@ def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
 # ---------------------------------------------------------------- the stage
 
 
+CLEANING_FIELDS = ("max_line_bytes", "min_title_chars", "max_content_chars")
+
+
+def corpus_cleaning(corpus: Path) -> dict[str, Any]:
+    """How ``amzqa prepare`` cleaned this corpus (an update cleans added products the same way)."""
+    from amzqa.io.layout import MANIFEST
+
+    config = json.loads((Path(corpus) / MANIFEST).read_text(encoding="utf-8")).get("config", {})
+    return {k: config[k] for k in CLEANING_FIELDS if k in config}
+
+
 def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -> dict[str, Any]:
     """Build the artifact described in the module docstring; return its manifest."""
     import faiss
@@ -205,8 +233,11 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     from amzqa.io.versions import library_versions
     from amzqa.retrieval.embedding import load_embedder, model_fingerprint
 
+    if cfg.add is not None or cfg.remove is not None:
+        raise ConfigError("add/remove update an existing index: call amzqa.indexing.update.update_index (CLI: amzqa "
+                          "index --out INDEX --add FILE / --remove FILE_OR_UIDS)")
     if cfg.corpus is None or cfg.out is None:
-        raise ConfigError("index needs corpus and out")
+        raise ConfigError("index needs corpus and out (or, to update an index, out with add and/or remove)")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise ArtifactError(f"{out} already exists; pass overwrite (CLI: --overwrite) to replace it")
@@ -257,9 +288,10 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
 
     t = time.perf_counter()
     del titles
-    bm25 = build_bm25(lexical_chunks(work, cfg), rows, cfg.bm25_stopwords, cfg.bm25_stemmer, progress)
     lex_dir = work / LEXICAL_DIR
     shutil.rmtree(lex_dir, ignore_errors=True)
+    shutil.rmtree(work / LEXICAL_TOKENS_DIR, ignore_errors=True)
+    bm25 = build_bm25(lexical_chunks(work, cfg), rows, cfg.bm25_stopwords, cfg.bm25_stemmer, progress, keep_tokens=work)
     bm25.save(str(lex_dir))
     del bm25
     timings["lexical_s"] = time.perf_counter() - t
@@ -271,6 +303,7 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
         "created_unix": int(time.time()),
         "counts": {"products": rows, "with_content": load_stats(cfg.corpus)["kept_with_content"]},
         "corpus": {"path": str(Path(cfg.corpus).resolve()), "fingerprint": corpus.fingerprint, "rows": corpus.rows},
+        "cleaning": corpus_cleaning(cfg.corpus),
         "embedding": {"model_id": cfg.embedding_model, "path": str(embedder.path), "fingerprint": model_fp,
                       "dim": int(embedder.dim), "backend": embedder.backend, "max_length": cfg.max_length,
                       "normalized": True, "dtype_stored": "float16"},

@@ -4,14 +4,21 @@
 2.2M products. We tokenise in chunks with one shared ``bm25s.tokenization.Tokenizer`` (same splitter, stopwords,
 stemmer and ids as ``bm25s.tokenize``), keep the ids in one flat int32 array, and hand bm25s a lazy sequence
 over it: bm25s's own scoring code then builds the identical index from ~4 bytes per token.
+
+The token ids are kept in the artifact (``bm25_tokens/``): BM25 scores depend on every document (IDF, average length),
+so an update (``amzqa index --add/--remove``) re-scores the whole catalog, but it tokenises only the changed
+documents and reuses the stored ids of the rest.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
+from amzqa.io.layout import LEXICAL_TOKENS_DIR
 from amzqa.optional import require
 from amzqa.progress import bar
 
@@ -31,12 +38,17 @@ class CompactTokens:
             yield ids[off[i]:off[i + 1]].tolist()
 
 
+def make_tokenizer(stopwords: str | None, stemmer_language: str | None):
+    """The bm25s tokenizer every build and update uses (same splitter, stopwords and stemmer as ``bm25s.tokenize``)."""
+    bm25s = require("bm25s", "index")
+    stemmer = require("Stemmer", "index").Stemmer(stemmer_language) if stemmer_language else None
+    return bm25s.tokenization.Tokenizer(stopwords=stopwords or [], stemmer=stemmer)
+
+
 def tokenize_compact(chunks: Iterable[list[str]], n_docs: int, stopwords: str | None, stemmer_language: str | None,
                      progress: bool | None = None) -> tuple[CompactTokens, dict[str, int]]:
     """Tokenise documents given as consecutive chunks (so the caller never holds all texts at once)."""
-    bm25s = require("bm25s", "index")
-    stemmer = require("Stemmer", "index").Stemmer(stemmer_language) if stemmer_language else None
-    tokenizer = bm25s.tokenization.Tokenizer(stopwords=stopwords or [], stemmer=stemmer)
+    tokenizer = make_tokenizer(stopwords, stemmer_language)
     parts: list[np.ndarray] = []
     lengths = np.empty(n_docs, dtype=np.int64)
     lo = 0
@@ -56,11 +68,37 @@ def tokenize_compact(chunks: Iterable[list[str]], n_docs: int, stopwords: str | 
 
 
 def build_bm25(chunks: Iterable[list[str]], n_docs: int, stopwords: str | None, stemmer_language: str | None,
-               progress: bool | None = None):
-    """A ``bm25s.BM25`` index of the documents in ``chunks``, built from compact token ids."""
-    bm25s = require("bm25s", "index")
+               progress: bool | None = None, keep_tokens: Path | None = None):
+    """A ``bm25s.BM25`` index of the documents in ``chunks``, built from compact token ids (saved in the folder
+    ``keep_tokens`` when given)."""
     tokens, vocab = tokenize_compact(chunks, n_docs, stopwords, stemmer_language, progress=progress)
+    if keep_tokens is not None:
+        save_tokens(keep_tokens, tokens, vocab)
+    return index_tokens(tokens, vocab, progress)
+
+
+def index_tokens(tokens: CompactTokens, vocab: dict[str, int], progress: bool | None = None):
+    """bm25s's scoring over compact token ids (``vocab``: token -> id)."""
+    bm25s = require("bm25s", "index")
     model = bm25s.BM25()
     # The "object" form (ids + vocab attributes) is the one bm25s accepts without insisting on a real list.
     model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=bool(progress))
     return model
+
+
+def save_tokens(folder: Path, tokens: CompactTokens, vocab: dict[str, int]) -> None:
+    folder = Path(folder) / LEXICAL_TOKENS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "ids.npy", np.asarray(tokens.ids, dtype=np.int32), allow_pickle=False)
+    np.save(folder / "offsets.npy", np.asarray(tokens.offsets, dtype=np.int64), allow_pickle=False)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+
+
+def load_tokens(folder: Path) -> tuple[CompactTokens, dict[str, int]] | None:
+    """The token ids an index was built from (memory-mapped), or None for an index built before they were kept."""
+    folder = Path(folder) / LEXICAL_TOKENS_DIR
+    if not (folder / "vocab.json").is_file():
+        return None
+    ids = np.load(folder / "ids.npy", mmap_mode="r", allow_pickle=False)
+    offsets = np.load(folder / "offsets.npy", allow_pickle=False)
+    return CompactTokens(ids, offsets), json.loads((folder / "vocab.json").read_text(encoding="utf-8"))

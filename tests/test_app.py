@@ -188,6 +188,29 @@ def test_switching_generators_loads_the_index_once(app_env, monkeypatch):
     st.cache_resource.clear()
 
 
+def test_the_page_answers_from_a_new_index_version_at_the_next_question(sample_artifacts, app_env, tmp_path, monkeypatch):
+    """amzqa index --add on the index a page serves: the next question loads the new version (and only it)."""
+    from amzqa.indexing.build import IndexConfig
+    from amzqa.indexing.update import update_index
+
+    index = tmp_path / "served"
+    shutil.copytree(sample_artifacts, index)
+    monkeypatch.setenv("AMZQA_ARTIFACTS", str(index))
+    question = "How much does the Pelican Sentinel kayak weigh?"
+    at = _run(question)
+    assert not any("Pelican" in h.value for h in at.subheader)
+    add = tmp_path / "add.json"
+    add.write_text(json.dumps({"uid": "NEW-KAYAK-1", "title": "Pelican Sentinel 100X Sit-In Kayak, 10 ft",
+                               "content": "A stable sit-in kayak for lakes and slow rivers. It weighs 36 lb and "
+                                          "carries up to 275 lb."}) + "\n")
+    update_index(IndexConfig(out=index, add=add, recalibrate_fraction=1.0), progress=False)
+    at.text_input(key="question").input(question + " ")
+    at.button(key="ask").click().run()
+    assert not at.exception, at.exception
+    assert any("Pelican Sentinel" in h.value and "cited" in h.value for h in at.subheader)
+    assert at.dataframe[0].value.iloc[0]["uid"] == "NEW-KAYAK-1"
+
+
 def test_missing_artifacts_say_how_to_build(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

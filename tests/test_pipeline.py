@@ -275,7 +275,7 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
     assert len(np.load(index / "embeddings.f16.npy")) == 40 < len(rset.store)
 
     qa = QA(rset, ExtractiveGenerator(), QAConfig(abstain_threshold=0.0))
-    assert qa._title_vectors.shape[0] == len(rset.store)
+    assert qa.retrievers.title_vectors.shape[0] == len(rset.store)
     question = "Who illustrated Goodnight Moon?"
     hits = rset.hybrid.retrieve(question, 5)
     assert max(h.product.row_id for h in hits) >= 40  # rows the new, smaller build does not have
@@ -285,6 +285,10 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
                          max(coverage(question, f"{h.product.title} {h.product.content}") for h in hits)))
     assert qa.relevance(question, hits) == pytest.approx(expected, abs=1e-6)
     assert qa.ask(question).sources[0].uid == "0064430170"
+    # until it is told to load the new version: then every read is the new one's, and only once
+    assert qa.reload_index() and len(qa.retrievers.store) == len(qa.retrievers.title_vectors) == 40
+    assert not qa.reload_index()
+    assert all(h.product.row_id < 40 for h in qa.ask(question).sources)
 
 
 def test_ask_prints_the_checked_answer_where_the_stream_showed_less(retrievers, capsys):

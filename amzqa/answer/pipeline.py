@@ -138,11 +138,11 @@ class QA:
                  calibration_cache: bool | str | Path = False) -> None:
         """``calibration_cache``: True = keep fitted relevance thresholds in the user cache
         (:func:`gate_cache_dir`), a folder = there, False = fit them in memory only."""
+        # The title embeddings are the ones the retriever set loaded with its store (one open: never another build's
+        # rows); an ask reads ``self.retrievers`` once, so a reload between two asks never mixes two versions.
         self.retrievers = retrievers
         self.generator = generator
         self.config = config or QAConfig()
-        # The title embeddings the retriever set loaded with its store (one open: never another build's rows).
-        self._title_vectors = retrievers.title_vectors
         self.calibration_cache = (gate_cache_dir() if calibration_cache is True
                                   else Path(calibration_cache) if calibration_cache else None)
         self._thresholds: dict[tuple[int, str], float] = {}  # fitted for other (k, mode) asked for, once each
@@ -196,6 +196,20 @@ class QA:
         return cls(rset, load_generator(generator, adapter=adapter, config=generation), config,
                    calibration_cache=calibration_cache)
 
+    def reload_index(self) -> bool:
+        """Load the index again if a newer version was put in its folder (``amzqa index --add/--remove``, a rebuild):
+        asks already under way finish on the version they started with, later ones use the new one. The relevance
+        threshold is kept (an update changes a few products, not how well questions match). Returns whether it
+        changed."""
+        from amzqa.retrieval import RetrieverSet
+
+        current = self.retrievers.artifacts
+        if current.seal_now() in (None, current.manifest.get("sealed")):
+            return False
+        self.retrievers = RetrieverSet(current.path, embedder=self.retrievers.dense.embedder)
+        log.info("%s: loaded the new version of the index (%d products)", current.path, len(self.retrievers.store))
+        return True
+
     def save(self, path: str | Path) -> Path:
         """Write this pipeline's settings (and its calibrated relevance threshold) to the JSON file ``path``, which
         must lie outside any index folder: an index is sealed by its build and shared by every set-up."""
@@ -210,14 +224,16 @@ class QA:
 
     # ------------------------------------------------------------ relevance and abstention
 
-    def relevance(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None) -> float:
-        """How well the best retrieved product matches: max of title cosine and question-word coverage."""
+    def relevance(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None, retrievers=None) -> float:
+        """How well the best retrieved product matches: max of title cosine and question-word coverage
+        (``retrievers``: the set the hits came from, default this pipeline's)."""
         if not hits:
             return 0.0
+        rset = retrievers or self.retrievers
         if query_vector is None:
-            query_vector = self.retrievers.dense.embedder.encode([question])[0]
+            query_vector = rset.dense.embedder.encode([question])[0]
         rows = [h.product.row_id for h in hits]
-        cos = np.asarray(self._title_vectors[rows], dtype=np.float32) @ query_vector
+        cos = np.asarray(rset.title_vectors[rows], dtype=np.float32) @ query_vector
         covered = [coverage(question, f"{h.product.title} {h.product.content}") for h in hits]
         return float(max(max(cos), max(covered)))
 
@@ -232,23 +248,24 @@ class QA:
 
         started = time.perf_counter()
         config = self.config.replace(k=k or self.config.k, mode=mode or self.config.mode)
-        store = self.retrievers.store
+        rset = self.retrievers
+        store = rset.store
         products = calibration_products(store, n, seed)
         if not products:
-            raise ArtifactError(f"{self.retrievers.artifacts.path}: every product is in the held-out split; nothing to "
+            raise ArtifactError(f"{rset.artifacts.path}: every product is in the held-out split; nothing to "
                                 "calibrate the relevance threshold on without scoring the evaluation's own products")
         questions = make_questions(products, seed=seed)
         random.Random(seed).shuffle(questions)
         questions = questions[:n]
         groups = relevant_sets(store, products)
-        retriever = self.retrievers.get(config.mode)
-        vectors = self.retrievers.dense.embedder.encode([q.text for q in questions])
+        retriever = rset.get(config.mode)
+        vectors = rset.dense.embedder.encode([q.text for q in questions])
         pos, neg = [], []
         for q, vec in zip(questions, vectors):
             hits = retriever.retrieve(q.text, config.k + len(groups[q.uid]))
             if any(h.uid in groups[q.uid] for h in hits[: config.k]):
-                pos.append(self.relevance(q.text, hits[: config.k], vec))
-            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: config.k], vec))
+                pos.append(self.relevance(q.text, hits[: config.k], vec, rset))
+            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: config.k], vec, rset))
         threshold = float(threshold_for_rate(pos, config.answer_rate))
         stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
         calibration = {"method": f"{config.answer_rate:.0%} of answerable calibration questions pass",
@@ -300,9 +317,10 @@ class QA:
             if asked.language == "pt":  # retrieval, the gate and the model all work in the catalog's language
                 asked.query = self.languages.to_english(question) or question
         t1 = time.perf_counter()
-        asked.hits = self.retrievers.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
+        rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
+        asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits) >= threshold
+        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits, retrievers=rset) >= threshold
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0

@@ -190,6 +190,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     from amzqa.indexing.build import IndexConfig, build_index
 
     cfg = _load(IndexConfig, args)
+    if cfg.add is not None or cfg.remove is not None:
+        from amzqa.indexing.update import format_update, update_index
+
+        man = update_index(cfg, progress=_progress(args))
+        print(format_update(man, cfg.out))
+        return 0
     man = build_index(cfg, progress=_progress(args))
     print(f"index written to {cfg.out}: {man['counts']['products']:,} products, dense={man['dense']['type']}, "
           f"embedding={man['embedding']['model_id']} ({man['embedding']['backend']}, dim {man['embedding']['dim']})")
@@ -507,7 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("kind", choices=sorted(CONFIG_KINDS), help="which stage's config")
     sp.add_argument("path", nargs="?", type=Path, help="recipe to check")
 
-    sp = add("index", cmd_index, "Build the retrieval artifact (embeddings, FAISS, BM25) from a prepared corpus; resumes if interrupted.", True)
+    sp = add("index", cmd_index, "Build the retrieval artifact (embeddings, FAISS, BM25) from a prepared corpus; resumes if "
+             "interrupted. With --add/--remove: update the index at --out in place of a rebuild (only changed titles "
+             "are embedded; a new sealed version replaces it atomically).", True)
     add_config_flags(sp, IndexConfig, aliases={"embedding_backend": ("--backend",)})
 
     sp = add("calibrate", cmd_calibrate, "Choose the hybrid fusion for an artifact's catalog on questions about "

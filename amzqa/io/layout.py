@@ -22,6 +22,7 @@ UID_ROWS_FILE = "uid_rows.npy"
 EMBEDDINGS_FILE = "embeddings.f16.npy"
 DENSE_FILE = "dense.faiss"
 LEXICAL_DIR = "bm25"
+LEXICAL_TOKENS_DIR = "bm25_tokens"  # the documents' token ids, so an update tokenises only what changed
 FUSION_FILE = "fusion.json"
 
 # SFT data (amzqa sft-data)

@@ -59,6 +59,15 @@ def verify(path: Path, manifest: dict[str, Any], full: bool = False) -> None:
                                 "rebuild the index (or rerun amzqa calibrate for fusion.json)")
 
 
+def current_seal(path: str | Path) -> str | None:
+    """The seal of the index version in the folder ``path`` now (None if there is none): it changes with every build
+    and update, so a long-running reader can tell when to load again."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("sealed")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 @dataclass
 class Artifacts:
     path: Path
@@ -88,10 +97,7 @@ class Artifacts:
 
     def seal_now(self) -> str | None:
         """The seal of the manifest in the folder now (another build's after a swap; None if it is gone)."""
-        try:
-            return json.loads((self.path / MANIFEST).read_text(encoding="utf-8")).get("sealed")
-        except (OSError, json.JSONDecodeError):
-            return None
+        return current_seal(self.path)
 
     @property
     def embedding(self) -> dict[str, Any]:
