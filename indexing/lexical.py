@@ -13,6 +13,7 @@ documents and reuses the stored ids of the rest.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -78,11 +79,48 @@ def build_bm25(chunks: Iterable[list[str]], n_docs: int, stopwords: str | None, 
 
 
 def index_tokens(tokens: CompactTokens, vocab: dict[str, int], progress: bool | None = None):
-    """bm25s's scoring over compact token ids (``vocab``: token -> id)."""
+    """A ``bm25s.BM25`` over compact token ids (``vocab``: token -> id, ids 0..len-1): bm25s's own Lucene BM25 scores,
+    computed with whole-array numpy operations instead of its loop over documents (a Counter per document: 85 s at
+    2.1M products, where this takes ~15 s; docs/benchmarks.md). The matrix is bm25s's byte for byte
+    (tests/test_retrieval.py checks it against ``BM25.index``); another scoring method falls back to bm25s's loop."""
     bm25s = require("bm25s", "index")
     model = bm25s.BM25()
-    # The "object" form (ids + vocab attributes) is the one bm25s accepts without insisting on a real list.
-    model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=bool(progress))
+    if (model.method, model.idf_method, model.csc_backend) != ("lucene", "lucene", "numpy"):
+        # The "object" form (ids + vocab attributes) is the one bm25s accepts without insisting on a real list.
+        model.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=bool(progress))
+        return model
+    ids, offsets = np.asarray(tokens.ids), np.asarray(tokens.offsets)
+    n_docs, n_vocab = len(offsets) - 1, len(vocab)
+    lengths = np.diff(offsets)
+    avg = lengths.mean() if n_docs else np.float64("nan")
+    # (token, document) pairs, sorted as the CSC matrix stores them (by token, then document), with their counts
+    # (one int64 array sorted in place: np.unique would hold three more of its size at 2M products)
+    pairs = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    pairs |= ids.astype(np.int64) << 32
+    pairs.sort()
+    starts = np.flatnonzero(np.concatenate([[True], pairs[1:] != pairs[:-1]])) if len(pairs) else np.zeros(0, np.int64)
+    tf = np.diff(np.append(starts, len(pairs)))
+    pairs = pairs[starts]
+    del starts
+    token, doc = pairs >> 32, (pairs & 0xFFFFFFFF).astype(np.int32)
+    del pairs
+    df = np.bincount(token, minlength=n_vocab)
+    idf = np.zeros(n_vocab, dtype=np.float32)
+    for value in np.unique(df[df > 0]):  # bm25s computes each idf with math.log (np.log may differ by an ulp)
+        idf[df == value] = math.log(1 + (n_docs - int(value) + 0.5) / (int(value) + 0.5))
+    k1, b = model.k1, model.b
+    norm = k1 * ((1 - b) + b * lengths / avg)  # per document, in float64 as bm25s's scalar arithmetic
+    tf32 = tf.astype(np.float32)
+    data = (idf[token] * (tf32 / (norm[doc] + tf32))).astype(np.float32)
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    model.nonoccurrence_array = None  # Lucene BM25 has none (BM25L/BM25+ do)
+    model.scores = {"data": data, "indices": doc, "indptr": indptr, "num_docs": n_docs}
+    vocab = dict(vocab)
+    if "" not in vocab:  # as bm25s's index(create_empty_token=True)
+        vocab[""] = max(vocab.values(), default=-1) + 1
+    model.vocab_dict = vocab
+    model.unique_token_ids_set = set(vocab.values())
     return model
 
 

@@ -201,9 +201,9 @@ def plan_update(store, add: Path | None, remove: str | None, cleaning: dict[str,
             if old.title != rec.title:
                 retitled.add(row)
     keys: dict[int, int] = {}  # key -> row (or -1 - i for the i-th appended record)
-    table = store.table
-    with bar(progress, total=len(store), unit="row", unit_scale=True, desc="dedup keys") as pbar:
-        for lo in range(0, len(store), CHUNK):
+    table = store.table if (pending or new) else store.table.slice(0, 0)  # nothing to check: no scan
+    with bar(progress, total=table.num_rows, unit="row", unit_scale=True, desc="dedup keys") as pbar:
+        for lo in range(0, table.num_rows, CHUNK):
             part = table.slice(lo, CHUNK)
             for i, (t, c) in enumerate(zip(part.column("title").to_pylist(), part.column("content").to_pylist())):
                 row = lo + i

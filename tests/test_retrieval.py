@@ -243,6 +243,34 @@ def test_compact_bm25_equals_plain_bm25s(sample_corpus):
         assert np.allclose(a[1], b[1], rtol=1e-5)
 
 
+@pytest.mark.parametrize("corpus", ["sample", "random"])
+def test_our_bm25_matrix_is_bm25s_own_byte_for_byte(corpus, sample_corpus):
+    """index_tokens computes bm25s's Lucene scores with array operations; the matrix must be the one bm25s's own
+    index() builds from the same token ids (data, indices, indptr, vocabulary), on the sample catalog's real tokens
+    and on random documents with repeated tokens, empty documents and tokens no document uses."""
+    import bm25s
+
+    from amzqa.indexing.corpus import iter_corpus
+    from amzqa.indexing.lexical import CompactTokens, index_tokens, tokenize_compact
+
+    if corpus == "sample":
+        texts = [f"{r['title']} {r['content'][:600]}" for b in iter_corpus(sample_corpus) for r in b.to_pylist()]
+        tokens, vocab = tokenize_compact([texts], len(texts), "en", "english")
+    else:
+        rng = np.random.default_rng(7)
+        lengths = rng.integers(0, 40, size=3000)
+        lengths[::97] = 0
+        ids = rng.zipf(1.3, size=int(lengths.sum())).clip(max=4999).astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        tokens, vocab = CompactTokens(ids, offsets), {f"t{i}": i for i in range(5000)}
+    ours = index_tokens(tokens, vocab)
+    plain = bm25s.BM25()
+    plain.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=dict(vocab)), show_progress=False)
+    for key in ("data", "indices", "indptr"):
+        assert ours.scores[key].dtype == plain.scores[key].dtype and np.array_equal(ours.scores[key], plain.scores[key]), key
+    assert ours.scores["num_docs"] == plain.scores["num_docs"] and ours.vocab_dict == plain.vocab_dict
+
+
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):
     from amzqa.data.split import HELDOUT_RATE, calibration_products, is_heldout
     from amzqa.indexing.fusion import FUSION_FILE, grid
