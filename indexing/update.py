@@ -55,6 +55,11 @@ class Record:
     title: str
     content: str
 
+    @property
+    def raw(self) -> str:
+        """The record as cleaned, for the quarantine (so a dropped product can be fixed and added again)."""
+        return json.dumps({"uid": self.uid, "title": self.title, "content": self.content}, ensure_ascii=False)
+
 
 @dataclasses.dataclass
 class Plan:
@@ -177,9 +182,9 @@ def plan_update(store, add: Path | None, remove: str | None, cleaning: dict[str,
     candidates: list[Record] = []
     for rec in additions:
         if rec.uid in both:
-            reject(str(add), rec.line, "add_and_remove", "the same uid is in --add and --remove: neither is applied", rec.uid)
+            reject(str(add), rec.line, "add_and_remove", "the same uid is in --add and --remove: neither is applied", rec.raw)
         elif rec.uid in first:
-            reject(str(add), rec.line, "duplicate_uid", f"uid {rec.uid} seen earlier", rec.uid)
+            reject(str(add), rec.line, "duplicate_uid", f"uid {rec.uid} seen earlier", rec.raw)
         else:
             first.add(rec.uid)
             candidates.append(rec)
@@ -216,8 +221,10 @@ def plan_update(store, add: Path | None, remove: str | None, cleaning: dict[str,
         if k in keys:
             other = store.get(keys[k]).uid if keys[k] >= 0 else appended[-1 - keys[k]].uid
             reject(str(add), rec.line, "duplicate_title_content",
-                   f"same cleaned title and content as product {other}; the index keeps {rec.uid} as it was", rec.uid)
+                   f"same cleaned title and content as product {other}; the index keeps {rec.uid} as it was", rec.raw)
             retitled.discard(row)
+            kept = store.get(row)  # stays as it was: its text is taken again
+            keys.setdefault(_key(kept.title, kept.content), row)
             continue
         keys[k] = row
         replaced[row] = rec
@@ -226,7 +233,7 @@ def plan_update(store, add: Path | None, remove: str | None, cleaning: dict[str,
         if k in keys:
             other = store.get(keys[k]).uid if keys[k] >= 0 else appended[-1 - keys[k]].uid
             reject(str(add), rec.line, "duplicate_title_content", f"same cleaned title and content as product {other}",
-                   rec.uid)
+                   rec.raw)
             continue
         keys[k] = -1 - len(appended)
         appended.append(rec)
