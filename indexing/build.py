@@ -23,7 +23,7 @@ import numpy as np
 
 from amzqa.config import Config, doc
 from amzqa.errors import ArtifactError, ConfigError
-from amzqa.indexing.lexical import build_bm25
+from amzqa.indexing.lexical import build_bm25, lexical_text
 from amzqa.io.atomic import check_replaceable, swap_dir, write_json_atomic
 from amzqa.io.layout import (
     DENSE_FILE,
@@ -201,14 +201,14 @@ def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
     from amzqa.retrieval.store import ProductStore
 
     table = ProductStore(work).table
-    n = cfg.bm25_content_chars
     for lo in range(0, table.num_rows, chunk):
         part = table.slice(lo, chunk)
         titles = part.column("title").to_pylist()
         if cfg.bm25_fields == "title":
             yield titles
         else:
-            yield [f"{t} {c[:n]}" if c else t for t, c in zip(titles, part.column("content").to_pylist())]
+            yield [lexical_text(t, c, cfg.bm25_fields, cfg.bm25_content_chars)
+                   for t, c in zip(titles, part.column("content").to_pylist())]
 
 
 # ---------------------------------------------------------------- the stage

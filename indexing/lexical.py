@@ -39,6 +39,11 @@ class CompactTokens:
             yield ids[off[i]:off[i + 1]].tolist()
 
 
+def lexical_text(title: str, content: str, fields: str, content_chars: int) -> str:
+    """What BM25 indexes of one product: its title, or its title and the start of its description."""
+    return f"{title} {content[:content_chars]}" if fields != "title" and content else title
+
+
 def make_tokenizer(stopwords: str | None, stemmer_language: str | None):
     """The bm25s tokenizer every build and update uses (same splitter, stopwords and stemmer as ``bm25s.tokenize``)."""
     bm25s = require("bm25s", "index")

@@ -346,13 +346,17 @@ def new_tokens(work: Path, old_folder: Path, plan: Plan, source: np.ndarray, new
                lexical: dict[str, Any], progress: bool | None):
     """The new catalog's token ids: stored ids for rows whose text is unchanged, the tokenizer for the rest (and for
     every row of an index built before token ids were kept). The vocabulary is compacted to the tokens in use."""
-    from amzqa.indexing.lexical import CompactTokens, load_tokens, make_tokenizer, save_tokens, tokenize_compact
+    from amzqa.indexing.lexical import (
+        CompactTokens,
+        lexical_text,
+        load_tokens,
+        make_tokenizer,
+        save_tokens,
+        tokenize_compact,
+    )
     from amzqa.retrieval.store import ProductStore
 
     chars = lexical["content_chars"]
-
-    def text(title: str, content: str) -> str:
-        return title if lexical["fields"] == "title" else (f"{title} {content[:chars]}" if content else title)
 
     stored = load_tokens(old_folder)
     if stored is None:
@@ -370,8 +374,8 @@ def new_tokens(work: Path, old_folder: Path, plan: Plan, source: np.ndarray, new
     patched = [*plan.replaced.values(), *plan.appended]
     patched_rows = np.concatenate([new_of_old[list(plan.replaced)],
                                    np.arange(len(source) - len(plan.appended), len(source))]).astype(np.int64)
-    docs = tokenizer.tokenize([text(r.title, r.content) for r in patched], update_vocab=True, return_as="ids",
-                              show_progress=False) if patched else []
+    texts = [lexical_text(r.title, r.content, lexical["fields"], chars) for r in patched]
+    docs = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False) if patched else []
     own = {i: t for t, i in tokenizer.get_vocab_dict().items()}
     patched_ids = {int(row): np.array([vocab.setdefault(own[t], len(vocab)) for t in doc], dtype=np.int32)
                    for row, doc in zip(patched_rows, docs)}
