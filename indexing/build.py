@@ -31,6 +31,7 @@ from amzqa.io.layout import (
     LEXICAL_DIR,
     LEXICAL_TOKENS_DIR,
     PRODUCTS_FILE,
+    STATIC_MODEL_DIR,
     UID_KEYS_FILE,
     UID_ROWS_FILE,
 )
@@ -50,7 +51,16 @@ class IndexConfig(Config):
     corpus: Path | None = doc("Prepared corpus folder (from amzqa prepare).", None)
     out: Path | None = doc("Artifact folder to write.", None)
     embedding_model: str = doc("sentence-transformers folder or short name ('minilm' = packaged all-MiniLM-L6-v2).", "minilm")
-    embedding_backend: str = doc("'onnx' (int8, fused; fastest where the CPU has VNNI), 'onnx-fp32' or 'torch' (sentence-transformers encode).", "onnx")
+    embedding_backend: str = doc("'auto' (onnx up to static_above_rows products, static above), 'onnx' (the transformer, "
+                                 "int8, fused; fastest where the CPU has VNNI), 'onnx-fp32', 'torch' (sentence-transformers "
+                                 "encode) or 'static' (a model2vec static embedding distilled from embedding_model, ~100x "
+                                 "faster, with rescore_candidates re-scored by the transformer at query time).", "auto")
+    static_above_rows: int = doc("With embedding_backend auto, catalogs larger than this embed titles with the static "
+                                 "model (the transformer takes 4-15 min per 200k titles on 2 cores).", 200_000)
+    rescore_candidates: int = doc("Static indexes: the top dense candidates of each query re-ordered by the transformer's "
+                                  "cosine (query + these titles embedded per query, ~3 ms each on 2 cores); 0 = none. "
+                                  "Off by default: 10 changed recall@1 by at most 0.005 at 200k products "
+                                  "(benchmarks/bench_static.py) for +30 ms a query.", 0)
     max_length: int = doc("Token limit per title; titles are short (median ~15 tokens), 64 cuts almost none.", 64)
     batch_size: int = doc("Titles per embedding batch (length-sorted).", 128)
     chunk_rows: int = doc("Titles per checkpointed embedding chunk; a killed build loses at most one chunk.", 50_000)
@@ -67,7 +77,9 @@ class IndexConfig(Config):
     bm25_stopwords: str | None = doc("Stopword list for BM25 tokenisation ('en' or null).", "en")
     bm25_stemmer: str | None = doc("Snowball stemmer language for BM25 (null = none).", "english")
     calibrate_products: int = doc("Non-held-out products whose questions calibrate the hybrid fusion for this catalog "
-                                  "(fusion.json; see amzqa.indexing.fusion); 0 = keep the default fusion.", 300)
+                                  "(fusion.json; see amzqa.indexing.fusion); 0 = keep the default fusion. With 300 the "
+                                  "best two fusions of a 200k catalog scored within noise and the choice flipped "
+                                  "between two equally good indexes; 1000 chose the same for both.", 1000)
     seed: int = doc("Seed for IVF training samples and fusion calibration questions.", 0)
     overwrite: bool = doc("Replace an existing artifact folder.", False)
     add: Path | None = doc("Update instead of build: a trn.json(.gz) of new or changed products (matched by uid) to put "
@@ -94,8 +106,10 @@ class IndexConfig(Config):
             raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
         if self.ray_workers < 0 or self.ray_batch_rows < 1:
             raise ConfigError("ray_workers must be >= 0 and ray_batch_rows >= 1")
-        if self.embedding_backend not in ("onnx", "onnx-fp32", "torch"):
-            raise ConfigError(f"embedding_backend must be onnx, onnx-fp32 or torch, got {self.embedding_backend!r}")
+        if self.embedding_backend not in ("auto", "onnx", "onnx-fp32", "torch", "static"):
+            raise ConfigError(f"embedding_backend must be auto, onnx, onnx-fp32, torch or static, got {self.embedding_backend!r}")
+        if self.static_above_rows < 0 or self.rescore_candidates < 0:
+            raise ConfigError("static_above_rows and rescore_candidates must be >= 0")
         for name in ("max_length", "batch_size", "chunk_rows", "nprobe", "hnsw_m", "train_sample"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
@@ -112,10 +126,26 @@ class IndexConfig(Config):
         if self.nlist and self.train_sample < self.nlist:
             raise ConfigError(f"train_sample ({self.train_sample}) must be >= nlist ({self.nlist}) to train the centroids")
 
-    def build_key(self, corpus_fingerprint: str, model_fp: str) -> str:
+    def build_key(self, corpus_fingerprint: str, model_fp: str, backend: str) -> str:
         """What a resumable partial build must agree on to be reused."""
-        relevant = {k: v for k, v in self.to_dict().items() if k in ("embedding_model", "embedding_backend", "max_length", "chunk_rows")}
-        return hashlib.sha256(json.dumps([relevant, corpus_fingerprint, model_fp], sort_keys=True).encode()).hexdigest()[:16]
+        relevant = {k: v for k, v in self.to_dict().items() if k in ("embedding_model", "max_length", "chunk_rows")}
+        return hashlib.sha256(json.dumps([relevant, backend, corpus_fingerprint, model_fp], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_backend(cfg: IndexConfig, n: int) -> str:
+    """The embedding backend a build of ``n`` products uses."""
+    if cfg.embedding_backend != "auto":
+        return cfg.embedding_backend
+    return "onnx" if n <= cfg.static_above_rows else "static"
+
+
+def rescore_spec(cfg: IndexConfig) -> dict[str, Any]:
+    """The manifest's ``rescore``: the transformer a static index re-scores its top candidates with."""
+    from amzqa.models import resolve_model
+    from amzqa.retrieval.embedding import model_fingerprint
+
+    return {"model_id": cfg.embedding_model, "backend": "onnx", "max_length": cfg.max_length,
+            "fingerprint": model_fingerprint(resolve_model(cfg.embedding_model)), "candidates": cfg.rescore_candidates}
 
 
 def resolve_dense_type(cfg: IndexConfig, n: int) -> str:
@@ -214,6 +244,15 @@ def lexical_chunks(work: Path, cfg: IndexConfig, chunk: int = 100_000):
 # ---------------------------------------------------------------- the stage
 
 
+def log_stage(name: str, timings: dict[str, float]) -> None:
+    """Log a finished stage's time and this process's peak RSS so far (the stage whose line it rises on is the one
+    that used the memory)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.info("stage %s done in %.1f s; peak RSS so far %.0f MiB", name, timings[f"{name}_s"], peak)
+
+
 CLEANING_FIELDS = ("max_line_bytes", "min_title_chars", "max_content_chars")
 
 
@@ -245,9 +284,9 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     started = time.perf_counter()
     timings: dict[str, float] = {}
     corpus = open_corpus(cfg.corpus, verify=True)
-    embedder = embedder or load_embedder(cfg.embedding_model, cfg.embedding_backend, cfg.max_length)
+    embedder = embedder or load_embedder(cfg.embedding_model, resolve_backend(cfg, corpus.rows), cfg.max_length)
     model_fp = model_fingerprint(embedder.path)
-    key = cfg.build_key(corpus.fingerprint, model_fp)
+    key = cfg.build_key(corpus.fingerprint, model_fp, embedder.backend)
 
     work = Path(f"{out}.partial")
     state = work / "state.json"
@@ -258,6 +297,10 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
         log.info("resuming the interrupted build in %s", work)
     work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, {"key": key})
+    static = embedder.backend == "static"
+    if static:  # the index carries its static model: its queries must be embedded by exactly these weights
+        shutil.rmtree(work / STATIC_MODEL_DIR, ignore_errors=True)
+        shutil.copytree(embedder.path, work / STATIC_MODEL_DIR)
 
     t = time.perf_counter()
     for name in (PRODUCTS_FILE, UID_KEYS_FILE, UID_ROWS_FILE):
@@ -269,22 +312,25 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
 
     titles = ProductStore(work).titles()
     timings["store_s"] = time.perf_counter() - t
+    log_stage("store", timings)
 
     t = time.perf_counter()
     if cfg.engine == "ray":
         from amzqa.indexing.ray_embed import embed_on_ray
 
-        vectors = embed_on_ray(list(corpus.shard_paths), work, rows, embedder.dim, cfg, progress)
+        vectors = embed_on_ray(list(corpus.shard_paths), work, rows, embedder, cfg, progress)
     else:
         vectors = embed_titles(titles, embedder, work, cfg, progress)
     timings["embed_s"] = time.perf_counter() - t
+    log_stage("embed", timings)
 
     t = time.perf_counter()
     kind = resolve_dense_type(cfg, rows)
     index, dense_params = build_dense(vectors, kind, cfg, progress)
     faiss.write_index(index, str(work / DENSE_FILE))
-    del index
+    del index, vectors  # the vectors' mapped pages are not needed by BM25's (largest) stage
     timings["dense_s"] = time.perf_counter() - t
+    log_stage("dense", timings)
 
     t = time.perf_counter()
     del titles
@@ -295,6 +341,7 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
     bm25.save(str(lex_dir))
     del bm25
     timings["lexical_s"] = time.perf_counter() - t
+    log_stage("lexical", timings)
 
     shutil.rmtree(work / "emb", ignore_errors=True)  # the local engine's checkpointed chunks
     state.unlink()
@@ -304,9 +351,10 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
         "counts": {"products": rows, "with_content": load_stats(cfg.corpus)["kept_with_content"]},
         "corpus": {"path": str(Path(cfg.corpus).resolve()), "fingerprint": corpus.fingerprint, "rows": corpus.rows},
         "cleaning": corpus_cleaning(cfg.corpus),
-        "embedding": {"model_id": cfg.embedding_model, "path": str(embedder.path), "fingerprint": model_fp,
-                      "dim": int(embedder.dim), "backend": embedder.backend, "max_length": cfg.max_length,
-                      "normalized": True, "dtype_stored": "float16"},
+        "embedding": {"model_id": cfg.embedding_model, "path": STATIC_MODEL_DIR if static else str(embedder.path),
+                      "fingerprint": model_fp, "dim": int(embedder.dim), "backend": embedder.backend,
+                      "max_length": cfg.max_length, "normalized": True, "dtype_stored": "float16"},
+        **({"rescore": rescore_spec(cfg)} if static and cfg.rescore_candidates else {}),
         "dense": {**dense_params, "file": DENSE_FILE},
         "lexical": {"type": "bm25", "library": "bm25s", "fields": cfg.bm25_fields,
                     "content_chars": cfg.bm25_content_chars, "stopwords": cfg.bm25_stopwords, "stemmer": cfg.bm25_stemmer, "dir": LEXICAL_DIR},
@@ -325,6 +373,7 @@ def build_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) -
         result = calibrate_fusion(rset, cfg.calibrate_products, cfg.seed, progress=progress)
         del rset
         manifest = write_calibration(work, result, seconds=time.perf_counter() - t)
+        log_stage("calibrate", manifest["timings"])
     swap_dir(work, out)
     log.info("index built at %s in %.1f s (%s)", out, time.perf_counter() - started, manifest["timings"])
     return manifest

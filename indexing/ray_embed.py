@@ -40,7 +40,7 @@ class _Embed:
         return {"row_id": batch["row_id"], "vector": vectors}
 
 
-def embed_on_ray(shards: list[Path], work: Path, rows: int, dim: int, cfg, progress: bool | None = None) -> np.ndarray:
+def embed_on_ray(shards: list[Path], work: Path, rows: int, embedder, cfg, progress: bool | None = None) -> np.ndarray:
     """Embed every title of ``shards`` on Ray into ``work/embeddings.npy`` (float16, row_id order)."""
     require("ray", "ray")  # a clear error naming the extra where it is missing
     import ray
@@ -54,14 +54,15 @@ def embed_on_ray(shards: list[Path], work: Path, rows: int, dim: int, cfg, progr
         workers = cfg.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         log.info("embedding %d titles on Ray with %d workers", rows, workers)
         ds = ray.data.read_parquet([str(s) for s in shards], columns=["row_id", "title"])
-        vectors = ds.map_batches(_Embed, fn_constructor_args=(cfg.embedding_model, cfg.embedding_backend,
-                                                              cfg.max_length, cfg.batch_size),
+        # A static model is handed over by its folder (the distilled weights the index will carry), not re-distilled.
+        model = embedder.path if embedder.backend == "static" else cfg.embedding_model
+        vectors = ds.map_batches(_Embed, fn_constructor_args=(model, embedder.backend, cfg.max_length, cfg.batch_size),
                                  batch_size=cfg.ray_batch_rows, batch_format="numpy",
                                  compute=ray.data.ActorPoolStrategy(size=workers),
                                  # Half a CPU reserved per actor (each runs one ONNX thread): whole CPUs for every
                                  # actor would leave none for the read tasks that feed them, and the build would wait.
                                  num_cpus=0.5)
-        out = np.lib.format.open_memmap(work / EMBEDDINGS_FILE, mode="w+", dtype=np.float16, shape=(rows, dim))
+        out = np.lib.format.open_memmap(work / EMBEDDINGS_FILE, mode="w+", dtype=np.float16, shape=(rows, embedder.dim))
         seen = 0
         with bar(progress, total=rows, unit="title", unit_scale=True, desc="embed titles (ray)") as pbar:
             for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):

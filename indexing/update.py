@@ -35,7 +35,7 @@ from amzqa.errors import ConfigError, InputError
 from amzqa.indexing.build import IndexConfig, build_dense, resolve_dense_type
 from amzqa.indexing.clean import dedup_key
 from amzqa.io.atomic import check_replaceable, sha256_file, swap_dir, write_json_atomic
-from amzqa.io.layout import DENSE_FILE, EMBEDDINGS_FILE, FUSION_FILE, LEXICAL_DIR
+from amzqa.io.layout import DENSE_FILE, EMBEDDINGS_FILE, FUSION_FILE, LEXICAL_DIR, STATIC_MODEL_DIR
 from amzqa.progress import bar
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ def update_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) 
     from amzqa.indexing.lexical import index_tokens
     from amzqa.io.versions import library_versions
     from amzqa.retrieval.artifacts import Artifacts, seal
-    from amzqa.retrieval.embedding import load_embedder
+    from amzqa.retrieval.embedding import index_embedder
     from amzqa.retrieval.store import ProductStore
 
     if cfg.out is None or (cfg.add is None and cfg.remove is None):
@@ -433,8 +433,7 @@ def update_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) 
     man = arts.manifest
     fields = {f.name for f in dataclasses.fields(IndexConfig)}
     built = IndexConfig.from_dict({k: v for k, v in man["config"].items() if k in fields})
-    emb = man["embedding"]
-    embedder = embedder or load_embedder(emb["model_id"], emb["backend"], emb["max_length"])
+    embedder = embedder or index_embedder(arts)
     arts.check_embedder(embedder)
     timings: dict[str, float] = {}
 
@@ -444,6 +443,8 @@ def update_index(cfg: IndexConfig, progress: bool | None = None, embedder=None) 
         shutil.rmtree(work)
     work.mkdir()
     try:
+        if (out / STATIC_MODEL_DIR).is_dir():  # the static model every version of this index embeds with
+            shutil.copytree(out / STATIC_MODEL_DIR, work / STATIC_MODEL_DIR, copy_function=os.link)
         t = time.perf_counter()
         store = ProductStore(out)
         plan = plan_update(store, cfg.add, cfg.remove, man.get("cleaning", {}), progress)

@@ -206,7 +206,8 @@ class QA:
         current = self.retrievers.artifacts
         if current.seal_now() in (None, current.manifest.get("sealed")):
             return False
-        self.retrievers = RetrieverSet(current.path, embedder=self.retrievers.dense.embedder)
+        self.retrievers = RetrieverSet(current.path, embedder=self.retrievers.dense.embedder,
+                                       rescorer=self.retrievers.dense.rescorer)
         log.info("%s: loaded the new version of the index (%d products)", current.path, len(self.retrievers.store))
         return True
 

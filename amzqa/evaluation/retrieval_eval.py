@@ -68,8 +68,7 @@ def question_rankings(rset, questions: list[Question], k: int = 10,
                       progress: bool | None = None) -> list[dict[str, list[tuple[int, float]]]]:
     """Dense and lexical candidate rankings per question (each retriever searches each question once)."""
     n = candidates(k)
-    vectors = rset.dense.embedder.encode([q.text for q in questions])
-    dense_all = rset.dense.search_vectors(vectors, n)
+    dense_all = rset.dense.search_many([q.text for q in questions], n)
     return [{"dense": dense, "lexical": rset.lexical.search(q.text, n)}
             for q, dense in zip(questions, bar(progress, iterable=dense_all, desc="search", unit="q"))]
 

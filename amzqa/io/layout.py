@@ -24,6 +24,7 @@ DENSE_FILE = "dense.faiss"
 LEXICAL_DIR = "bm25"
 LEXICAL_TOKENS_DIR = "bm25_tokens"  # the documents' token ids, so an update tokenises only what changed
 FUSION_FILE = "fusion.json"
+STATIC_MODEL_DIR = "static_model"  # a static-embedding index's own model2vec model (its queries need exactly it)
 
 # SFT data (amzqa sft-data)
 SFT_FORMAT = "amzqa-sft/1"

@@ -25,8 +25,10 @@ class RetrieverSet:
     products' title embeddings (``title_vectors``, memory-mapped, row ``i`` = store row ``i``): every file is opened
     here, once, so a reader never pairs this load's store with another build's vectors after an index is swapped."""
 
-    def __init__(self, artifacts: str | Path | Artifacts, embedder=None, fusion: str | None = None, nprobe: int | None = None) -> None:
-        """``fusion``: None = the artifact's calibrated fusion (``fusion.json``) or weighted by default; or 'rrf'/'weighted'."""
+    def __init__(self, artifacts: str | Path | Artifacts, embedder=None, fusion: str | None = None, nprobe: int | None = None,
+                 rescorer=None) -> None:
+        """``fusion``: None = the artifact's calibrated fusion (``fusion.json``) or weighted by default; or 'rrf'/'weighted'.
+        ``embedder``/``rescorer``: already loaded models to reuse (checked against the manifest)."""
         from amzqa.retrieval.dense import DenseRetriever
         from amzqa.retrieval.hybrid import HybridRetriever, load_calibration
         from amzqa.retrieval.lexical import LexicalRetriever
@@ -41,7 +43,7 @@ class RetrieverSet:
             try:
                 self.store = ProductStore(self.artifacts.path)
                 self.title_vectors = load_title_vectors(self.artifacts, len(self.store))
-                self.dense = DenseRetriever(self.artifacts, self.store, embedder=embedder, nprobe=nprobe)
+                self.dense = DenseRetriever(self.artifacts, self.store, embedder=embedder, nprobe=nprobe, rescorer=rescorer)
                 self.lexical = LexicalRetriever(self.artifacts, self.store)
                 calibration = load_calibration(self.artifacts) if fusion is None else None
             except ArtifactError:

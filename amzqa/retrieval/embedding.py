@@ -7,6 +7,12 @@ Two backends over the same sentence-transformers folder (mean pooling, as MiniLM
   optimizer and dynamically quantised to int8, run by onnxruntime on length-sorted batches. About 3x the
   torch throughput on 2 CPU cores (see ``benchmarks/bench_embed.py``); the export is cached beside the model.
 
+And ``static``: a model2vec static embedding distilled from the same MiniLM (each vocabulary token passed through
+the transformer once, PCA to 256 dimensions, Zipf weights): a title's vector is the mean of its tokens' rows, about
+100x the ONNX int8 throughput, for full catalogs where embedding every title with the transformer takes an hour or
+more. The index keeps its static model inside the artifact and re-scores its top candidates with the transformer at
+query time (``amzqa.retrieval.dense``).
+
 Queries must be embedded with the same backend as the index: the index manifest records it and the loader
 uses the recorded one.
 """
@@ -30,7 +36,8 @@ from amzqa.optional import require
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "onnx-fp32", "torch", "static")
+STATIC_PCA_DIMS = 256
 
 
 class Embedder(Protocol):
@@ -230,13 +237,97 @@ class OnnxEmbedder:
         return out
 
 
+def is_static_model(path: str | Path) -> bool:
+    """Whether ``path`` is a model2vec static model folder (rather than a transformer to distil one from)."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "model2vec"
+    except (OSError, ValueError):
+        return False
+
+
+def distill_static(model: str = "minilm", pca_dims: int = STATIC_PCA_DIMS, progress: bool | None = False) -> Path:
+    """The model2vec static model distilled from the sentence-transformers folder ``model`` (once; cached in the
+    amzqa cache by the teacher's fingerprint): about 30 s on 2 cores for MiniLM's 30k-token vocabulary."""
+    from amzqa.io.atomic import atomic_dir
+
+    path = resolve_model(model)
+    folder = cache_dir() / "static" / f"{model_fingerprint(path)}-pca{pca_dims}"
+    if is_static_model(folder):
+        return folder
+    require("model2vec", "index")
+    require("skeletoken", "index")  # model2vec's distillation needs it; its "distill" extra would pin transformers < 5.4
+    import torch
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from amzqa.progress import enabled
+
+    log.info("distilling a static embedding from %s (once; cached in %s)", path, folder)
+    hf = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    previous = os.environ.get("TQDM_DISABLE")
+    if not enabled(progress):
+        os.environ["TQDM_DISABLE"] = "1"  # model2vec's own token-encoding bar
+    try:
+        static = distill_from_model(hf, tokenizer, pca_dims=pca_dims, device="cpu")
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+    with atomic_dir(folder, overwrite=True) as tmp:
+        static.save_pretrained(str(tmp))
+        (tmp / "README.md").unlink(missing_ok=True)  # model2vec's generated model card names a hub id we never use
+    return folder
+
+
+class StaticEmbedder:
+    """A model2vec static model: token rows looked up and averaged (model2vec's ``StaticModel.encode``)."""
+
+    backend = "static"
+
+    def __init__(self, model: str = "minilm", max_length: int = 64) -> None:
+        m2v = require("model2vec", "index")
+        resolved = Path(model) if is_static_model(model) else None
+        self.path = str(resolved or distill_static(model))
+        # The teacher's name where we distilled; a static folder given directly is its own identity.
+        self.model_id = str(model)
+        self.max_length = max_length
+        self.model = m2v.StaticModel.from_pretrained(self.path, normalize=True, force_download=False)
+        self.dim = int(self.model.dim)
+
+    def encode(self, texts: list[str], batch_size: int = 4096, progress: bool | None = False) -> np.ndarray:
+        from amzqa.progress import enabled
+
+        # model2vec forks a process pool above 10k texts; one process with the tokenizer's own threads is as fast here
+        # and keeps a build's memory its own.
+        out = self.model.encode(list(texts), max_length=self.max_length, batch_size=max(batch_size, 1024),
+                                show_progress_bar=enabled(progress), use_multiprocessing=False)
+        out = np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+        # Titles with no known token come back as zeros: leave them zero (they match nothing), never NaN.
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 1e-12)
+
+
+def index_embedder(artifacts, threads: int | None = None) -> Embedder:
+    """The query embedder of an index: the manifest's model and backend; a static index's own model folder."""
+    from amzqa.io.layout import STATIC_MODEL_DIR
+
+    emb = artifacts.embedding
+    model = str(Path(artifacts.path) / STATIC_MODEL_DIR) if emb["backend"] == "static" else emb["model_id"]
+    return load_embedder(model, backend=emb["backend"], max_length=emb["max_length"], threads=threads)
+
+
 def load_embedder(model: str = "minilm", backend: str = "onnx", max_length: int = 64,
                   threads: int | None = None) -> Embedder:
-    """``threads``: ONNX Runtime's intra-op threads (default: every CPU this process may use)."""
+    """``threads``: ONNX Runtime's intra-op threads (default: every CPU this process may use). With backend
+    ``static``, ``model`` is a static model folder (as an index stores it) or a transformer to distil one from."""
+    if backend == "static":
+        return StaticEmbedder(model, max_length=max_length)
     if backend == "onnx":
         return OnnxEmbedder(model, max_length=max_length, quantize=True, threads=threads)
     if backend == "onnx-fp32":
         return OnnxEmbedder(model, max_length=max_length, quantize=False, threads=threads)
     if backend == "torch":
         return TorchEmbedder(model, max_length=max_length)
-    raise AmzqaError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS + ('onnx-fp32',)}")
+    raise AmzqaError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS}")
