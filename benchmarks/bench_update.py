@@ -1,7 +1,7 @@
 """Issue #27, item 2: ``amzqa index --add`` / ``--remove`` of 10,000 products on the full 2.2M-product index, against
 rebuilding it.
 
-    python benchmarks/bench_update.py [--workdir runs/bench] [--changes 10000]
+    python benchmarks/bench_update.py [--workdir runs/bench] [--changes 10000] [--base INDEX]
 
 Needs the prepared full synthetic corpus (``benchmarks/bench_build.py`` writes ``WORKDIR/corpus-full``). The base
 index is built once and cached in ``WORKDIR/update-base``. Its 2.1M vectors come from a stand-in encoder that carries
@@ -66,11 +66,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--changes", type=int, default=10_000)
+    ap.add_argument("--base", type=Path, help="update this sealed index (real vectors, e.g. the static 2.2M index "
+                    "benchmarks/bench_static.py builds) instead of the stand-in-vector MiniLM index")
     args = ap.parse_args()
     print_machine()
-    corpus, base = args.workdir / "corpus-full", args.workdir / "update-base"
-    if not (corpus / "manifest.json").is_file():
+    corpus, base = args.workdir / "corpus-full", args.base or args.workdir / "update-base"
+    if args.base is None and not (corpus / "manifest.json").is_file():
         raise SystemExit(f"{corpus}: run benchmarks/bench_build.py first (it prepares the full synthetic catalog)")
+    if args.base is not None and not (base / "manifest.json").is_file():
+        raise SystemExit(f"{base}: not a sealed index (no manifest.json)")
     if not (base / "manifest.json").is_file():
         s, rss, out = run_measured(BUILD, str(corpus), str(base))
         print(f"base index (stand-in vectors) built in {s / 60:.1f} min, peak {rss:,.0f} MiB: {out.strip()}", flush=True)
@@ -88,7 +92,7 @@ def main() -> None:
                 row = json.loads(line)
                 out.write(json.dumps({**row, "uid": f"NEW{i:07d}", "title": f"{row['title']} ({i})"}) + "\n")
         raw.unlink()
-    remove = args.workdir / f"remove-{args.changes}.txt"
+    remove = args.workdir / f"remove-{args.changes}-{base.name}.txt"
     if not remove.exists():
         import numpy as np
 

@@ -83,7 +83,21 @@ def build_bm25(chunks: Iterable[list[str]], n_docs: int, stopwords: str | None, 
     return index_tokens(tokens, vocab, progress)
 
 
-def index_tokens(tokens: CompactTokens, vocab: dict[str, int], progress: bool | None = None):
+def token_ranges(counts: np.ndarray, part_tokens: int) -> list[tuple[int, int]]:
+    """Consecutive token-id ranges ``[lo, hi)`` covering ``counts`` (occurrences per id), each holding about
+    ``part_tokens`` occurrences (one id with more is a range of its own)."""
+    ranges, lo, held = [], 0, 0
+    for tid, c in enumerate(np.asarray(counts).tolist()):
+        if held and held + c > part_tokens:
+            ranges.append((lo, tid))
+            lo, held = tid, 0
+        held += c
+    if lo < len(counts) or not ranges:
+        ranges.append((lo, len(counts)))
+    return ranges
+
+
+def index_tokens(tokens: CompactTokens, vocab: dict[str, int], progress: bool | None = None, part_tokens: int = 10_000_000):
     """A ``bm25s.BM25`` over compact token ids (``vocab``: token -> id, ids 0..len-1): bm25s's own Lucene BM25 scores,
     computed with whole-array numpy operations instead of its loop over documents (a Counter per document: 85 s at
     2.1M products, where this takes ~15 s; docs/benchmarks.md). The matrix is bm25s's byte for byte
@@ -98,25 +112,40 @@ def index_tokens(tokens: CompactTokens, vocab: dict[str, int], progress: bool | 
     n_docs, n_vocab = len(offsets) - 1, len(vocab)
     lengths = np.diff(offsets)
     avg = lengths.mean() if n_docs else np.float64("nan")
-    # (token, document) pairs, sorted as the CSC matrix stores them (by token, then document), with their counts
-    # (one int64 array sorted in place: np.unique would hold three more of its size at 2M products)
-    pairs = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
-    pairs |= ids.astype(np.int64) << 32
-    pairs.sort()
-    starts = np.flatnonzero(np.concatenate([[True], pairs[1:] != pairs[:-1]])) if len(pairs) else np.zeros(0, np.int64)
-    tf = np.diff(np.append(starts, len(pairs)))
-    pairs = pairs[starts]
-    del starts
-    token, doc = pairs >> 32, (pairs & 0xFFFFFFFF).astype(np.int32)
-    del pairs
-    df = np.bincount(token, minlength=n_vocab)
-    idf = np.zeros(n_vocab, dtype=np.float32)
-    for value in np.unique(df[df > 0]):  # bm25s computes each idf with math.log (np.log may differ by an ulp)
-        idf[df == value] = math.log(1 + (n_docs - int(value) + 0.5) / (int(value) + 0.5))
     k1, b = model.k1, model.b
     norm = k1 * ((1 - b) + b * lengths / avg)  # per document, in float64 as bm25s's scalar arithmetic
-    tf32 = tf.astype(np.float32)
-    data = (idf[token] * (tf32 / (norm[doc] + tf32))).astype(np.float32)
+    del lengths
+    df = np.zeros(n_vocab, dtype=np.int64)
+    datas, docs = [], []
+    # Token ids in ranges of about part_tokens occurrences each (a token never spans two ranges), so the sort of
+    # (token, document) pairs holds one range at a time: ~0.5 GiB at 2.1M products where all at once took 2.6 GiB.
+    for lo, hi in token_ranges(np.bincount(ids, minlength=n_vocab), part_tokens):
+        pos = np.flatnonzero((ids >= lo) & (ids < hi))
+        # (token, document) pairs, sorted as the CSC matrix stores them (by token, then document), with their counts
+        pairs = np.searchsorted(offsets, pos, side="right") - 1
+        pairs |= (ids[pos].astype(np.int64) - lo) << 32
+        del pos
+        pairs.sort()
+        starts = np.flatnonzero(np.concatenate([[True], pairs[1:] != pairs[:-1]])) if len(pairs) else np.zeros(0, np.int64)
+        tf = np.diff(np.append(starts, len(pairs)))
+        pairs = pairs[starts]
+        del starts
+        token, doc = (pairs >> 32) + lo, (pairs & 0xFFFFFFFF).astype(np.int32)
+        del pairs
+        part_df = np.bincount(token - lo, minlength=hi - lo)
+        df[lo:hi] = part_df
+        idf = np.zeros(hi - lo, dtype=np.float32)
+        for value in np.unique(part_df[part_df > 0]):  # bm25s computes each idf with math.log (np.log may differ by an ulp)
+            idf[part_df == value] = math.log(1 + (n_docs - int(value) + 0.5) / (int(value) + 0.5))
+        tf32 = tf.astype(np.float32)
+        del tf
+        datas.append((idf[token - lo] * (tf32 / (norm[doc] + tf32))).astype(np.float32))
+        docs.append(doc)
+        del token, tf32
+    data = np.concatenate(datas) if datas else np.zeros(0, np.float32)
+    del datas
+    doc = np.concatenate(docs) if docs else np.zeros(0, np.int32)
+    del docs
     indptr = np.zeros(n_vocab + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     model.nonoccurrence_array = None  # Lucene BM25 has none (BM25L/BM25+ do)

@@ -263,12 +263,48 @@ def test_our_bm25_matrix_is_bm25s_own_byte_for_byte(corpus, sample_corpus):
         ids = rng.zipf(1.3, size=int(lengths.sum())).clip(max=4999).astype(np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         tokens, vocab = CompactTokens(ids, offsets), {f"t{i}": i for i in range(5000)}
-    ours = index_tokens(tokens, vocab)
     plain = bm25s.BM25()
     plain.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=dict(vocab)), show_progress=False)
-    for key in ("data", "indices", "indptr"):
-        assert ours.scores[key].dtype == plain.scores[key].dtype and np.array_equal(ours.scores[key], plain.scores[key]), key
-    assert ours.scores["num_docs"] == plain.scores["num_docs"] and ours.vocab_dict == plain.vocab_dict
+    for part_tokens in (10_000_000, 997):  # the whole vocabulary in one token range, and in many
+        ours = index_tokens(tokens, vocab, part_tokens=part_tokens)
+        for key in ("data", "indices", "indptr"):
+            assert ours.scores[key].dtype == plain.scores[key].dtype and np.array_equal(ours.scores[key], plain.scores[key]), key
+        assert ours.scores["num_docs"] == plain.scores["num_docs"] and ours.vocab_dict == plain.vocab_dict
+
+
+def test_token_ranges_cover_the_vocabulary_without_splitting_a_token():
+    from amzqa.indexing.lexical import token_ranges
+
+    counts = np.array([5, 0, 3, 12, 1, 1, 0, 4])
+    ranges = token_ranges(counts, 6)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(counts)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(counts[lo:hi].sum() <= 6 or hi - lo == 1 for lo, hi in ranges)  # only a lone token may exceed
+    assert token_ranges(np.zeros(0, np.int64), 6) == [(0, 0)]
+
+
+def test_numba_bm25_kernel_scores_as_bm25s_and_orders_ties_by_row(sample_artifacts, retrievers):
+    """Large catalogs score queries with amzqa.retrieval.bm25_numba; on the sample (forced on) it must return bm25s's
+    own scores for the same documents: the same top-k score list, every returned row scored as get_scores scores it,
+    equal scores in row order, and nothing the query does not touch."""
+    from amzqa.retrieval.lexical import LexicalRetriever, tokenize
+
+    fast = LexicalRetriever(retrievers.artifacts, retrievers.store, accelerate=True)
+    plain = retrievers.lexical
+    assert fast.kernel is not None and plain.kernel is None  # the sample is below NUMBA_MIN_DOCS
+    queries = ["cordless kettle", "wizard book for kids", "waterproof speaker", "black", "cast iron skillet hand wash",
+               "the and of", "zzzqqq nothing matches"]
+    for query in queries:
+        for n in (1, 5, 50, 10_000):
+            got, want = fast.search(query, n), plain.search(query, n)
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-6), (query, n)
+            if not got:
+                continue
+            full = plain.model.get_scores([t for t in tokenize([query], fast.stopwords, fast.stemmer)[0] if t in fast.vocab])
+            for (row, score), nxt in zip(got, got[1:] + [(None, None)]):
+                assert score > 0 and score == pytest.approx(float(full[row]), rel=1e-6)
+                if nxt[0] is not None and nxt[1] == score:
+                    assert nxt[0] > row  # ties in row order
 
 
 def test_build_calibrates_fusion_on_non_heldout_products(sample_artifacts, retrievers):

@@ -276,8 +276,9 @@ def relevant_sets(store, golds: list[Product]) -> dict[str, set[str]]:
     """Each gold product plus its near-duplicate editions (same normalised title): any of them is a hit."""
     want = {title_key(p.title): p.uid for p in golds}
     groups: dict[str, set[str]] = {p.uid: {p.uid} for p in golds}
-    for uid, title in zip(store.table.column("uid").to_pylist(), store.table.column("title").to_pylist()):
-        gold = want.get(title_key(title))
-        if gold is not None:
-            groups[gold].add(uid)
+    for batch in store.table.select(["uid", "title"]).to_batches(max_chunksize=100_000):  # 2M titles at once: ~0.5 GiB
+        for uid, title in zip(batch.column("uid").to_pylist(), batch.column("title").to_pylist()):
+            gold = want.get(title_key(title))
+            if gold is not None:
+                groups[gold].add(uid)
     return groups

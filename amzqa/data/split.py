@@ -22,17 +22,22 @@ def is_heldout(uid: str, rate: float = HELDOUT_RATE, salt: str = HELDOUT_SALT) -
     return heldout_score(uid, salt) < rate
 
 
+def iter_uids(store, chunk: int = 100_000):
+    """Every uid in row order, a chunk at a time (not 2M Python strings at once)."""
+    column = store.table.column("uid")
+    for lo in range(0, len(column), chunk):
+        yield from column.slice(lo, chunk).to_pylist()
+
+
 def calibration_products(store, n: int, seed: int, heldout_rate: float = HELDOUT_RATE) -> list:
     """Up to ``n`` products outside the held-out split, for fitting thresholds and fusion: no report scores them."""
-    uids = store.table.column("uid").to_pylist()
-    rows = [i for i, u in enumerate(uids) if not is_heldout(u, heldout_rate)]
+    rows = [i for i, u in enumerate(iter_uids(store)) if not is_heldout(u, heldout_rate)]
     random.Random(f"calibrate-{seed}").shuffle(rows)
     return [store.get(i) for i in sorted(rows[:n])]
 
 
 def heldout_products(store, rate: float, n: int, seed: int) -> list:
     """Up to ``n`` held-out products (the ones evaluation reports score), in row order."""
-    uids = store.table.column("uid").to_pylist()
-    rows = [i for i, u in enumerate(uids) if is_heldout(u, rate)]
+    rows = [i for i, u in enumerate(iter_uids(store)) if is_heldout(u, rate)]
     random.Random(seed).shuffle(rows)
     return [store.get(i) for i in sorted(rows[:n])]
