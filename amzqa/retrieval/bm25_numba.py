@@ -3,9 +3,9 @@
 bm25s's numpy path sums each query token's posting list into a dense score array and partitions all of it; at 2.1M
 products that is 48 ms p50 and ~500 ms p90 a query (common words post to half a million documents), the bulk of a
 hybrid retrieval and of the build's fusion calibration. bm25s's own numba backend (3 ms) compiles on every process
-start (~7 s) and breaks ties in no stated order. This kernel reads the same CSC matrix, is cached on disk by numba
-after its first compilation, and orders ties by row (tests/test_retrieval.py
-checks it against bm25s's scores; docs/benchmarks.md has the timings).
+start (~7 s) and breaks ties in no stated order. This kernel reads the same CSC matrix in the same 2.9 ms, is cached
+on disk by numba after its first compilation, and orders ties by row (tests/test_retrieval.py checks it against
+bm25s's scores; docs/benchmarks.md has the timings).
 """
 
 from __future__ import annotations
