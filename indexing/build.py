@@ -248,9 +248,13 @@ def log_stage(name: str, timings: dict[str, float]) -> None:
     """Log a finished stage's time and this process's memory: its RSS now, split into anonymous memory and pages of
     memory-mapped files (the index's own files, which the kernel can drop), and the peak so far (the stage whose line
     it rises on is the one that used the memory). Memory freed by the stage is first handed back to the system."""
+    import gc
     import resource
 
-    release_free_memory()
+    from amzqa.runtime.allocator import release_heap
+
+    gc.collect()
+    release_heap()  # what the stage freed (millions of titles, tokens) goes back, so the next peak does not stand on it
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:  # Linux
         status = Path("/proc/self/status").read_text()
@@ -259,19 +263,6 @@ def log_stage(name: str, timings: dict[str, float]) -> None:
     except (OSError, IndexError, ValueError):
         now = "unknown"
     log.info("stage %s done in %.1f s; RSS now %s, peak so far %.0f MiB", name, timings[f"{name}_s"], now, peak)
-
-
-def release_free_memory() -> None:
-    """Return the heap pages freed by a stage (millions of titles and tokens) to the system, so the next stage's
-    peak does not stand on them (glibc keeps them otherwise; a no-op elsewhere)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 CLEANING_FIELDS = ("max_line_bytes", "min_title_chars", "max_content_chars")

@@ -1,8 +1,8 @@
 """Dense retrieval: embed the query, search the FAISS index of title embeddings.
 
 An index whose titles were embedded by a static model (``embedding.backend == "static"``, the default above
-``static_above_rows`` products) re-scores its top candidates with the transformer the static model was distilled
-from (the manifest's ``rescore``): the query and those candidates' titles are embedded by MiniLM at query time and the
+``static_above_rows`` products) and that was built with ``rescore_candidates`` (the manifest's ``rescore``; off by
+default) re-scores its top candidates with the transformer the static model was distilled from: the query and those candidates' titles are embedded by MiniLM at query time and the
 candidates re-ordered by MiniLM cosine. The re-ordered candidates keep the static scores in descending order, so the
 scores stay on the scale the hybrid fusion was calibrated on and below the candidates nothing moves.
 """

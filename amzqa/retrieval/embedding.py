@@ -10,8 +10,8 @@ Two backends over the same sentence-transformers folder (mean pooling, as MiniLM
 And ``static``: a model2vec static embedding distilled from the same MiniLM (each vocabulary token passed through
 the transformer once, PCA to 256 dimensions, Zipf weights): a title's vector is the mean of its tokens' rows, about
 100x the ONNX int8 throughput, for full catalogs where embedding every title with the transformer takes an hour or
-more. The index keeps its static model inside the artifact and re-scores its top candidates with the transformer at
-query time (``amzqa.retrieval.dense``).
+more. The index keeps its static model inside the artifact; where it was built with ``rescore_candidates`` (off by
+default) its top candidates are re-scored by the transformer at query time (``amzqa.retrieval.dense``).
 
 Queries must be embedded with the same backend as the index: the index manifest records it and the loader
 uses the recorded one.
