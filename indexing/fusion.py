@@ -78,7 +78,7 @@ def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: b
     for choice in grid():
         ranks = []
         for q, ranking in zip(questions, rankings):
-            hits = to_hits(rset.store, choice.fuse(ranking), k)
+            hits = to_hits(rset.store, choice.fuse(ranking["hybrid"]), k)
             ranks.append(first_relevant_rank([h.uid for h in hits], relevant[q.uid]))
         report = ranking_report(ranks)
         scored.append((report["mrr@10"] + report["recall@10"], choice, report))

@@ -277,7 +277,7 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
     qa = QA(rset, ExtractiveGenerator(), QAConfig(abstain_threshold=0.0))
     assert qa.retrievers.title_vectors.shape[0] == len(rset.store)
     question = "Who illustrated Goodnight Moon?"
-    hits = rset.hybrid.retrieve(question, 5)
+    hits = rset.hybrid.retrieve(question, 10)
     assert max(h.product.row_id for h in hits) >= 40  # rows the new, smaller build does not have
     query = rset.dense.embedder.encode([question])[0]
     rows = [h.product.row_id for h in hits]

@@ -178,6 +178,38 @@ def test_ivf_index_matches_exact_search(sample_corpus, sample_artifacts, tmp_pat
     assert sum(overlap) / len(overlap) >= 0.9
 
 
+def test_hybrid_completes_dense_scores_the_ivf_search_missed(sample_corpus, sample_artifacts, tmp_path):
+    """An IVF search of one list of 8 misses most products; the hybrid ranking still fuses every lexical candidate
+    with its exact dense score (the cosine the exact index gives it), so what IVF missed is not scored 0."""
+    out = tmp_path / "ivf1"
+    build_index(IndexConfig(corpus=sample_corpus, out=out, dense_type="ivf_flat", nlist=8, nprobe=1, train_sample=300,
+                            calibrate_products=0), progress=False)
+    ivf, exact = RetrieverSet(out), RetrieverSet(sample_artifacts)
+    query = "cast iron skillet dishwasher safe"
+    approximate = ivf.dense.search(query, 40)
+    lexical = ivf.lexical.search(query, 40)
+    completed = ivf.hybrid.rankings(query, 40)["dense"]
+    added = {row for row, _ in completed} - {row for row, _ in approximate}
+    assert added and added <= {row for row, _ in lexical}  # IVF missed lexical candidates; completion adds only those
+    exact_scores = dict(exact.dense.search(query, len(exact.store)))
+    for row, score in completed:
+        if row in added:
+            assert score == pytest.approx(exact_scores[row], abs=2e-3)  # float16 title vectors vs the exact index
+    assert [s for _, s in completed] == sorted((s for _, s in completed), reverse=True)
+    # Evaluation and calibration fuse what the retriever fuses.
+    from amzqa.data.questions import Question
+    from amzqa.evaluation.retrieval_eval import question_rankings
+
+    ranking = question_rankings(ivf, [Question(query, "x", 0, "title")], k=10)[0]
+    assert ranking["dense"] == approximate and ranking["hybrid"]["dense"] == completed
+    assert ivf.dense.completed(np.zeros(ivf.dense.embedder.dim), approximate, []) == approximate
+    # The rows are read with pread from the stored title vectors (not mapped): the same values as the map.
+    rows = [len(ivf.store) - 1, 0, 17]
+    assert (ivf.dense.vectors[rows] == ivf.title_vectors[rows]).all()
+    with pytest.raises(IndexError):
+        ivf.dense.vectors[[len(ivf.store)]]
+
+
 def test_index_config_rejects_contradictions():
     with pytest.raises(ConfigError, match="nprobe"):
         IndexConfig(nlist=16, nprobe=32)

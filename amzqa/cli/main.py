@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("calibrate", cmd_calibrate, "Choose the hybrid fusion for an artifact's catalog on questions about "
              "non-held-out products (amzqa index does this at build time); writes fusion.json.")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
-    sp.add_argument("--n", type=int, default=300, help="products to write calibration questions for")
+    sp.add_argument("--n", type=int, default=1000, help="products to write calibration questions for (as amzqa index: calibrate_products)")
     sp.add_argument("--seed", type=int, default=0, help="question seed")
 
     sp = add("verify", cmd_verify, "Checksum every file of an index against its sealed manifest (loading checks "

@@ -66,11 +66,19 @@ def pick_questions(store, cfg: RetrievalEvalConfig) -> tuple[list[Question], lis
 
 def question_rankings(rset, questions: list[Question], k: int = 10,
                       progress: bool | None = None) -> list[dict[str, list[tuple[int, float]]]]:
-    """Dense and lexical candidate rankings per question (each retriever searches each question once)."""
+    """Dense and lexical candidate rankings per question (each retriever searches each question once), and
+    ``hybrid``: what the hybrid retriever fuses (the dense ranking completed with the lexical candidates' exact dense
+    scores, as ``HybridRetriever.rankings`` does)."""
     n = candidates(k)
-    dense_all = rset.dense.search_many([q.text for q in questions], n)
-    return [{"dense": dense, "lexical": rset.lexical.search(q.text, n)}
-            for q, dense in zip(questions, bar(progress, iterable=dense_all, desc="search", unit="q"))]
+    texts = [q.text for q in questions]
+    vecs = rset.dense.embedder.encode(texts)
+    dense_all = rset.dense.search_many(texts, n, vecs=vecs)
+    out = []
+    for q, vec, dense in zip(questions, vecs, bar(progress, iterable=dense_all, desc="search", unit="q")):
+        lexical = rset.lexical.search(q.text, n)
+        completed = rset.dense.completed(vec, dense, [row for row, _ in lexical])
+        out.append({"dense": dense, "lexical": lexical, "hybrid": {"dense": completed, "lexical": lexical}})
+    return out
 
 
 def evaluate_questions(rset, questions: list[Question], relevant: dict[str, set[str]], k: int = 10,
@@ -81,7 +89,7 @@ def evaluate_questions(rset, questions: list[Question], relevant: dict[str, set[
         ranked = {
             "dense": [(r, s, {"dense": s}) for r, s in ranking["dense"]],
             "lexical": [(r, s, {"lexical": s}) for r, s in ranking["lexical"]],
-            "hybrid": rset.hybrid.fuse(ranking),
+            "hybrid": rset.hybrid.fuse(ranking["hybrid"]),
         }
         for mode in MODES:
             hits = to_hits(rset.store, ranked[mode], k)

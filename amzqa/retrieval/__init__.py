@@ -29,7 +29,7 @@ class RetrieverSet:
                  rescorer=None) -> None:
         """``fusion``: None = the artifact's calibrated fusion (``fusion.json``) or weighted by default; or 'rrf'/'weighted'.
         ``embedder``/``rescorer``: already loaded models to reuse (checked against the manifest)."""
-        from amzqa.retrieval.dense import DenseRetriever
+        from amzqa.retrieval.dense import DenseRetriever, VectorRows
         from amzqa.retrieval.hybrid import HybridRetriever, load_calibration
         from amzqa.retrieval.lexical import LexicalRetriever
 
@@ -43,7 +43,8 @@ class RetrieverSet:
             try:
                 self.store = ProductStore(self.artifacts.path)
                 self.title_vectors = load_title_vectors(self.artifacts, len(self.store))
-                self.dense = DenseRetriever(self.artifacts, self.store, embedder=embedder, nprobe=nprobe, rescorer=rescorer)
+                self.dense = DenseRetriever(self.artifacts, self.store, embedder=embedder, nprobe=nprobe, rescorer=rescorer,
+                                            vectors=VectorRows(self.artifacts.path / EMBEDDINGS_FILE))
                 self.lexical = LexicalRetriever(self.artifacts, self.store)
                 calibration = load_calibration(self.artifacts) if fusion is None else None
             except ArtifactError:

@@ -103,11 +103,16 @@ class HybridRetriever:
             return rrf(rankings, self.rrf_k)
         return convex(rankings, self.alpha) if self.fusion == "convex" else weighted(rankings, self.weights)
 
+    def rankings(self, query: str, n: int) -> dict[str, list[tuple[int, float]]]:
+        """The dense and lexical top ``n`` of ``query``, the dense ranking completed with the lexical candidates'
+        exact dense scores (:meth:`amzqa.retrieval.dense.DenseRetriever.completed`)."""
+        lexical = self.lexical.search(query, n)
+        vec = self.dense.embedder.encode([query])
+        dense = self.dense.search_many([query], n, vecs=vec)[0]
+        return {"dense": self.dense.completed(vec[0], dense, [row for row, _ in lexical]), "lexical": lexical}
+
     def retrieve(self, query: str, k: int = 10) -> list[Hit]:
-        query = check_query(query)
-        n = candidates(k)
-        rankings = {"dense": self.dense.search(query, n), "lexical": self.lexical.search(query, n)}
-        return to_hits(self.store, self.fuse(rankings), k)
+        return to_hits(self.store, self.fuse(self.rankings(check_query(query), candidates(k))), k)
 
 
 def load_calibration(artifacts) -> dict[str, Any] | None:
