@@ -89,6 +89,7 @@ def calibrate_fusion(rset, n: int = 300, seed: int = 0, k: int = 10, progress: b
         "grid": [{"fusion": c.label, "score": round(s, 4), "mrr@10": r["mrr@10"], "recall@10": r["recall@10"]}
                  for s, c, r in scored],
         "questions": len(questions), "products": len(products), "seed": seed,
+        "dense_completion": True,  # fitted on hybrid rankings whose dense side is completed (amzqa.retrieval.dense)
         "corpus_fingerprint": rset.artifacts.manifest["corpus"]["fingerprint"],
     }  # no timing inside: the file is reproducible byte for byte (the manifest's timings hold calibrate_s)
     log.info("fusion calibrated on %d questions in %.1f s: %s (MRR@10 %.3f, recall@10 %.3f)", len(questions),

@@ -210,6 +210,39 @@ def test_hybrid_completes_dense_scores_the_ivf_search_missed(sample_corpus, samp
         ivf.dense.vectors[[len(ivf.store)]]
 
 
+def test_vector_rows_refuse_a_damaged_file_and_reopen_when_copied(tmp_path):
+    import pickle
+
+    from amzqa.retrieval.dense import VectorRows
+
+    path = tmp_path / "v.npy"
+    vectors = np.arange(12, dtype=np.float16).reshape(4, 3)
+    np.save(path, vectors)
+    rows = VectorRows(path)
+    assert (rows[[3, 0]] == vectors[[3, 0]]).all()
+    copy = pickle.loads(pickle.dumps(rows))  # a copy opens the file itself, never borrows a descriptor number
+    assert copy.fd != rows.fd and (copy[[1]] == vectors[[1]]).all()
+    path.write_bytes(path.read_bytes()[:-4])  # one row cut short
+    with pytest.raises(ArtifactError, match="shorter than"):
+        VectorRows(path)
+
+
+def test_a_calibration_from_before_completion_is_used_with_a_warning(sample_artifacts, tmp_path, caplog):
+    from amzqa.indexing.fusion import write_calibration
+    from amzqa.io.layout import FUSION_FILE
+    from amzqa.retrieval.hybrid import load_calibration
+
+    assert load_calibration(Artifacts.open(sample_artifacts))["dense_completion"] is True
+    index = tmp_path / "index"
+    shutil.copytree(sample_artifacts, index)
+    fusion = json.loads((index / FUSION_FILE).read_text())
+    del fusion["dense_completion"]
+    write_calibration(index, fusion)  # as an older amzqa wrote it, sealed
+    with caplog.at_level("WARNING"):
+        assert load_calibration(Artifacts.open(index))["fusion"] == fusion["fusion"]
+    assert "amzqa calibrate" in caplog.text
+
+
 def test_index_config_rejects_contradictions():
     with pytest.raises(ConfigError, match="nprobe"):
         IndexConfig(nlist=16, nprobe=32)

@@ -47,7 +47,7 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 1
+GATE_METHOD = 2  # 2: hybrid rankings complete the dense scores of lexical candidates
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:

@@ -6,11 +6,14 @@ default) re-scores its top candidates with the transformer the static model was 
 candidates re-ordered by MiniLM cosine. The re-ordered candidates keep the static scores in descending order, so the
 scores stay on the scale the hybrid fusion was calibrated on and below the candidates nothing moves.
 
-Hybrid retrieval completes the dense ranking (:meth:`DenseRetriever.completed`): a lexical candidate the approximate
-(IVF) search did not return gets its exact cosine from the stored title vectors, so the fusion weighs it on both
-scores instead of scoring it 0 on the dense side. IVF misses products whose titles lie far from the centroids it was
-trained on (real titles among two million synthetic ones lost 0.09 of dense recall@1 at ``nprobe`` 96 against exact
-search; docs/quality.md); completion gives the hybrid ranking exact dense scores for every candidate it fuses.
+Hybrid retrieval completes the dense ranking (:meth:`DenseRetriever.completed`): a lexical candidate the dense search
+did not return (outside its top ``n``, or missed by an approximate IVF search) gets its cosine from the stored title
+vectors, so the fusion weighs it on both scores instead of scoring it 0 on the dense side. IVF misses products whose
+titles lie far from the centroids it was trained on (real titles among two million synthetic ones lost 0.09 of dense
+recall@1 at ``nprobe`` 96 against exact search; docs/quality.md). The added scores are exact cosines of the stored
+float16 vectors, the returned ones the index's (8-bit quantised above 200k products: within ~0.01). On an index that
+re-scores with the transformer, the added rows are placed by their static cosine below or among the re-ordered
+head and are not re-scored themselves.
 """
 
 from __future__ import annotations
@@ -70,14 +73,22 @@ class VectorRows:
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        self.fd = os.open(path, os.O_RDONLY)
-        header = np.load(path, mmap_mode="r", allow_pickle=False)  # only its header is read: shape, dtype, data offset
+        self.path, self.fd = path, -1
+        try:  # only its header is read: shape, dtype, data offset
+            header = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:  # numpy refuses to map a file shorter than its header says
+            raise ArtifactError(f"{path}: {e}: shorter than its header's matrix; the index is damaged (amzqa verify) "
+                                f"or was replaced while loading: load it again") from e
         if header.ndim != 2 or not header.flags.c_contiguous:
-            os.close(self.fd)
             raise ArtifactError(f"{path}: expected a C-ordered 2-d matrix, got shape {header.shape}")
         self.shape, self.dtype, self.offset = tuple(header.shape), header.dtype, int(header.offset)
         del header
         self.row_bytes = self.shape[1] * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+        if os.fstat(self.fd).st_size < self.offset + self.shape[0] * self.row_bytes:
+            self.close()
+            raise ArtifactError(f"{path}: shorter than its header's {self.shape} matrix; the index is damaged "
+                                f"(amzqa verify) or was replaced while loading: load it again")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -88,13 +99,25 @@ class VectorRows:
         for i, row in enumerate(rows):
             if not 0 <= row < self.shape[0]:
                 raise IndexError(f"row {row} out of range 0..{self.shape[0] - 1}")
-            out[i] = np.frombuffer(os.pread(self.fd, self.row_bytes, self.offset + int(row) * self.row_bytes), self.dtype)
+            data = os.pread(self.fd, self.row_bytes, self.offset + int(row) * self.row_bytes)
+            if len(data) != self.row_bytes:
+                raise ArtifactError(f"{self.path}: row {row} could not be read (file truncated?)")
+            out[i] = np.frombuffer(data, self.dtype)
         return out
+
+    def __reduce__(self):
+        # A copy in another process opens the file again (a raw descriptor number means nothing there).
+        return (VectorRows, (self.path,))
+
+    def close(self) -> None:
+        fd, self.fd = getattr(self, "fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
 
     def __del__(self) -> None:
         try:
-            os.close(self.fd)
-        except (AttributeError, OSError):
+            self.close()
+        except OSError:
             pass
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from amzqa.errors import ArtifactError, ConfigError
 from amzqa.io.layout import FUSION_FILE
 from amzqa.records import Hit
 from amzqa.retrieval.base import candidates, check_query, to_hits
+
+log = logging.getLogger(__name__)
 
 FUSIONS = ("rrf", "weighted", "convex")
 
@@ -123,4 +126,7 @@ def load_calibration(artifacts) -> dict[str, Any] | None:
     result = json.loads(path.read_text(encoding="utf-8"))
     if result.get("corpus_fingerprint") != artifacts.manifest["corpus"]["fingerprint"]:
         raise ArtifactError(f"{path} was calibrated on another corpus; run amzqa calibrate --artifacts {artifacts.path}")
+    if not result.get("dense_completion"):
+        log.warning("%s was calibrated before hybrid rankings completed their dense scores: its fusion still works but "
+                    "may no longer be the best; run amzqa calibrate --artifacts %s", path, artifacts.path)
     return result
