@@ -116,6 +116,9 @@ def engine(tmp_path, monkeypatch):
 
 CHILD = r'''
 import signal, sys
+# Ctrl-C as a terminal delivers it: a test run launched in the background by a shell without job control inherits
+# SIGINT ignored (POSIX), which would leave this child deaf to the interrupt the test sends.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from amzqa.runtime import serve
 from amzqa.cli.main import main
 
