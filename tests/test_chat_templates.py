@@ -17,7 +17,8 @@ from amzqa.records import Product
 from tests.conftest import ROOT
 
 MARKERS = {"mistral": ("[INST] ", "[/INST]"), "zephyr": ("<|system|>\n", "<|user|>\n", "<|assistant|>\n"),
-           "phi3": ("<|system|>\n", "<|user|>\n", "<|end|>\n", "<|assistant|>\n")}
+           "phi3": ("<|system|>\n", "<|user|>\n", "<|end|>\n", "<|assistant|>\n"),
+           "gemma": ("<start_of_turn>user\n", "<end_of_turn>\n", "<start_of_turn>model\n")}
 SOURCES = [Product(0, "B07QXV6N1B", "JBL Flip 5 Waterproof Portable Bluetooth Speaker", "IPX7 waterproof. 12 hours of playtime.")]
 
 
@@ -86,7 +87,7 @@ PHI3 = ("{% for message in messages %}{% if message['role'] == 'system' %}{{'<|s
         "message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
 # recipe's shipped template -> the template the real model's own tokenizer carries
-OWN = {"mistral": MISTRAL_V03, "zephyr": TINYLLAMA, "phi3": PHI3}
+OWN = {"mistral": MISTRAL_V03, "zephyr": TINYLLAMA, "phi3": PHI3, "gemma": None}  # Gemma-3-270M base carries none
 
 
 def tokenizer_with(template: str | None = None):

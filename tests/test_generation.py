@@ -108,6 +108,9 @@ def test_adapter_folder_is_checked(tmp_path):
 
     with pytest.raises(ArtifactError, match="not a LoRA adapter"):
         check_adapter(tmp_path, "unused")
+    (tmp_path / "config.json").write_text("{}")  # a whole model (a full fine-tune's model/) passed as an adapter
+    with pytest.raises(ArtifactError, match="whole model .* pass it as the model"):
+        check_adapter(tmp_path, "unused")
 
 
 def test_adapter_trained_on_another_prompt_format_is_reported(tmp_path, caplog):

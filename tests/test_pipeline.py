@@ -28,6 +28,36 @@ def test_out_of_catalog_question_abstains(qa_extractive):
     assert a.abstained and a.text == ABSTAIN_MESSAGE and a.citations == []
 
 
+@pytest.mark.parametrize("asked, named", [
+    ("sony wh-1000xm5 battery life with anc on?", False),   # only the XM4 is in the catalog
+    ("anker powercore 20000 how many times does it charge an iphone", False),  # only the 10000
+    ("Does the Samsung Galaxy S23 come with a charger?", False),
+    ("sony wh1000xm4 battery life?", True),                  # the same identifier without its hyphen
+    ("anker powercore 10,000 - how many times does it charge an iphone?", True),
+])
+def test_a_model_identifier_no_source_carries_stops_the_answer(qa_extractive, asked, named):
+    """The near miss ranks first and the relevance gate alone would let it through: the answer would be another
+    model's (the XM4's 30 hours for the XM5). An identifier the question names must be in a source."""
+    answer = qa_extractive.ask(asked)
+    assert answer.abstained is (not named), answer.text
+    if named:
+        assert answer.citations and answer.citations[0].uid in ("B08N5WRWNW", "B0756CYWWD")
+
+
+def test_identifiers_are_names_not_quantities():
+    from amzqa.grounding.identity import identifiers, names_product, unmatched_identifiers
+    from amzqa.records import Product
+
+    assert identifiers("sony WH-1000XM5, qc35 ii, ps5, 6pk, 4oz, 5qt, 20v, roomba j7+, bose 700, 30,000 bends") == [
+        "wh1000xm5", "qc35", "ps5", "j7", "700", "30000"]
+    bose = Product(0, "b", "Bose QuietComfort 35 II Wireless Headphones", "Up to 20 hours of battery life.")
+    cable = Product(1, "c", "USB-C to USB-C Cable", "Nylon braided, tested for 30,000 bends.")
+    assert names_product("qc35", bose) and not names_product("qc45", bose)  # an abbreviated name: its number
+    assert names_product("30000", cable) and not names_product("3000", cable)  # whole numbers, not digit runs
+    assert unmatched_identifiers("bose qc45 battery?", [bose, cable]) == ["qc45"]
+    assert unmatched_identifiers("is the usb c cable braided?", [cable]) == []
+
+
 @pytest.mark.parametrize("q", ["", "   \n", "x" * 1001, None])
 def test_bad_questions_are_clear_errors(qa_extractive, q):
     with pytest.raises(AmzqaError, match="question"):

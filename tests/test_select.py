@@ -95,13 +95,22 @@ def test_label_scores_agree_with_teacher_forcing_in_the_default_dtype(hf_generat
 
 
 def test_a_fitted_threshold_decides_refusal_not_the_models_choice(hf_generator, monkeypatch):
+    """select_none: threshold abstains exactly when log P("0") reaches the fitted cut; the default (gate) leaves
+    abstention to QA's relevance gate and the support check: the model always picks a sentence, whatever the cut."""
+    from amzqa.errors import ConfigError
+    from amzqa.generation import GenerationConfig
     from amzqa.generation.abstention import Threshold
 
     prompt = build_prompt("is the castiron skillet dishwasher safe?", [SKILLET])
-    none = SelectingGenerator(hf_generator).choose(prompt).logprobs[0]
+    none = SelectingGenerator(hf_generator, none="threshold").choose(prompt).logprobs[0]
     for cut, abstains in ((none - 1.0, True), (none + 1.0, False)):
         monkeypatch.setattr(hf_generator, "abstain_threshold", Threshold(cut, message=NONE_LABEL), raising=False)
-        assert (SelectingGenerator(hf_generator).generate(prompt) == ABSTAIN_MESSAGE) is abstains
+        assert (SelectingGenerator(hf_generator, none="threshold").generate(prompt) == ABSTAIN_MESSAGE) is abstains
+        gated = SelectingGenerator(hf_generator)
+        assert gated.none == "gate" and gated.choose(prompt).chosen and gated.generate(prompt) != ABSTAIN_MESSAGE
+    for bad in (lambda: GenerationConfig(select_none="model"), lambda: SelectingGenerator(hf_generator, none="model")):
+        with pytest.raises(ConfigError, match="select_none"):
+            bad()
     # a generative adapter's cut (on the abstention message) is not applied to the label
     monkeypatch.setattr(hf_generator, "abstain_threshold", Threshold(-100.0), raising=False)
     assert SelectingGenerator(hf_generator).abstain_threshold is None
@@ -172,6 +181,14 @@ def test_a_fact_answer_shows_the_runner_up_the_lexical_rule_keeps():
     assert gen.shown(choice) == [1]
     gen.sentences = 3
     assert gen.shown(choice) == [1, 2]  # the gift box's 0.3 < 0.6: never shown
+    # A runner-up from another product is shown only if that product matches the question's names at least as well
+    # as the chosen one's: the skillet question is not answered with a Dutch oven's care as well.
+    skillet = [Candidate(1, "Hand wash only, dry promptly and rub with a light coat of oil.", 1.0, 1.0),
+               Candidate(2, "Dishwasher safe, though hand washing is recommended.", 0.9, 0.25),
+               Candidate(1, "Pre-seasoned with vegetable oil.", 0.65, 1.0)]
+    gen.sentences = 2
+    assert gen.shown(Choice(skillet, [], 1, "", fused=(9.0, 9.5, 6.0))) == [1, 3]
+    assert gen.shown(Choice(skillet, [], 2, "", fused=(9.0, 9.5, 6.0))) == [2, 1]  # the better-named product's
 
 
 CRAWDADS = Product(2, "B1", "Where the Crawdads Sing",

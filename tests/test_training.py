@@ -241,6 +241,52 @@ def test_lora_in_the_top_layers_only_stops_backpropagation_there(tiny_cfg):
         build_trainer(tiny_cfg.replace(lora_layers=total + 1), progress=False, max_steps=1)
 
 
+def test_full_fine_tuning_trains_the_top_layers_and_saves_a_model_the_generator_loads(tiny_cfg, tmp_path):
+    """method: full trains the weights of the top lora_layers layers (the embeddings and lower layers stay as they
+    were), saves a whole safetensors model with its provenance and abstention threshold, and answers as a model."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from amzqa.evaluation.generation_eval import GenerationEvalConfig, make_system
+    from amzqa.generation import GenerationConfig, HFGenerator
+    from amzqa.io.layout import ABSTENTION_CALIBRATION, trained_prompt
+    from amzqa.models import resolve_model
+    from amzqa.training.train import build_trainer, train
+
+    with pytest.raises(ConfigError, match="load_in_4bit: false"):
+        TrainConfig(method="full")
+    cfg = tiny_cfg.replace(out=tmp_path / "full", method="full", load_in_4bit=False, double_quant=False, lora_layers=2,
+                           max_steps=3, learning_rate=1e-4)
+    trainer, _ = build_trainer(cfg, progress=False, max_steps=1)
+    total = trainer.model.config.num_hidden_layers
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n in trained if ".layers." in n} == {total - 2, total - 1}
+    assert not any("embed" in n for n in trained) and not hasattr(trainer.model, "peft_config")
+    before = trainer.evaluate(trainer.train_dataset.select(range(8)))["eval_loss"]
+    del trainer
+
+    prov = train(cfg, progress=False)
+    folder = cfg.out / "model"
+    assert prov["method"] == "full" and prov["steps"] == 3 and not (cfg.out / "adapter").exists()
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    assert trained_prompt(folder)["k"] == 2 and (folder / ABSTENTION_CALIBRATION).is_file()
+    saved = load_file(folder / "model.safetensors")
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2"), dtype=torch.float32).state_dict()
+    top, low = f"model.layers.{total - 1}.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight"
+    assert saved[top].dtype == torch.float32 and not torch.equal(saved[top], base[top])
+    assert torch.equal(saved[low], base[low]) and torch.equal(saved["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+
+    trainer, _ = build_trainer(cfg.replace(model=str(folder), out=tmp_path / "again"), progress=False, max_steps=1)
+    after = trainer.evaluate(trainer.train_dataset.select(range(8)))["eval_loss"]
+    assert after < before - 0.05, (before, after)
+    prompt = build_prompt("Is the JBL Flip 5 waterproof?", [])
+    tuned = HFGenerator(GenerationConfig(max_new_tokens=16, model=str(folder)))
+    assert tuned.abstain_threshold is not None  # read from the model's folder, as for a merged model
+    assert tuned.generate(prompt) != HFGenerator(GenerationConfig(max_new_tokens=16)).generate(prompt)
+    name, gen = make_system(f"model:{folder}@hf", GenerationEvalConfig())
+    assert name == "model:full@hf" and gen.path == str(folder)
+
+
 def test_eos_is_a_trained_label(tiny_cfg):
     from amzqa.training.train import build_trainer
 

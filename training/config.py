@@ -24,7 +24,12 @@ class TrainConfig(Config):
 
     model: str = doc("Base causal LM: 'smollm2' (provisioned) or a folder / hub id such as mistralai/Mistral-7B-Instruct-v0.3.", "smollm2")
     data: Path | None = doc("SFT data folder (amzqa sft-data).", None)
-    out: Path | None = doc("Run folder: checkpoints/, adapter/, train_log.csv, train_config.yaml.", None)
+    out: Path | None = doc("Run folder: checkpoints/, adapter/ (or model/ with method: full), train_log.csv, "
+                           "train_config.yaml.", None)
+    method: Literal["lora", "full"] = doc("lora: train a LoRA adapter (out/adapter; QLoRA with load_in_4bit); full: train "
+                                          "the weights themselves (every layer, or the top lora_layers; the "
+                                          "embeddings stay frozen) and save the whole model (out/model, "
+                                          "safetensors), which GenerationConfig.model loads like a merged one.", "lora")
     load_in_4bit: bool = doc("QLoRA: NF4 base weights (bitsandbytes). False trains LoRA on full-precision weights.", True)
     double_quant: bool = doc("Quantise the NF4 quantisation constants too (saves ~0.4 bit/parameter).", True)
     lora_r: int = doc("LoRA rank.", 16)
@@ -33,8 +38,9 @@ class TrainConfig(Config):
     target_modules: str = doc("Modules that get LoRA: 'all-linear' or a comma-separated list of names.", "all-linear")
     lora_layers: int | None = doc("LoRA in the last N decoder layers only; None = every layer. Backpropagation then "
                                   "stops at the lowest adapted layer (nothing below it needs a gradient): the CPU "
-                                  "selection recipe's step is ~1/3 cheaper with the top 10 of SmolLM2's 30 layers.", None)
-    chat_template: str | None = doc("Chat template to train with, in place of the base model's own: mistral, zephyr, phi3 "
+                                  "selection recipe's step is ~1/3 cheaper with the top 10 of SmolLM2's 30 layers. With "
+                                  "method: full, the layers whose weights are trained.", None)
+    chat_template: str | None = doc("Chat template to train with, in place of the base model's own: mistral, zephyr, phi3, gemma "
                                     "(shipped, amzqa/chat_templates/) or a .jinja file; the adapter's tokenizer keeps it. "
                                     "None = the model's own, refused if its prompt is not a prefix of its training text.", None)
     batching: str = doc("auto (padding_free with FlashAttention, else length_grouped), padded (trl's default), "
@@ -78,6 +84,11 @@ class TrainConfig(Config):
             raise ConfigError("lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
         if self.lora_layers is not None and self.lora_layers < 1:
             raise ConfigError(f"lora_layers must be >= 1 (or null for every layer), got {self.lora_layers}")
+        if self.method not in ("lora", "full"):
+            raise ConfigError(f"method must be lora or full, got {self.method!r}")
+        if self.method == "full" and self.load_in_4bit:
+            raise ConfigError("method: full trains the weights themselves, which 4-bit weights cannot be; set "
+                              "load_in_4bit: false and double_quant: false")
         if self.double_quant and not self.load_in_4bit:
             raise ConfigError("double_quant only applies with load_in_4bit")
         if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):

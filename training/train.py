@@ -79,7 +79,9 @@ def base_load_kwargs(cfg: TrainConfig, device: str, batching: str, local_rank: i
     import torch
 
     bf16 = cfg.use_bf16(device)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    # Full fine-tuning keeps fp32 master weights (bf16 weights would round away AdamW's small updates); autocast
+    # computes in bf16 where the recipe says so.
+    dtype = torch.bfloat16 if bf16 and cfg.method != "full" else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -193,12 +195,18 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else check_targets(model, cfg.target_modules)
     layers = top_layers(model, cfg.lora_layers)
-    if layers is not None and targets == "all-linear":  # peft takes a layer subset only with named targets
-        targets = linear_names(model)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
-                      layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
+    lora = None
+    if cfg.method == "full":
+        trainable = freeze_below(model, layers)
+        log.info("full fine-tuning: %.1fM of %.1fM weights trained", trainable / 1e6,
+                 sum(p.numel() for p in model.parameters()) / 1e6)
+    else:
+        targets = cfg.target_modules if cfg.target_modules == "all-linear" else check_targets(model, cfg.target_modules)
+        if layers is not None and targets == "all-linear":  # peft takes a layer subset only with named targets
+            targets = linear_names(model)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
+                          layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
     has_eval = "eval" in dataset
     args = SFTConfig(
         output_dir=str(Path(cfg.out) / "checkpoints"),
@@ -232,6 +240,22 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
         adapter_to_fp32(trainer.model)
     return trainer, {"device": device, "batching": batching, "answer_only_head": cfg.answer_only_head, "base_path": path,
                      "data_manifest": data_manifest, "chat_template": template}
+
+
+def freeze_below(model, layers: list[int] | None) -> int:
+    """Full fine-tuning: train the decoder layers in ``layers`` (None: all of them) and the final norm; the embeddings
+    (tied to the LM head in small models: 28M of SmolLM2's 135M weights) stay frozen, so backward stops at the lowest
+    trained layer as LoRA's does. Returns how many weights are trained."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    keep = set(range(model.config.num_hidden_layers)) if layers is None else set(layers)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for i, layer in enumerate(decoder.layers):
+        if i in keep:
+            layer.requires_grad_(True)
+    if getattr(decoder, "norm", None) is not None:
+        decoder.norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def linear_names(model) -> list[str]:
@@ -312,6 +336,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     provenance = {
         "base_model": cfg.model, "base_path": facts["base_path"], "base_fingerprint": model_fingerprint(facts["base_path"]),
         "qlora": {"load_in_4bit": cfg.load_in_4bit, "double_quant": cfg.double_quant, "quant_type": "nf4"},
+        "method": cfg.method,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": cfg.target_modules,
                  "layers": cfg.lora_layers},
         "data": {"path": str(cfg.data), "checksum": facts["data_manifest"]["checksum"], "counts": facts["data_manifest"]["counts"],
@@ -324,15 +349,16 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     }
     if not trainer.is_world_process_zero():  # DDP/FSDP: the adapter is the same on every rank; rank 0 writes it
         return provenance
-    with atomic_dir(out / "adapter", overwrite=True) as tmp:
+    weights = out / ("model" if cfg.method == "full" else "adapter")
+    with atomic_dir(weights, overwrite=True) as tmp:
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
         trainer.processing_class.save_pretrained(str(tmp))
         write_json_atomic(tmp / ADAPTER_PROVENANCE, provenance)
-    log.info("adapter saved to %s (%d steps, %.0f s)", out / "adapter", trainer.state.global_step, seconds)
+    log.info("%s saved to %s (%d steps, %.0f s)", weights.name, weights, trainer.state.global_step, seconds)
     if cfg.calibrate_abstention and trainer.eval_dataset is not None:
         del trainer
         gc.collect()
-        provenance["abstention"] = calibrate_after_training(cfg, facts["device"], out / "adapter")
+        provenance["abstention"] = calibrate_after_training(cfg, facts["device"], weights)
     return provenance
 
 
@@ -389,13 +415,14 @@ def check_run_folder(out: Path, key: dict[str, Any], overwrite: bool) -> None:
 
 
 def calibrate_after_training(cfg: TrainConfig, device: str, adapter: Path) -> dict[str, Any] | None:
-    """Fit the abstention threshold with the adapter on its base, as transformers answers with it (the exported
+    """Fit the abstention threshold with the adapter on its base (or the fully fine-tuned model), as transformers answers with it (the exported
     engines score the same log-probability: tests/test_engines.py)."""
     from amzqa.generation import GenerationConfig, HFGenerator
     from amzqa.training.abstention import calibrate_abstention
 
-    gen_cfg = GenerationConfig(model=cfg.model, adapter=str(adapter), calibrated_abstention=False,
-                               device="cuda" if device == "cuda" else "cpu")
+    device = "cuda" if device == "cuda" else "cpu"
+    gen_cfg = (GenerationConfig(model=str(adapter), calibrated_abstention=False, device=device) if cfg.method == "full"
+               else GenerationConfig(model=cfg.model, adapter=str(adapter), calibrated_abstention=False, device=device))
     return calibrate_abstention(adapter, cfg.data, HFGenerator(gen_cfg))
 
 

@@ -37,6 +37,7 @@ from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
+from amzqa.grounding.identity import unmatched_identifiers
 from amzqa.grounding.text import split_sentences
 from amzqa.io.atomic import write_json_atomic
 from amzqa.io.layout import MANIFEST
@@ -238,6 +239,17 @@ class QA:
         covered = [coverage(question, f"{h.product.title} {h.product.content}") for h in hits]
         return float(max(max(cos), max(covered)))
 
+    def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None) -> bool:
+        """Whether the question goes on to the generator: the best hit's relevance reaches the calibrated threshold
+        (this pipeline's, or ``threshold``), and every model identifier the question names is carried by a hit
+        (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
+        battery life). The identifier rule is not part of the calibrated score: a generated calibration question
+        whose noise garbles an identifier would otherwise pull the threshold down for every question."""
+        if not hits or unmatched_identifiers(question, [h.product for h in hits]):
+            return False
+        threshold = self.config.abstain_threshold if threshold is None else threshold
+        return self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0)
+
     def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
         the evaluation reports score): the score that lets ``answer_rate`` of the questions whose product is retrieved
@@ -321,7 +333,7 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = bool(asked.hits) and self.relevance(asked.query, asked.hits, retrievers=rset) >= threshold
+        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset)
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0

@@ -42,8 +42,9 @@ class GenerationEvalConfig(Config):
     """Settings of ``amzqa eval generation``."""
 
     artifacts: Path | None = doc("Index artifact folder.", None)
-    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter), export:DIR (an "
-                       "OpenVINO export, e.g. of a fine-tuned model); base and adapter systems may "
+    systems: str = doc("Comma-separated: base, extractive, adapter:PATH (HF model plus a LoRA adapter), model:DIR (a "
+                       "transformers model folder: a merged or fully fine-tuned model), export:DIR (an "
+                       "OpenVINO export, e.g. of a fine-tuned model); base, adapter and model systems may "
                        "end in @hf or @openvino to pick its backend (default: auto, see GenerationConfig.backend); "
                        "select:SYSTEM answers by evidence selection (the model picks a source sentence or none).",
                        "base,extractive")
@@ -117,7 +118,7 @@ def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
         qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en"))
         for case in cases:
             hits = rset.hybrid.retrieve(case.question, k)
-            case.gated = qa.relevance(case.question, hits) < qa.config.abstain_threshold
+            case.gated = not qa.passes_gate(case.question, hits)
     return cases
 
 
@@ -175,7 +176,12 @@ def make_system(spec: str, cfg: GenerationEvalConfig, gen_cfg=None):
     if spec.startswith("export:"):
         path = spec.split(":", 1)[1]
         return f"export:{Path(path).name}", load_generator("openvino", config=gen_cfg.replace(model=path))
-    raise ConfigError(f"unknown system {spec!r}: use base, extractive, adapter:PATH (optionally @hf / @openvino) or "
+    if spec.startswith("model:"):  # a transformers model folder: amzqa merge's output or a full fine-tune's model/
+        path = spec.split(":", 1)[1]
+        label = f"model:{Path(path).parent.name or path}" + (f"@{backend}" if backend != "auto" else "")
+        return label, load_generator(backend, config=gen_cfg.replace(model=path))
+    raise ConfigError(f"unknown system {spec!r}: use base, extractive, adapter:PATH, model:DIR (a transformers model "
+                      "folder: amzqa merge's output or a full fine-tune's model/), each optionally @hf / @openvino, or "
                       "export:DIR (an amzqa export --format openvino folder), each optionally after select:")
 
 
@@ -185,7 +191,7 @@ def prompt_shape(cfg: GenerationEvalConfig) -> tuple[int, int]:
 
     specs = [s.strip().removeprefix("select:") for s in cfg.systems.split(",")]
     trained = next((adapter_prompt(s.split(":", 1)[1].rsplit("@", 1)[0]) for s in specs
-                    if s.startswith(("adapter:", "export:"))), {})
+                    if s.startswith(("adapter:", "export:", "model:"))), {})
     return cfg.k or trained.get("k", 5), cfg.excerpt_chars or trained.get("excerpt_chars", 300)
 
 

@@ -81,5 +81,5 @@ def load_generator(spec: str | Generator | None = None, adapter: str | None = No
 
     if cfg.strategy == "select" or trained_to_select(cfg.adapter) or trained_to_select(cfg.model):
 
-        return SelectingGenerator(generator, cfg.select_candidates, cfg.select_sentences)
+        return SelectingGenerator(generator, cfg.select_candidates, cfg.select_sentences, cfg.select_none)
     return generator

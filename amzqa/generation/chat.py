@@ -2,7 +2,7 @@
 
 Training (trl renders prompt + answer) and inference (:func:`amzqa.generation.prompt.render`) both go through the tokenizer's
 chat template, so a model must carry one: the model's own where its tokenizer has it, else the one its recipe names
-(``chat_template: mistral | zephyr | phi3`` or a path to a ``.jinja`` file). Training forces the recipe's template
+(``chat_template: mistral | zephyr | phi3 | gemma`` or a path to a ``.jinja`` file). Training forces the recipe's template
 over the model's own (``override=True``), and refuses any template under which the prompt alone is not a prefix of the
 prompt followed by its answer (:func:`check_prompt_prefix`): trl masks the loss from where the two diverge, so such a
 template trains on a prompt inference never shows (Mistral-7B-Instruct-v0.3's own template puts the system text only
@@ -19,7 +19,8 @@ from amzqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
-SHIPPED = {"mistral": "Mistral [INST]", "zephyr": "TinyLlama / Zephyr <|user|>", "phi3": "Phi-3 <|user|> ... <|end|>"}
+SHIPPED = {"mistral": "Mistral [INST]", "zephyr": "TinyLlama / Zephyr <|user|>", "phi3": "Phi-3 <|user|> ... <|end|>",
+           "gemma": "Gemma 3 <start_of_turn>user ... <end_of_turn> (for the base model, which carries none)"}
 
 
 def load_template(name_or_path: str) -> str:

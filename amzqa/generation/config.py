@@ -37,6 +37,12 @@ class GenerationConfig(Config):
     select_sentences: int = doc("strategy 'select': sentences shown: the chosen one, then the next best by the fused "
                                 "score whose lexical score is at least 0.6 of the best candidate's (the extractive "
                                 "baseline's rule), up to this many.", 2)
+    select_none: str = doc("strategy 'select': what may answer 'none of these'. 'gate' = not the model: QA's calibrated "
+                           "relevance gate and the support check decide abstention (the cut on the model's log P('0'), "
+                           "fitted on templated SFT questions, refused 3-5% of shopper-phrased answerable questions "
+                           "with the demo's selector and 12-34% with better-trained ones, while the gate alone "
+                           "abstained as often on absent products: docs/trust.md); 'threshold' = the model too, when "
+                           "log P('0') reaches that fitted cut.", "gate")
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
@@ -69,6 +75,8 @@ class GenerationConfig(Config):
             raise ConfigError(f"strategy must be generate or select, got {self.strategy!r}")
         if not 1 <= self.select_candidates <= 8:
             raise ConfigError("select_candidates must be between 1 and 8")
+        if self.select_none not in ("gate", "threshold"):
+            raise ConfigError(f"select_none must be gate or threshold, got {self.select_none!r}")
         if self.select_sentences < 1:
             raise ConfigError("select_sentences must be at least 1")
         if self.max_new_tokens < 1:

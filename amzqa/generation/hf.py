@@ -33,6 +33,9 @@ def check_adapter(adapter: str | Path, base_path: str) -> dict:
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
+        if (adapter / "config.json").is_file():
+            raise ArtifactError(f"{adapter} is a whole model (a full fine-tune or a merge), not a LoRA adapter: pass it "
+                                "as the model (GenerationConfig.model, --model), not as the adapter")
         raise ArtifactError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json); train one with amzqa train")
     prov_path = adapter / ADAPTER_PROVENANCE
     if not prov_path.is_file():

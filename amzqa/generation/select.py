@@ -7,8 +7,11 @@ most with the question are numbered (at most :data:`MAX_CANDIDATES`, in the sour
 is one label, ``0`` for "none of them". The choice is constrained by construction: only the labels are scored, from
 one pass over the prompt (``first_token_logprobs``; a server scores them as vLLM's ``allowed_token_ids`` or a
 ``choice`` constraint would). The shown answer is the chosen sentence itself, cited to its source: correct by
-construction. Refusal is not the model's free choice: it abstains when log P(``0``) reaches the threshold fitted on
-the SFT eval split (``amzqa_abstention.json``, as for the generative recipe), else it answers its best sentence.
+construction. Refusal is not the model's free choice: by default (``select_none: gate``) the model always picks a
+sentence, and abstention is decided before it by QA's relevance gate (calibrated on the catalog) and after it by the
+support check; with ``select_none: threshold`` it also abstains when log P(``0``) reaches the cut fitted on the SFT
+eval split (``amzqa_abstention.json``). That cut is fitted on templated questions and refused far more shopper-phrased
+answerable questions than it was fitted to (docs/trust.md), while the gate abstained as often on absent products.
 The same fit weighs each candidate's lexical score (words shared with the question, the kind of fact asked) against
 the model's label log-probability, chosen on the eval split's answerable examples: a reader fused with the
 retrieval-style prior, as rerankers fuse BM25, so a short CPU fine-tune adds to the prior rather than replaces it.
@@ -42,6 +45,7 @@ class Candidate:
     source: int  # 1-based position of the product among the retrieved sources
     sentence: str
     prior: float = 0.0  # the lexical score that made it a candidate (words shared with the question, fact kind)
+    relevance: float = 0.0  # how well its product matches the question's naming words (part of the prior)
 
 
 @cache
@@ -75,10 +79,10 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
             if not overlap and not relevance:  # shares nothing with the question: never a candidate
                 continue
             fact = answers(s, kinds)
-            scored.append((overlap + relevance * (1 + 0.5 * fact) + 0.3 * fact, n, i, s))
+            scored.append((overlap + relevance * (1 + 0.5 * fact) + 0.3 * fact, n, i, s, relevance))
     scored.sort(key=lambda t: -t[0])
     kept = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
-    return [Candidate(n, s, score) for score, n, _, s in kept]
+    return [Candidate(n, s, score, rel) for score, n, _, s, rel in kept]
 
 
 def selection_prompt(question: str, products, limit: int = MAX_CANDIDATES) -> tuple[Prompt, list[Candidate]]:
@@ -114,7 +118,7 @@ class Choice:
 class SelectingGenerator:
     """A generator that answers by choosing a source sentence (see module doc); ``inner`` scores the labels."""
 
-    def __init__(self, inner, limit: int = MAX_CANDIDATES, sentences: int = 2) -> None:
+    def __init__(self, inner, limit: int = MAX_CANDIDATES, sentences: int = 2, none: str = "gate") -> None:
         from amzqa.errors import ConfigError
 
         if not hasattr(inner, "first_token_logprobs"):
@@ -122,7 +126,9 @@ class SelectingGenerator:
                               f"{getattr(inner, 'name', inner)!r} does not")
         if not 1 <= limit <= MAX_CANDIDATES:
             raise ConfigError(f"select_candidates must be between 1 and {MAX_CANDIDATES}")
-        self.inner, self.limit, self.sentences = inner, limit, sentences
+        if none not in ("gate", "threshold"):
+            raise ConfigError(f"select_none must be gate or threshold, got {none!r}")
+        self.inner, self.limit, self.sentences, self.none = inner, limit, sentences, none
         self.name = f"select:{inner.name}"
         threshold = getattr(inner, "abstain_threshold", None)  # fitted for "0" only when trained to select
         self.abstain_threshold = threshold if threshold is not None and threshold.message == NONE_LABEL else None
@@ -136,6 +142,8 @@ class SelectingGenerator:
         weight = self.abstain_threshold.prior_weight if self.abstain_threshold is not None else 0.0
         fused = tuple(logprobs[i + 1] + weight * found[i].prior for i in range(len(found)))
         best = 1 + max(range(len(found)), key=lambda i: fused[i])
+        if self.none == "gate":  # abstention is QA's relevance gate's and the support check's, not the model's
+            return Choice(found, logprobs, best, "", fused)
         if self.abstain_threshold is not None:  # fitted on the SFT eval split: the model's own choice does not decide
             if logprobs[0] >= self.abstain_threshold.for_question(prompt.question):
                 return Choice(found, logprobs, 0, "the model's readiness to answer none is above the fitted threshold", fused)
@@ -146,9 +154,15 @@ class SelectingGenerator:
     def shown(self, choice: Choice) -> list[int]:
         """The candidates shown for a fact question: the chosen one, then the next best by the fused score whose
         lexical score is at least 0.6 of the best candidate's (as the extractive baseline keeps its runners-up), up
-        to ``sentences``. A second sentence often holds the fact when the chosen one only names the product."""
+        to ``sentences``. A second sentence often holds the fact when the chosen one only names the product. A
+        runner-up from another product is shown only if that product matches the question's naming words at least as
+        well as the chosen one's: "Hand wash only [1]. Dishwasher safe [2]." would answer the Lodge skillet question
+        with the Le Creuset Dutch oven's care."""
         top = max(c.prior for c in choice.candidates)
-        others = sorted((i for i in range(1, len(choice.candidates) + 1) if i != choice.chosen),
+        chosen = choice.candidates[choice.chosen - 1]
+        others = sorted((i for i in range(1, len(choice.candidates) + 1)
+                         if i != choice.chosen and (choice.candidates[i - 1].source == chosen.source
+                                                    or choice.candidates[i - 1].relevance >= chosen.relevance)),
                         key=lambda i: -choice.fused[i - 1])
         extra = [i for i in others if choice.candidates[i - 1].prior >= 0.6 * top][: self.sentences - 1]
         return [choice.chosen, *extra]
