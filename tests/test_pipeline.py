@@ -54,6 +54,12 @@ def test_identifiers_are_names_not_quantities():
     cable = Product(1, "c", "USB-C to USB-C Cable", "Nylon braided, tested for 30,000 bends.")
     assert names_product("qc35", bose) and not names_product("qc45", bose)  # an abbreviated name: its number
     assert names_product("30000", cable) and not names_product("3000", cable)  # whole numbers, not digit runs
+    # measurements, ranges, prices, percentages and dimensions are not names; digits-letters-digits models are
+    assert identifiers("15.6 inch, 100-240 v, 24/7, 1/4-20 mount, $129, is it 100% cotton, 1200 watts, 5x7 frame") == []
+    assert identifiers("sony wh 1000xm5 battery") == ["1000xm5"]
+    xm4 = Product(2, "x", "Sony WH-1000XM4 Wireless Headphones, Bluetooth 5.0", "Weighs 23 oz. Lamps 5 modes.")
+    assert names_product("xm4", xm4) and names_product("1000xm4", xm4)  # a word ending with it
+    assert not any(names_product(i, xm4) for i in ("xm5", "s23", "ps5"))  # not across words, nor "Bluetooth 5.0"
     assert unmatched_identifiers("bose qc45 battery?", [bose, cable]) == ["qc45"]
     assert unmatched_identifiers("is the usb c cable braided?", [cable]) == []
 

@@ -255,6 +255,9 @@ def test_full_fine_tuning_trains_the_top_layers_and_saves_a_model_the_generator_
 
     with pytest.raises(ConfigError, match="load_in_4bit: false"):
         TrainConfig(method="full")
+    # the default stays out of a run's identity: a LoRA run folder written before the setting existed resumes
+    assert "method" not in tiny_cfg.identity() and tiny_cfg.replace(
+        method="full", load_in_4bit=False, double_quant=False).identity()["method"] == "full"
     cfg = tiny_cfg.replace(out=tmp_path / "full", method="full", load_in_4bit=False, double_quant=False, lora_layers=2,
                            max_steps=3, learning_rate=1e-4)
     trainer, _ = build_trainer(cfg, progress=False, max_steps=1)

@@ -28,7 +28,7 @@ class TrainConfig(Config):
                            "train_config.yaml.", None)
     method: Literal["lora", "full"] = doc("lora: train a LoRA adapter (out/adapter; QLoRA with load_in_4bit); full: train "
                                           "the weights themselves (every layer, or the top lora_layers; the "
-                                          "embeddings stay frozen) and save the whole model (out/model, "
+                                          "embeddings and an untied LM head stay frozen) and save the whole model (out/model, "
                                           "safetensors), which GenerationConfig.model loads like a merged one.", "lora")
     load_in_4bit: bool = doc("QLoRA: NF4 base weights (bitsandbytes). False trains LoRA on full-precision weights.", True)
     double_quant: bool = doc("Quantise the NF4 quantisation constants too (saves ~0.4 bit/parameter).", True)
@@ -104,7 +104,10 @@ class TrainConfig(Config):
 
     def identity(self) -> dict:
         """The settings that make a run what it is (see NOT_IDENTITY for those left out)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        if identity.get("method") == "lora":  # the default: a run folder written before the setting existed resumes
+            del identity["method"]
+        return identity
 
     def check_machine(self) -> str:
         """The device to train on; refuses GPU-only options on a machine without CUDA, with a clear message."""
@@ -115,6 +118,10 @@ class TrainConfig(Config):
         if device == "cuda" and not cuda:
             raise ConfigError("this recipe needs a CUDA GPU (device: cuda) but none is available")
         check_launch(device, dict(os.environ), torch.cuda.device_count() if cuda else 0)
+        if self.method == "full" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+            raise ConfigError("method: full is not supported under FSDP here (frozen and trained weights share its "
+                              "root unit, and the model is saved from one rank); launch it with the DDP config or "
+                              "train LoRA (method: lora)")
         if device == "cpu":
             if self.optim.startswith("paged_"):
                 raise ConfigError(f"optim={self.optim} needs a CUDA GPU; none is available. "

@@ -244,7 +244,7 @@ def build_trainer(cfg: TrainConfig, progress: bool | None = None, max_steps: int
 
 def freeze_below(model, layers: list[int] | None) -> int:
     """Full fine-tuning: train the decoder layers in ``layers`` (None: all of them) and the final norm; the embeddings
-    (tied to the LM head in small models: 28M of SmolLM2's 135M weights) stay frozen, so backward stops at the lowest
+    (tied to the LM head in small models: 28M of SmolLM2's 135M weights) and an untied LM head stay frozen, so backward stops at the lowest
     trained layer as LoRA's does. Returns how many weights are trained."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     keep = set(range(model.config.num_hidden_layers)) if layers is None else set(layers)

@@ -178,7 +178,9 @@ def make_system(spec: str, cfg: GenerationEvalConfig, gen_cfg=None):
         return f"export:{Path(path).name}", load_generator("openvino", config=gen_cfg.replace(model=path))
     if spec.startswith("model:"):  # a transformers model folder: amzqa merge's output or a full fine-tune's model/
         path = spec.split(":", 1)[1]
-        label = f"model:{Path(path).parent.name or path}" + (f"@{backend}" if backend != "auto" else "")
+        folder = Path(path)  # a full fine-tune's run/model is named by its run; any other folder by itself
+        label = f"model:{folder.parent.name if folder.name == 'model' else folder.name}" + (
+            f"@{backend}" if backend != "auto" else "")
         return label, load_generator(backend, config=gen_cfg.replace(model=path))
     raise ConfigError(f"unknown system {spec!r}: use base, extractive, adapter:PATH, model:DIR (a transformers model "
                       "folder: amzqa merge's output or a full fine-tune's model/), each optionally @hf / @openvino, or "

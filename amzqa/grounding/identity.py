@@ -3,11 +3,16 @@
 A shopper who asks about the "Sony WH-1000XM5" is not answered by the WH-1000XM4's battery life, nor the "Anker
 PowerCore 20000" by the 10000's: retrieval ranks the near miss first (every other word matches) and the relevance gate
 lets it through, and the answer, though its source says it, is about another product. The identifiers a question
-names — a token mixing letters then digits (``xm5``, ``s23``, ``qc35``, ``dcd771``) or a number of three or more digits
-(``700``, ``20000``) — must therefore appear in a source: verbatim with the punctuation ignored (``wh-1000xm5`` =
-``WH1000XM5``), or, for an abbreviated name, its numbers among the numbers of a source's title (``qc35`` for "Bose
-QuietComfort 35 II", ``ps5`` for "PlayStation 5"). Digit-first tokens are quantities (``6pk``, ``4oz``, ``5qt``, ``20v``)
-that shoppers abbreviate freely, and are not identifiers here.
+names must therefore appear in a source. An identifier is a token that mixes letters then digits (``xm5``, ``s23``,
+``qc35``, ``dcd771``, ``wh-1000xm5``), digits, two or more letters and digits again (``1000xm5``; not ``5x7``), or a bare number of three or more
+digits (``700``, ``20000``; "1,008" reads as one number). Not identifiers: quantities shoppers abbreviate freely
+(``6pk``, ``4oz``, ``5qt``, ``20v``), numbers with a decimal point, range or fraction (``15.6``, ``100-240``, ``1/4-20``),
+numbers that are a percentage, a price or carry a unit (``100%``, ``$129``, ``1200 watts``).
+
+It matches a source when a word of the source (punctuation ignored: ``WH1000XM5`` = ``wh-1000xm5``), or two neighbouring
+words run together (``WH 1000XM5``), equals it or ends or begins with it (``xm4`` in ``WH-1000XM4``); or, for an
+abbreviated name, when each of its numbers follows a title word starting with its first letter (``qc35`` for "Bose
+QuietComfort 35 II", ``ps5`` for "PlayStation 5"; not ``xm5`` for a title saying "Bluetooth 5.0").
 
 Measured on the five hand-written fact-question sets and the general questions over the sample catalog (430
 answerable, 46 about absent products): no answerable question is stopped and 11 absent ones are (docs/trust.md).
@@ -20,33 +25,59 @@ from collections.abc import Iterable
 
 from amzqa.records import Product
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:[-/.][a-z0-9]+)*")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_WORD = re.compile(r"\S+")
 _NUMBER = re.compile(r"\d+")
+_MODEL = re.compile(r"[a-z]+\d")  # letters then digits
+# Units and signs that make a bare number a quantity, not a name.
+_UNITS = frozenset("""% $ mah mm cm m km in inch inches ft feet oz lb lbs g kg mg ml l liter liters litre litres qt
+quart quarts gal gallon gallons w watt watts kw v volt volts a amp amps hz khz mhz ghz gb tb mb kb mp px dpi rpm psi
+pages page pieces piece pcs pc count ct pack pk sheets hours hour hrs h minutes minute min mins seconds sec days day
+years year months degrees mph""".split())
+
+
+def _flat(word: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", word.lower())
 
 
 def identifiers(question: str) -> list[str]:
     """The model identifiers ``question`` names, lower case with punctuation removed."""
+    words = _WORD.findall(_THOUSANDS.sub("", question.lower()))
     found = []
-    for token in _TOKEN.findall(_THOUSANDS.sub("", question.lower())):
-        flat = re.sub(r"[^a-z0-9]", "", token)
-        if any(c.isdigit() for c in flat) and (flat[0].isalpha() or (flat.isdigit() and len(flat) >= 3)):
+    for i, word in enumerate(words):
+        core = word.strip(".,;:!?()[]\"'")
+        flat = _flat(core)
+        if not flat or not any(c.isdigit() for c in flat):
+            continue
+        if flat.isdigit():
+            following = _flat(words[i + 1]) if i + 1 < len(words) else ""
+            if (len(flat) >= 3 and core.isdigit() and following not in _UNITS
+                    and not (i and words[i - 1] in ("$", "€", "£"))):
+                found.append(flat)
+        elif core[0].isalpha() and _MODEL.match(flat) or re.fullmatch(r"\d+[a-z]{2,}\d+[a-z0-9]*", flat):
             found.append(flat)
     return found
 
 
-def _numbers(text: str) -> set[str]:
-    return set(_NUMBER.findall(_THOUSANDS.sub("", text)))
+def _words(text: str) -> list[str]:
+    return [f for f in (_flat(w) for w in _WORD.findall(_THOUSANDS.sub("", text))) if f]
 
 
 def names_product(identifier: str, product: Product) -> bool:
     """Whether ``product``'s title or description carries ``identifier`` (see the module doc)."""
     text = f"{product.title} {product.content or ''}"
-    if identifier.isdigit():
-        return identifier in _numbers(text)
-    if identifier in re.sub(r"[^a-z0-9]", "", text.lower()):
+    if identifier.isdigit():  # a whole number of the text ("1700" does not carry "700")
+        return identifier in _NUMBER.findall(_THOUSANDS.sub("", text))
+    words = _words(text)
+    singles = (w for w in words if any(c.isdigit() for c in w))
+    if any(w == identifier or w.endswith(identifier) or w.startswith(identifier) for w in singles):
         return True
-    return set(_NUMBER.findall(identifier)) <= _numbers(product.title)
+    if identifier in {a + b for a, b in zip(words, words[1:])}:
+        return True
+    title = _WORD.findall(product.title)
+    numbers = _NUMBER.findall(identifier)
+    return all(any(_flat(title[j]) == n and j and title[j - 1][:1].lower() == identifier[0] for j in range(len(title)))
+               for n in numbers)
 
 
 def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[str]:
