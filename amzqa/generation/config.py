@@ -39,8 +39,8 @@ class GenerationConfig(Config):
                                 "baseline's rule), up to this many.", 2)
     select_none: str = doc("strategy 'select': what may answer 'none of these'. 'gate' = not the model: QA's calibrated "
                            "relevance gate and the support check decide abstention (the cut on the model's log P('0'), "
-                           "fitted on templated SFT questions, refused 3-5% of shopper-phrased answerable questions "
-                           "with the demo's selector and 12-34% with better-trained ones, while the gate alone "
+                           "fitted on templated SFT questions, refused 4.5-7% of shopper-phrased answerable questions "
+                           "with the demo's selector and up to 34% with better-trained ones, while the gate alone "
                            "abstained as often on absent products: docs/trust.md); 'threshold' = the model too, when "
                            "log P('0') reaches that fitted cut.", "gate")
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
