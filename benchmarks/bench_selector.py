@@ -68,14 +68,17 @@ def gemma_model(work: Path) -> Path:
 
 
 def weights(folder: Path) -> Path | None:
+    from amzqa.io.layout import ADAPTER_PROVENANCE
+
     for name in ("adapter", "model"):
-        if (folder / name / "amzqa_adapter.json").is_file():
+        if (folder / name / ADAPTER_PROVENANCE).is_file():
             return folder / name
     return None
 
 
 def train_variant(name: str, sft: Path, work: Path) -> dict:
     """Train one variant (unless its weights exist); its provenance plus the child's wall time and peak RSS."""
+    from amzqa.io.layout import ADAPTER_PROVENANCE
     from amzqa.training.config import TrainConfig
 
     overrides = dict(VARIANTS[name])
@@ -86,7 +89,7 @@ def train_variant(name: str, sft: Path, work: Path) -> dict:
         cfg = TrainConfig.from_yaml(RECIPE).replace(data=sft, out=out, **overrides)
         seconds, rss, _ = run_measured(TRAIN, json.dumps(cfg.to_dict(), default=str))
         (out / "bench.json").write_text(json.dumps({"wall_s": round(seconds, 1), "peak_rss_mib": round(rss)}))
-    prov = json.loads((weights(out) / "amzqa_adapter.json").read_text())
+    prov = json.loads((weights(out) / ADAPTER_PROVENANCE).read_text())
     bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
     return {"weights": weights(out), "base": overrides.get("model"), **bench,
             "steps": prov["steps"], "train_seconds": prov["train_seconds"], "train_tokens": prov["train_tokens"]}

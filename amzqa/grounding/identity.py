@@ -23,17 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from amzqa.grounding.support import UNIT
 from amzqa.records import Product
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _WORD = re.compile(r"\S+")
 _NUMBER = re.compile(r"\d+")
 _MODEL = re.compile(r"[a-z]+\d")  # letters then digits
-# Units and signs that make a bare number a quantity, not a name.
-_UNITS = frozenset("""% $ mah mm cm m km in inch inches ft feet oz lb lbs g kg mg ml l liter liters litre litres qt
-quart quarts gal gallon gallons w watt watts kw v volt volts a amp amps hz khz mhz ghz gb tb mb kb mp px dpi rpm psi
-pages page pieces piece pcs pc count ct pack pk sheets hours hour hrs h minutes minute min mins seconds sec days day
-years year months degrees mph""".split())
 
 
 def _flat(word: str) -> str:
@@ -50,8 +46,8 @@ def identifiers(question: str) -> list[str]:
         if not flat or not any(c.isdigit() for c in flat):
             continue
         if flat.isdigit():
-            following = _flat(words[i + 1]) if i + 1 < len(words) else ""
-            if (len(flat) >= 3 and core.isdigit() and following not in _UNITS
+            following = words[i + 1].strip(".,;:!?()") if i + 1 < len(words) else ""
+            if (len(flat) >= 3 and core.isdigit() and not UNIT.fullmatch(following)
                     and not (i and words[i - 1] in ("$", "€", "£"))):
                 found.append(flat)
         elif core[0].isalpha() and _MODEL.match(flat) or re.fullmatch(r"\d+[a-z]{2,}\d+[a-z0-9]*", flat):

@@ -42,6 +42,7 @@ _UNIT = (r"(hours?|hrs?|minutes?|mins?|seconds?|days?|weeks?|months?|years?|page
          r"m|feet|foot|ft|pounds?|lbs?|lb|ounces?|oz|kg|g|grams?|quarts?|qt|liters?|litres?|l|ml|cups?|gallons?|"
          r"watts?|w|lumens|mah|gb|tb|mb|mbps|fps|megapixels?|mp|volts?|v|colou?rs?|players?|cards?|songs?|"
          r"tracks?|discs?|episodes?|chapters?|recipes?|percent|%|x)")
+UNIT = re.compile(rf"{_UNIT}", re.I)  # a whole word that is a unit (UNIT.fullmatch): amzqa.grounding.identity
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?:\s*-\s*|\s*)" + rf"(?:{_UNIT}\b)?", re.I)
 _NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
                  "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15",
