@@ -123,8 +123,8 @@ def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retr
 
     out = tmp_path / "sft"
     man = build_sft_data(SFTDataConfig(corpus=sample_corpus, artifacts=sample_artifacts, out=out, k=3, max_products=40,
-                                       target="select", abstain_fraction=0.25, eval_fraction=0.2),
-                         retrievers=retrievers)
+                                       target="select", abstain_fraction=0.25, eval_fraction=0.2,
+                                       open_fact_questions_per_product=1), retrievers=retrievers)
     assert man["target"] == "select" and man["abstain_target"] == NONE_LABEL and man["prompt"]["target"] == "select"
     data = load_from_disk(str(out / "dataset"))
     rows = list(data["train"]) + list(data["eval"])
@@ -137,6 +137,16 @@ def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retr
         if label:  # the labelled sentence belongs to the product asked about
             gold = retrievers.store.by_uid(r["uid"])
             assert lines[label].startswith(f"{label}. [") and lines[label].split("] ", 1)[1] in gold.content
+    # open fact questions ("... - any awards?"): labelled with the sentence holding the asked word, which no other
+    # sentence of the product has
+    from amzqa.grounding.facts import asked_facts
+    from amzqa.grounding.text import content_words
+
+    opened = [r for r in rows if r["kind"] == "fact" and not r["abstain"] and not asked_facts(r["question"])]
+    assert len(opened) >= 10
+    for r in opened:
+        chosen = r["prompt"][1]["content"].split("\n")[int(r["completion"][0]["content"])].split("] ", 1)[1]
+        assert content_words(r["question"]) & content_words(chosen), (r["question"], chosen)
     # an adapter trained on it is recognised as a selector, whatever strategy the settings say
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / ADAPTER_PROVENANCE).write_text(json.dumps({"data": {"prompt": man["prompt"]}}))
@@ -231,3 +241,45 @@ def test_described_fact_questions_name_the_product_by_its_description():
     assert all(content_words(q.text) & {"marsh", "girl", "kya", "owens", "delia", "murder", "carolina", "north",
                                         "coastal", "investigation", "1969", "novel"} for q in pages)
     assert sum(bool(content_words(q.text) & title) for q in named) >= 15
+
+
+DUNE = Product(5, "D1", "Dune",
+               "Frank Herbert's science fiction epic of Paul Atreides on the desert planet Arrakis. Winner of the Hugo "
+               "and Nebula Awards. Mass market paperback, 896 pages.")
+
+
+def test_open_fact_questions_ask_with_a_word_only_the_answering_sentence_has():
+    """A detail no fact kind names ("any awards?") is asked with a word of its own sentence that neither the title
+    nor another sentence has; described, the product is named by another sentence, never by the answer's."""
+    import random
+
+    from amzqa.data.questions import open_fact_questions
+    from amzqa.grounding.text import content_words, split_sentences
+
+    r = random.Random(0)
+    sentences = split_sentences(DUNE.content)
+    for describe in (0.0, 1.0):
+        questions = [q for _ in range(30) for q in open_fact_questions(DUNE, r, 1, describe=describe)]
+        assert len(questions) == 30 and {q.kind for q in questions} == {"fact"}
+        assert {q.sentence for q in questions} == set(sentences)  # every sentence has a word of its own
+        for q in questions:
+            others = set().union(*(content_words(s) for s in sentences if s != q.sentence))
+            own = content_words(q.sentence) - others - content_words(DUNE.title)
+            assert content_words(q.text) & own, q.text
+            if describe:
+                assert "dune" not in q.text.lower()
+    assert open_fact_questions(DUNE, r, 0) == [] and open_fact_questions(Product(6, "E", "Empty", ""), r, 2) == []
+
+
+def test_words_the_products_identity_explains_do_not_pick_its_sentence():
+    """A describing question paraphrases one sentence and asks with another word: the sentence holding that word wins
+    (it lost to the paraphrased one before); a question that only describes still gets the described sentence; a named
+    question's title words do not pick the sentence that repeats them."""
+    best = lambda q, ps: max(candidates(q, ps), key=lambda c: c.prior).sentence  # noqa: E731
+    asked = "frank herbert's sci-fi epic about paul atreides on a desert planet - what awards did it win?"
+    assert best(asked, [DUNE, COOKBOOK]) == "Winner of the Hugo and Nebula Awards."
+    assert best("find me the book: herbert's epic of paul atreides on a desert planet", [DUNE, COOKBOOK]).startswith(
+        "Frank Herbert's science fiction epic")
+    knife = Product(7, "K1", "Victorinox Fibrox Pro 8-Inch Chef's Knife",
+                    "High-carbon stainless steel blade with a non-slip Fibrox Pro handle. Made in Switzerland.")
+    assert best("victorinox fibrox 8 inch chefs knife where is it made", [knife, COOKBOOK]) == "Made in Switzerland."

@@ -129,7 +129,7 @@ def test_the_labelled_pairs_are_real_and_balanced():
     pairs = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
     assert len(pairs) >= 200
     assert {p["model"].split(":")[0] for p in pairs} == {"base", "export", "select"}  # real outputs of each model
-    assert {p["split"] for p in pairs} == {"dev", "test"}
+    assert {p["split"] for p in pairs} == {"dev", "test", "holdout"}
     assert 0.2 < sum(p["label"] for p in pairs) / len(pairs) < 0.8
 
 

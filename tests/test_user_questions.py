@@ -46,9 +46,12 @@ def test_uids_must_be_products_of_the_catalog(tmp_path, retrievers):
 SHOPPER = FACTS.with_name("fact_questions_shopper.jsonl")
 VALIDATION = FACTS.with_name("fact_questions_validation.jsonl")
 TEST = FACTS.with_name("fact_questions_test.jsonl")
+HOLDOUT = FACTS.with_name("fact_questions_holdout.jsonl")
+JUDGE = FACTS.with_name("fact_questions_judge.jsonl")
 
 
-@pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6), (TEST, 6)], ids=lambda v: getattr(v, "stem", v))
+@pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6), (TEST, 6), (HOLDOUT, 10), (JUDGE, 10)],
+                         ids=lambda v: getattr(v, "stem", v))
 def test_the_fact_question_set_is_valid_and_large_enough(retrievers, path, absent):
     questions = load_user_questions(path, retrievers.store)
     answerable = [q for q in questions if q.product_uid]

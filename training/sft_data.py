@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from amzqa.config import Config, doc
-from amzqa.data.questions import content_question, fact_questions, title_question
+from amzqa.data.questions import content_question, fact_questions, open_fact_questions, title_question
 from amzqa.data.split import HELDOUT_RATE, HELDOUT_SALT, is_heldout
 from amzqa.errors import ConfigError
 from amzqa.generation.prompt import (
@@ -60,6 +60,9 @@ class SFTDataConfig(Config):
     questions_per_product: int = doc("Questions written per product (title-mention and content-only alternate).", 2)
     fact_questions_per_product: int = doc("Fact questions per product whose description states a fact (amzqa.grounding.facts), "
                                           "answered with the sentence that states it.", 1)
+    open_fact_questions_per_product: int = doc("Questions per product about a detail no fact kind names, asked with a word "
+                                               "only its sentence has ('what insole?', 'any awards?'), answered with that "
+                                               "sentence (amzqa.data.questions.open_fact_questions).", 0)
     describe_fraction: float = doc("Share of fact questions that describe the product from its description instead "
                                    "of naming it ('the novel about a marsh girl - how many pages?').", 0.0)
     k: int = doc("Sources per example; keep equal to the k used at inference (QAConfig.k).", 5)
@@ -88,8 +91,8 @@ class SFTDataConfig(Config):
             raise ConfigError("abstain_fraction and eval_fraction must be in [0, 1)")
         if not 0 <= self.describe_fraction <= 1:
             raise ConfigError("describe_fraction must be in [0, 1]")
-        if self.fact_questions_per_product < 0:
-            raise ConfigError("fact_questions_per_product must be >= 0")
+        if self.fact_questions_per_product < 0 or self.open_fact_questions_per_product < 0:
+            raise ConfigError("fact_questions_per_product and open_fact_questions_per_product must be >= 0")
         if self.questions_per_product < 1 or self.max_products < 0 or self.max_answer_sentences < 1:
             raise ConfigError("questions_per_product and max_answer_sentences must be >= 1, max_products >= 0")
         if self.excerpt_chars < 50:
@@ -210,7 +213,9 @@ def build_sft_data(cfg: SFTDataConfig, progress: bool | None = None, retrievers=
         gold = store.get(row)
         questions = [(content_question(gold, r) if j % 2 else None) or title_question(gold, r)
                      for j in range(cfg.questions_per_product)]
-        for q in questions + fact_questions(gold, r, cfg.fact_questions_per_product, cfg.describe_fraction):
+        facts = fact_questions(gold, r, cfg.fact_questions_per_product, cfg.describe_fraction)
+        facts += open_fact_questions(gold, r, cfg.open_fact_questions_per_product, cfg.describe_fraction)
+        for q in questions + facts:
             key = title_key(gold.title)
             hits = rset.hybrid.retrieve(q.text, k=pool)
             # Held-out products stay out of every prompt (the evaluation scores exactly those), distractors included.

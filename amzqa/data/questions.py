@@ -223,6 +223,54 @@ def fact_questions(p: Product, r: random.Random, limit: int = 1, describe: float
     return out
 
 
+
+# Shoppers ask about details no fact kind names ("what insole", "where is it made", "what awards did it win"), with a
+# word of the sentence that states it around the product's name or description.
+# Words too vague to ask about on their own.
+_VAGUE = frozenset("this that these those their them they with from into over under about your have more most also "
+                   "each every other than then when where which while what will would could should just only very "
+                   "many much some such like make makes made ones".split())
+OPEN_TEMPLATES = ("{t} {w}?", "what about the {w} on the {t}?", "does the {t} have {w}?", "{t} - any {w}?",
+                  "what {w} does the {t} have?", "{t}: {w}?", "tell me the {w} of the {t}", "{w} of the {t}?")
+OPEN_ASKS = ("any {w}?", "what about the {w}?", "{w}?", "what {w} does it have?", "does it have {w}?", "tell me the {w}")
+
+
+def open_fact_questions(p: Product, r: random.Random, limit: int = 1, describe: float = 0.0) -> list[Question]:
+    """Up to ``limit`` questions about one description sentence each, asked with one or two of its own words that
+    neither the title nor another sentence of the description has; ``Question.sentence`` is that sentence.
+
+    Beside the typed fact questions (:func:`fact_questions`, thirteen kinds), they teach a selector that the answer is
+    the sentence holding what is asked, not the one sharing most words with a question that names or describes the
+    product: "frank herbert's epic about paul atreides on a desert planet - what awards?" is answered by "Winner of
+    the Hugo and Nebula Awards", not by the sentence the description came from."""
+    from amzqa.grounding.text import content_words, split_sentences
+
+    if limit <= 0 or not p.content:
+        return []
+    sentences = split_sentences(p.content)
+    named = content_words(p.title)
+    options = []
+    for i, sentence in enumerate(sentences):
+        elsewhere = named.union(*(content_words(o) for j, o in enumerate(sentences) if j != i))
+        own = [w for w in _WORD.findall(html.unescape(sentence))
+               if len(w) > 3 and w.isalpha() and w.casefold() not in _VAGUE and (cw := content_words(w)) and not cw & elsewhere]
+        if own:
+            options.append((sentence, own))
+    r.shuffle(options)
+    out = []
+    for sentence, own in options[:limit]:
+        start = r.randrange(len(own))
+        asked = " ".join(own[start:start + r.randint(1, 2)]).lower()
+        template = r.choice(OPEN_TEMPLATES)
+        described = described_name(p, [s for s in sentences if s != sentence], r) if r.random() < describe else None
+        if described is None:
+            text = template.format(t=short_name(p.title, r), w=asked)
+        else:  # "the novel about a marsh girl - any awards?"
+            text = f"{described} - " + r.choice(OPEN_ASKS).format(w=asked)
+        out.append(Question(capitalised(text, r), p.uid, p.row_id, "fact", sentence))
+    return out
+
+
 # The kind of thing a described product is ("that novel where..."), when its title says it.
 KINDS = frozenset("book novel cookbook guide memoir speaker headphones earbuds headset skillet pan pot kettle blender "
                   "toaster toy game puzzle kit bag backpack watch lamp chair camera charger bottle shirt jacket shoes "

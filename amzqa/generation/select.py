@@ -74,8 +74,9 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
         words = [content_words(s) for s in sentences]
         named = content_words(product.title)
         relevance = max(len(naming & named), 0.5 * len(naming & named.union(*words))) / len(naming)
+        pointing = asked if kinds else asked_beyond_identity(asked, naming, named, words)
         for i, (s, w) in enumerate(zip(sentences, words)):
-            overlap = len(asked & w) / len(asked)
+            overlap = len(pointing & w) / len(asked)
             if not overlap and not relevance:  # shares nothing with the question: never a candidate
                 continue
             fact = answers(s, kinds)
@@ -83,6 +84,23 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
     scored.sort(key=lambda t: -t[0])
     kept = sorted(scored[:limit], key=lambda t: (t[1], t[2]))
     return [Candidate(n, s, score, rel) for score, n, _, s, rel in kept]
+
+
+def asked_beyond_identity(asked: set[str], naming: set[str], title: set[str], sentences: list[set[str]]) -> set[str]:
+    """The question's words that say which of a product's sentences answers: all of them, unless some are explained
+    by the product's identity — its title's words, and the words of each sentence a describing question paraphrases
+    (one sharing at least two naming words beyond the title) — and another of its sentences holds one of the rest.
+    Then only the rest count: "frank herbert's epic about paul atreides on a desert planet - what awards?" points at
+    "Winner of the Hugo and Nebula Awards", not at the sentence it paraphrases; "victorinox fibrox chef's knife,
+    where is it made" at "Made in Switzerland", not at the "Fibrox Pro handle". Relevance credits the identity's
+    words to every sentence of the product alike. Not applied to a question asking for a kind of fact
+    (:mod:`amzqa.grounding.facts`): the sentence stating that kind is credited already, and it is often the very
+    sentence a describing question paraphrases ("the self-help book about caring less - who wrote it?")."""
+    described = [len((naming & w) - title) >= 2 for w in sentences]
+    rest = asked - title.union(*(w for w, d in zip(sentences, described) if d))
+    if rest and any(rest & w for w, d in zip(sentences, described) if not d):
+        return rest
+    return asked
 
 
 def selection_prompt(question: str, products, limit: int = MAX_CANDIDATES) -> tuple[Prompt, list[Candidate]]:
