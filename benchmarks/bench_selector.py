@@ -174,8 +174,8 @@ class QuoteScorer:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         # Left-padded so every continuation ends the row: only its logits are computed (a vocabulary of 49k x 400
         # positions x 9 rows would take 0.7 GB); positions follow the mask, as generate() sets them.
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.hf.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.hf.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                            logits_to_keep=keep).logits.float()
@@ -183,7 +183,7 @@ class QuoteScorer:
         out = []
         for i, r in enumerate(rows):
             n = len(r) - len(head_ids)
-            cont = torch.tensor(r[len(head_ids):])
+            cont = torch.tensor(r[len(head_ids):], device=self.hf.device)
             out.append(float(logp[i, keep - 1 - n:keep - 1].gather(-1, cont[:, None]).sum()))
         return out
 

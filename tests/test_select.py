@@ -139,14 +139,18 @@ def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retr
             assert lines[label].startswith(f"{label}. [") and lines[label].split("] ", 1)[1] in gold.content
     # open fact questions ("... - any awards?"): labelled with the sentence holding the asked word, which no other
     # sentence of the product has
+    from amzqa.generation.prompt import sanitize
     from amzqa.grounding.facts import asked_facts
-    from amzqa.grounding.text import content_words
+    from amzqa.grounding.text import content_words, split_sentences
 
     opened = [r for r in rows if r["kind"] == "fact" and not r["abstain"] and not asked_facts(r["question"])]
     assert len(opened) >= 10
-    for r in opened:
+    for r in opened:  # the question asks with a word only the labelled sentence of its product has
         chosen = r["prompt"][1]["content"].split("\n")[int(r["completion"][0]["content"])].split("] ", 1)[1]
-        assert content_words(r["question"]) & content_words(chosen), (r["question"], chosen)
+        gold = retrievers.store.by_uid(r["uid"])
+        elsewhere = content_words(gold.title).union(*(content_words(s) for s in split_sentences(sanitize(gold.content))
+                                                      if s != chosen))
+        assert (content_words(r["question"]) & content_words(chosen)) - elsewhere, (r["question"], chosen)
     # an adapter trained on it is recognised as a selector, whatever strategy the settings say
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / ADAPTER_PROVENANCE).write_text(json.dumps({"data": {"prompt": man["prompt"]}}))
@@ -268,7 +272,9 @@ def test_open_fact_questions_ask_with_a_word_only_the_answering_sentence_has():
             assert content_words(q.text) & own, q.text
             if describe:
                 assert "dune" not in q.text.lower()
+    state = r.getstate()  # none asked: the random stream is untouched, so existing SFT data stays as it was
     assert open_fact_questions(DUNE, r, 0) == [] and open_fact_questions(Product(6, "E", "Empty", ""), r, 2) == []
+    assert r.getstate() == state
 
 
 def test_words_the_products_identity_explains_do_not_pick_its_sentence():

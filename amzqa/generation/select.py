@@ -58,7 +58,8 @@ def fact_words() -> frozenset[str]:
 def candidates(question: str, products: tuple[Product, ...] | list[Product], limit: int = MAX_CANDIDATES) -> list[Candidate]:
     """The description sentences that share most with the question, at most ``limit``, in the sources' order.
 
-    A sentence scores its words shared with the question, plus how well its product matches the question's naming
+    A sentence scores its words shared with the question (for a question asking no typed fact, only those its
+    product's identity does not explain, where another of its sentences holds one: :func:`asked_beyond_identity`), plus how well its product matches the question's naming
     words (those that are not fact-asking vocabulary): the share found in the title, or half the share found in the
     title and description together, whichever is larger. That relevance counts for every sentence of the product,
     the more so for a sentence stating the kind of fact asked for: a shopper who describes a book ("the novel about a
@@ -95,7 +96,9 @@ def asked_beyond_identity(asked: set[str], naming: set[str], title: set[str], se
     where is it made" at "Made in Switzerland", not at the "Fibrox Pro handle". Relevance credits the identity's
     words to every sentence of the product alike. Not applied to a question asking for a kind of fact
     (:mod:`amzqa.grounding.facts`): the sentence stating that kind is credited already, and it is often the very
-    sentence a describing question paraphrases ("the self-help book about caring less - who wrote it?")."""
+    sentence a describing question paraphrases ("the self-help book about caring less - who wrote it?"). A question
+    that names the detail with two or more of its sentence's words ("did it win the hugo and nebula awards?") makes
+    that sentence look paraphrased too, and the plain overlap applies, as before."""
     described = [len((naming & w) - title) >= 2 for w in sentences]
     rest = asked - title.union(*(w for w, d in zip(sentences, described) if d))
     if rest and any(rest & w for w, d in zip(sentences, described) if not d):
