@@ -223,13 +223,12 @@ def fact_questions(p: Product, r: random.Random, limit: int = 1, describe: float
     return out
 
 
-
-# Shoppers ask about details no fact kind names ("what insole", "where is it made", "what awards did it win"), with a
-# word of the sentence that states it around the product's name or description.
-# Words too vague to ask about on their own.
+# Words too vague to ask about on their own (open_fact_questions).
 _VAGUE = frozenset("this that these those their them they with from into over under about your have more most also "
                    "each every other than then when where which while what will would could should just only very "
                    "many much some such like make makes made ones".split())
+# Shoppers ask about details no fact kind names ("what insole", "where is it made", "what awards did it win"), with a
+# word of the sentence that states it around the product's name or description.
 OPEN_TEMPLATES = ("{t} {w}?", "what about the {w} on the {t}?", "does the {t} have {w}?", "{t} - any {w}?",
                   "what {w} does the {t} have?", "{t}: {w}?", "tell me the {w} of the {t}", "{w} of the {t}?")
 OPEN_ASKS = ("any {w}?", "what about the {w}?", "{w}?", "what {w} does it have?", "does it have {w}?", "tell me the {w}")

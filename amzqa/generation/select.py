@@ -59,9 +59,9 @@ def candidates(question: str, products: tuple[Product, ...] | list[Product], lim
     """The description sentences that share most with the question, at most ``limit``, in the sources' order.
 
     A sentence scores its words shared with the question (for a question asking no typed fact, only those its
-    product's identity does not explain, where another of its sentences holds one: :func:`asked_beyond_identity`), plus how well its product matches the question's naming
-    words (those that are not fact-asking vocabulary): the share found in the title, or half the share found in the
-    title and description together, whichever is larger. That relevance counts for every sentence of the product,
+    product's identity does not explain, where another of its sentences holds one: :func:`asked_beyond_identity`),
+    plus how well its product matches the question's naming words (those that are not fact-asking vocabulary): the
+    share found in the title, or half the share found in the title and description together, whichever is larger. That relevance counts for every sentence of the product,
     the more so for a sentence stating the kind of fact asked for: a shopper who describes a book ("the novel about a
     marsh girl - how many pages?") matches its first sentence, while the page count is in another ("Hardcover, 384
     pages."). Descriptions are sanitised as for the generative prompt (injections dropped)."""
