@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from amzqa.answer.pipeline import QA, QAConfig, threshold_for_rate
+from amzqa.answer.pipeline import GATE_METHOD, QA, QAConfig, threshold_for_rate
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, coverage
 from amzqa.records import Answer
@@ -62,6 +62,37 @@ def test_identifiers_are_names_not_quantities():
     assert not any(names_product(i, xm4) for i in ("xm5", "s23", "ps5"))  # not across words, nor "Bluetooth 5.0"
     assert unmatched_identifiers("bose qc45 battery?", [bose, cable]) == ["qc45"]
     assert unmatched_identifiers("is the usb c cable braided?", [cable]) == []
+
+
+@pytest.mark.parametrize("asked, answered", [
+    # a described product: the asking words ("who wrote it") are in no product and alone kept it below the threshold
+    ("the novel about a teenager expelled from prep school wandering new york - who wrote it", "Salinger"),
+    ("instant pot 8 quart - how many cooking programs does it have", None),  # the catalog's Instant Pot is 6 quarts
+    ("instant pot duo 6 qt - how many cooking programs does it have", "13 one-touch programs"),
+])
+def test_the_gate_reads_the_naming_part_and_its_sizes(qa_extractive, asked, answered):
+    answer = qa_extractive.ask(asked)
+    assert answer.abstained is (answered is None), answer.text
+    if answered:
+        assert answered in answer.text
+
+
+def test_the_naming_part_is_the_question_without_its_ask():
+    from amzqa.grounding.identity import naming_part, size_conflicts
+    from amzqa.records import Product
+
+    assert naming_part("the picture book where a tiger comes to tea - what is the girl called?") == (
+        "the picture book where a tiger comes to tea")  # "where" inside the naming part does not cut it
+    assert naming_part("le creuset 5.5 qt dutch oven, oven safe to what temp") == "le creuset 5.5 qt dutch oven"
+    assert naming_part("what comes in the box? (Jellycat Bashful Bunny, Medium)") == "Jellycat Bashful Bunny Medium"
+    assert naming_part("instant pot duo 8 qt how many people does it serve") == "instant pot duo 8 qt"
+    assert naming_part("How long does the JBL Flip 5 battery last?") == ""  # the ask comes first: no part apart
+    assert naming_part("frozen blu ray runtime?") == ""  # no asking word
+    pot = Product(0, "p", "Instant Pot Duo 7-in-1 Electric Pressure Cooker, 6 Quart", "Serves up to 6 people.")
+    assert size_conflicts("instant pot duo 8 qt - how many people does it serve", pot) == ["8 quart"]
+    assert size_conflicts("instant pot duo 6 qt - how many people does it serve", pot) == []
+    assert size_conflicts("instant pot duo for 8 people - how long for rice", pot) == []  # people: not a size
+    assert size_conflicts("instant pot 16 oz - how many people", pot) == []  # states no size in ounces
 
 
 @pytest.mark.parametrize("q", ["", "   \n", "x" * 1001, None])
@@ -237,7 +268,7 @@ def test_settings_fitted_for_another_shape_are_refitted(qa_extractive, sample_ar
         assert other.config.abstain_threshold != 1.01, name
         assert not other.ask("Is the JBL Flip 5 waterproof?").abstained
         assert "was calibrated for k=5, mode=hybrid" in caplog.text
-        assert other.config.calibration["fitted_for"] == {"k": 3, "mode": "lexical", "excerpt_chars": 300,
+        assert other.config.calibration["fitted_for"] == {"k": 3, "mode": "lexical", "excerpt_chars": 300, "score": GATE_METHOD,
                                                           "answer_rate": 0.98}
 
 

@@ -49,10 +49,11 @@ TEST = FACTS.with_name("fact_questions_test.jsonl")
 HOLDOUT = FACTS.with_name("fact_questions_holdout.jsonl")
 JUDGE = FACTS.with_name("fact_questions_judge.jsonl")
 JUDGE2 = FACTS.with_name("fact_questions_judge2.jsonl")
+JUDGE3 = FACTS.with_name("fact_questions_judge3.jsonl")
 
 
 @pytest.mark.parametrize("path, absent", [(FACTS, 8), (SHOPPER, 8), (VALIDATION, 6), (TEST, 6), (HOLDOUT, 10), (JUDGE, 10),
-                                          (JUDGE2, 10)],
+                                          (JUDGE2, 10), (JUDGE3, 14)],
                          ids=lambda v: getattr(v, "stem", v))
 def test_the_fact_question_set_is_valid_and_large_enough(retrievers, path, absent):
     questions = load_user_questions(path, retrievers.store)

@@ -37,8 +37,8 @@ from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
-from amzqa.grounding.identity import unmatched_identifiers
-from amzqa.grounding.text import split_sentences
+from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers
+from amzqa.grounding.text import content_words, split_sentences
 from amzqa.io.atomic import write_json_atomic
 from amzqa.io.layout import MANIFEST
 from amzqa.records import Answer, Hit
@@ -48,7 +48,9 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 2  # 2: hybrid rankings complete the dense scores of lexical candidates
+GATE_METHOD = 3  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage
+# A naming part of fewer content words ("kindle oasis") is not scored apart: one word of two matching passes the gate.
+NAMING_MIN_WORDS = 3
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:
@@ -227,8 +229,11 @@ class QA:
     # ------------------------------------------------------------ relevance and abstention
 
     def relevance(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None, retrievers=None) -> float:
-        """How well the best retrieved product matches: max of title cosine and question-word coverage
-        (``retrievers``: the set the hits came from, default this pipeline's)."""
+        """How well the best retrieved product matches: max of title cosine and word coverage, of the question's
+        words or of its naming part's (``amzqa.grounding.identity.naming_part``: "the dystopian novel where the party
+        watches everyone through big brother - what's the main guy's name" is judged by the words before the dash,
+        which a product can hold; from ``NAMING_MIN_WORDS`` content words, fewer say too little). ``retrievers``: the
+        set the hits came from, default this pipeline's."""
         if not hits:
             return 0.0
         rset = retrievers or self.retrievers
@@ -236,19 +241,25 @@ class QA:
             query_vector = rset.dense.embedder.encode([question])[0]
         rows = [h.product.row_id for h in hits]
         cos = np.asarray(rset.title_vectors[rows], dtype=np.float32) @ query_vector
-        covered = [coverage(question, f"{h.product.title} {h.product.content}") for h in hits]
+        named = naming_part(question)
+        named = named if len(content_words(named)) >= NAMING_MIN_WORDS else ""
+        covered = [max(coverage(question, text), coverage(named, text) if named else 0.0)
+                   for text in (f"{h.product.title} {h.product.content}" for h in hits)]
         return float(max(max(cos), max(covered)))
 
     def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None) -> bool:
         """Whether the question goes on to the generator: the best hit's relevance reaches the calibrated threshold
         (this pipeline's, or ``threshold``), and every model identifier the question names is carried by a hit
         (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
-        battery life). The identifier rule is not part of the calibrated score: a generated calibration question
-        whose noise garbles an identifier would otherwise pull the threshold down for every question."""
+        battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
+        for "instant pot duo 8 qt") does not count toward the relevance. Neither rule is part of the calibrated
+        score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
+        threshold down for every question."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return False
+        hits = [h for h in hits if not size_conflicts(question, h.product)]
         threshold = self.config.abstain_threshold if threshold is None else threshold
-        return self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0)
+        return bool(hits) and self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0)
 
     def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
@@ -459,8 +470,10 @@ def shared_languages():
 
 
 def gate_key(config: QAConfig) -> dict[str, Any]:
-    """What a relevance threshold is fitted for besides the index: the prompt shape and the calibration target."""
-    return {"k": config.k, "mode": config.mode, "excerpt_chars": config.excerpt_chars, "answer_rate": config.answer_rate}
+    """What a relevance threshold is fitted for besides the index: the prompt shape, the calibration target and the
+    version of the relevance score (a threshold fitted for an older score is refitted)."""
+    return {"k": config.k, "mode": config.mode, "excerpt_chars": config.excerpt_chars, "answer_rate": config.answer_rate,
+            "score": GATE_METHOD}
 
 
 def fitted_for(config: QAConfig) -> dict[str, Any] | None:
@@ -471,7 +484,7 @@ def fitted_for(config: QAConfig) -> dict[str, Any] | None:
 
 
 def describe_shape(shape: dict[str, Any]) -> str:
-    order = ("k", "mode", "excerpt_chars", "answer_rate")
+    order = ("k", "mode", "excerpt_chars", "answer_rate", "score")
     return ", ".join(f"{k}={shape[k]}" for k in sorted(shape, key=lambda k: (order.index(k) if k in order else 9, k)))
 
 

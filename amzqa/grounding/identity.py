@@ -16,6 +16,15 @@ QuietComfort 35 II", ``ps5`` for "PlayStation 5"; not ``xm5`` for a title saying
 
 Measured on the five hand-written fact-question sets and the general questions over the sample catalog (430
 answerable, 46 about absent products): no answerable question is stopped and 11 absent ones are (docs/trust.md).
+
+Sizes work the same way. "instant pot duo 8 qt" is not the 6-quart Instant Pot, nor a "raspberry pi 5 8gb" the Pi with
+4 GB: a size the question's naming part gives (a number with a unit of size: quarts, ounces, inches, GB, watts, ...)
+conflicts with a product that states sizes in that unit but never this one (:func:`size_conflicts`).
+
+The naming part (:func:`naming_part`) is the question without its asking clause: shoppers write "<the product> - <what
+they ask>" ("the dystopian novel where the party watches everyone through big brother - what's the main guy's name").
+The relevance gate measures how much of the naming part a product covers as well as how much of the whole question:
+the asking words ("main guy's name") are not in any product, and counting them stops described products.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from amzqa.grounding.support import UNIT
+from amzqa.grounding.support import UNIT, numbers
+from amzqa.grounding.text import content_words
 from amzqa.records import Product
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -81,3 +91,45 @@ def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[st
     about is not among them."""
     products = list(products)
     return [i for i in identifiers(question) if not any(names_product(i, p) for p in products)]
+
+
+# Words that open the asking clause of a shopper's question.
+_ASK = re.compile(r"(?:what|what's|whats|how|who|who's|whos|which|why|where|when|does|do|did|is|are|can|will|was|were|"
+                  r"should|would|could|any|has|have)(?![\w'])", re.I)
+# Clause separators: a spaced dash, a comma, colon or semicolon, a question mark inside the text, brackets.
+_PIECES = re.compile(r"\s+[-\u2013\u2014]+\s+|\s*[,;:?]\s+|\s*[()\[\]]\s*")
+# Units that say which size of a product it is (not what it does: hours, pages and players are asked, not named).
+SIZE_UNITS = frozenset("quart ounce inch foot cm mm gallon liter ml cup gb tb mb watt mah volt pound kg gram piece".split())
+
+
+def naming_part(question: str) -> str:
+    """The words of ``question`` that name or describe the product, without its asking clause; "" where it has none
+    apart from the naming (a question that opens with its ask, "How long does the JBL Flip 5 battery last?", or has
+    no ask at all). With clause separators, the last clause asks if it holds an asking word ("... - how many pages is
+    it?", "... - oven safe to what temp"), else the first if it opens with one ("what comes in the box? (Jellycat
+    Bashful Bunny, Medium)"); without, the ask starts at the first asking word after two content words ("instant pot
+    duo 8 qt how many people does it serve")."""
+    text = question.strip().rstrip("?!. ")
+    pieces = [p for p in _PIECES.split(text) if p.strip()]
+    if len(pieces) > 1:
+        if _ASK.search(pieces[-1]):
+            return " ".join(pieces[:-1])
+        if _ASK.match(pieces[0]):
+            return " ".join(pieces[1:])
+        return ""
+    words = text.split()
+    for i in range(2, len(words)):
+        if _ASK.fullmatch(words[i]) and len(content_words(" ".join(words[:i]))) >= 2:
+            return " ".join(words[:i])
+    return ""
+
+
+def size_conflicts(question: str, product: Product) -> list[str]:
+    """The sizes the question's naming part gives ("8 qt") that ``product`` contradicts: it states sizes in that unit,
+    never this one. A non-empty list means ``product`` is another size of what was asked."""
+    named = naming_part(question)
+    if not named:
+        return []
+    stated = numbers(f"{product.title} {product.content or ''}")
+    units = {u for _, u in stated}
+    return [f"{v} {u}" for v, u in sorted(numbers(named)) if u in SIZE_UNITS and u in units and (v, u) not in stated]
