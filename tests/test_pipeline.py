@@ -78,7 +78,7 @@ def test_the_gate_reads_the_naming_part_and_its_sizes(qa_extractive, asked, answ
 
 
 def test_the_naming_part_is_the_question_without_its_ask():
-    from amzqa.grounding.identity import naming_part, size_conflicts
+    from amzqa.grounding.identity import asking_part, naming_part, size_conflicts
     from amzqa.records import Product
 
     assert naming_part("the picture book where a tiger comes to tea - what is the girl called?") == (
@@ -88,6 +88,9 @@ def test_the_naming_part_is_the_question_without_its_ask():
     assert naming_part("instant pot duo 8 qt how many people does it serve") == "instant pot duo 8 qt"
     assert naming_part("How long does the JBL Flip 5 battery last?") == ""  # the ask comes first: no part apart
     assert naming_part("frozen blu ray runtime?") == ""  # no asking word
+    assert asking_part("the picture book where a tiger comes to tea - what is the girl called?") == "what is the girl called"
+    assert asking_part("instant pot duo 8 qt how many people does it serve") == "how many people does it serve"
+    assert asking_part("How long does the JBL Flip 5 battery last?") == "How long does the JBL Flip 5 battery last?"
     pot = Product(0, "p", "Instant Pot Duo 7-in-1 Electric Pressure Cooker, 6 Quart", "Serves up to 6 people.")
     assert size_conflicts("instant pot duo 8 qt - how many people does it serve", pot) == ["8 quart"]
     assert size_conflicts("instant pot duo 6 qt - how many people does it serve", pot) == []

@@ -116,6 +116,44 @@ def test_a_fitted_threshold_decides_refusal_not_the_models_choice(hf_generator, 
     assert SelectingGenerator(hf_generator).abstain_threshold is None
 
 
+NOVEL = Product(2, "S3", "The Green Light: A Novel",
+                "A portrait of the Jazz Age on Long Island. Told by Nick Carraway, a young bond salesman from the "
+                "Midwest. Paperback, 180 pages.")
+
+
+def test_the_asks_similarity_joins_the_lexical_prior(hf_generator, retrievers, monkeypatch):
+    """The candidates' prior holds each sentence's MiniLM cosine to the question's asking clause: "who's the narrator?"
+    shares no word with "Told by Nick Carraway", which the index's own embedder finds the closest. QA lends the
+    embedder; without one, or at weight 0, the fused score is the model's and the lexical prior's alone."""
+    from amzqa.answer.pipeline import QA, sentence_embedder
+    from amzqa.errors import ConfigError
+    from amzqa.generation import GenerationConfig
+    from amzqa.generation.abstention import Threshold
+
+    monkeypatch.setattr(hf_generator, "abstain_threshold", Threshold(-2.0, message=NONE_LABEL, prior_weight=8.0),
+                        raising=False)
+    prompt = build_prompt("the green light novel - who's the narrator?", [NOVEL])
+    gen = SelectingGenerator(hf_generator, similarity=1.0)
+    plain = gen.choose(prompt)
+    assert gen.similarities(prompt.question, plain.candidates) == [0.0] * len(plain.candidates)  # no embedder lent
+    assert plain.fused == pytest.approx([lp + 8.0 * c.prior for lp, c in zip(plain.logprobs[1:], plain.candidates)])
+    qa = QA(retrievers, gen)
+    assert gen.embedder is sentence_embedder(retrievers) is retrievers.dense.embedder  # the sample index: no re-scorer
+    similar = gen.similarities(prompt.question, plain.candidates)
+    told = next(i for i, c in enumerate(plain.candidates) if c.sentence.startswith("Told by"))
+    assert max(range(len(similar)), key=similar.__getitem__) == told and 0 < similar[told] <= 1
+    lent = gen.choose(prompt)
+    assert lent.fused == pytest.approx([f + 8.0 * x for f, x in zip(plain.fused, similar)])
+    assert lent.fused[told] - plain.fused[told] == max(a - b for a, b in zip(lent.fused, plain.fused))
+    off = SelectingGenerator(hf_generator, similarity=0.0)
+    QA(retrievers, off)
+    assert off.choose(prompt).fused == pytest.approx(plain.fused)
+    assert qa.generator is gen
+    for bad in (lambda: GenerationConfig(select_similarity=-1), lambda: SelectingGenerator(hf_generator, similarity=-1)):
+        with pytest.raises(ConfigError, match="select_similarity"):
+            bad()
+
+
 def test_selection_sft_data_teaches_labels(sample_corpus, sample_artifacts, retrievers, tmp_path):
     from datasets import load_from_disk
 

@@ -145,6 +145,8 @@ class QA:
         # rows); an ask reads ``self.retrievers`` once, so a reload between two asks never mixes two versions.
         self.retrievers = retrievers
         self.generator = generator
+        if hasattr(generator, "use_embedder"):  # a selecting generator weighs its candidates' similarity to the ask
+            generator.use_embedder(sentence_embedder(retrievers))
         self.config = config or QAConfig()
         self.calibration_cache = (gate_cache_dir() if calibration_cache is True
                                   else Path(calibration_cache) if calibration_cache else None)
@@ -467,6 +469,12 @@ def shared_languages():
         if _LANGUAGES is None:
             _LANGUAGES = language.Languages()
         return _LANGUAGES
+
+
+def sentence_embedder(retrievers):
+    """The MiniLM an index answers with, for comparing sentences: its re-scorer where a static embedding makes the
+    first pass (large catalogs), else its embedder."""
+    return retrievers.dense.rescorer or retrievers.dense.embedder
 
 
 def gate_key(config: QAConfig) -> dict[str, Any]:

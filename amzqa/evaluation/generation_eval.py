@@ -338,6 +338,10 @@ def evaluate_generation(cfg: GenerationEvalConfig, rset=None, progress: bool | N
     results: dict[str, list[dict[str, Any]]] = {}
     auc: dict[str, float | None] = {}
     for name, gen in systems:
+        if hasattr(gen, "use_embedder"):  # as QA lends it (amzqa.generation.select)
+            from amzqa.answer.pipeline import sentence_embedder
+
+            gen.use_embedder(sentence_embedder(rset))
         rows = []
         for case, question in zip(bar(progress, iterable=cases, desc=f"eval {name}", unit="q"), asked):
             t = time.perf_counter()

@@ -80,6 +80,6 @@ def load_generator(spec: str | Generator | None = None, adapter: str | None = No
     from amzqa.generation.select import SelectingGenerator, trained_to_select
 
     if cfg.strategy == "select" or trained_to_select(cfg.adapter) or trained_to_select(cfg.model):
-
-        return SelectingGenerator(generator, cfg.select_candidates, cfg.select_sentences, cfg.select_none)
+        return SelectingGenerator(generator, cfg.select_candidates, cfg.select_sentences, cfg.select_none,
+                                  cfg.select_similarity)
     return generator

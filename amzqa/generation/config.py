@@ -43,6 +43,10 @@ class GenerationConfig(Config):
                            "with the demo's selector and up to 34% with better-trained ones, while the gate alone "
                            "abstained as often on absent products: docs/trust.md); 'threshold' = the model too, when "
                            "log P('0') reaches that fitted cut.", "gate")
+    select_similarity: float = doc("strategy 'select': weight of each candidate's cosine (the index's MiniLM) to the "
+                                   "question's asking clause, added to its lexical score before the fitted prior "
+                                   "weight applies; 0 = off. 1.0 was the best of 0-1.25 on the seven read fact-question "
+                                   "sets (docs/trust.md).", 1.0)
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)
@@ -77,6 +81,8 @@ class GenerationConfig(Config):
             raise ConfigError("select_candidates must be between 1 and 8")
         if self.select_none not in ("gate", "threshold"):
             raise ConfigError(f"select_none must be gate or threshold, got {self.select_none!r}")
+        if self.select_similarity < 0:
+            raise ConfigError("select_similarity must be 0 or more")
         if self.select_sentences < 1:
             raise ConfigError("select_sentences must be at least 1")
         if self.max_new_tokens < 1:

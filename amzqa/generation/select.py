@@ -15,6 +15,9 @@ answerable questions than it was fitted to (docs/trust.md), while the gate absta
 The same fit weighs each candidate's lexical score (words shared with the question, the kind of fact asked) against
 the model's label log-probability, chosen on the eval split's answerable examples: a reader fused with the
 retrieval-style prior, as rerankers fuse BM25, so a short CPU fine-tune adds to the prior rather than replaces it.
+Where the pipeline lends its sentence embedder (:meth:`SelectingGenerator.use_embedder`: MiniLM), the prior also
+holds each sentence's cosine to the question's asking clause (``select_similarity``), which a shopper's paraphrase
+matches where words do not ("who's the narrator?" and "told by Nick Carraway").
 
 :class:`SelectingGenerator` wraps any backend that can score (transformers, OpenVINO, a vLLM server), so the
 pipeline, the page and the evaluation use it as any other generator (``GenerationConfig.strategy = "select"``).
@@ -28,6 +31,7 @@ from functools import cache
 
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
 from amzqa.grounding.facts import FACTS, answers, asked_facts
+from amzqa.grounding.identity import asking_part
 from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Product
 
@@ -133,13 +137,14 @@ class Choice:
     logprobs: list[float]  # of labels 0..len(candidates)
     chosen: int  # 0 = abstain
     reason: str = ""
-    fused: tuple[float, ...] = ()  # per candidate: label log-probability + prior weight x lexical score
+    fused: tuple[float, ...] = ()  # per candidate: label log-probability + prior weight x (lexical score + similarity)
 
 
 class SelectingGenerator:
     """A generator that answers by choosing a source sentence (see module doc); ``inner`` scores the labels."""
 
-    def __init__(self, inner, limit: int = MAX_CANDIDATES, sentences: int = 2, none: str = "gate") -> None:
+    def __init__(self, inner, limit: int = MAX_CANDIDATES, sentences: int = 2, none: str = "gate",
+                 similarity: float = 1.0) -> None:
         from amzqa.errors import ConfigError
 
         if not hasattr(inner, "first_token_logprobs"):
@@ -149,10 +154,26 @@ class SelectingGenerator:
             raise ConfigError(f"select_candidates must be between 1 and {MAX_CANDIDATES}")
         if none not in ("gate", "threshold"):
             raise ConfigError(f"select_none must be gate or threshold, got {none!r}")
-        self.inner, self.limit, self.sentences, self.none = inner, limit, sentences, none
+        if similarity < 0:
+            raise ConfigError("select_similarity must be 0 or more")
+        self.inner, self.limit, self.sentences, self.none, self.similarity = inner, limit, sentences, none, similarity
+        self.embedder = None  # lent by the pipeline (use_embedder): the similarity term needs one
         self.name = f"select:{inner.name}"
         threshold = getattr(inner, "abstain_threshold", None)  # fitted for "0" only when trained to select
         self.abstain_threshold = threshold if threshold is not None and threshold.message == NONE_LABEL else None
+
+    def use_embedder(self, embedder) -> None:
+        """Lend a sentence embedder (``encode(texts)`` -> unit vectors, the index's MiniLM) for the similarity term."""
+        self.embedder = embedder
+
+    def similarities(self, question: str, found: list[Candidate]) -> list[float]:
+        """Each candidate's cosine to the question's asking clause (:func:`asking_part`), times ``similarity``; zeros
+        without an embedder. Measured on the seven read fact sets (docs/trust.md): the asking clause, not the whole
+        question, whose naming words match every sentence of the product alike."""
+        if not self.similarity or self.embedder is None or not found:
+            return [0.0] * len(found)
+        vectors = self.embedder.encode([asking_part(question)] + [c.sentence for c in found])
+        return [self.similarity * float(v @ vectors[0]) for v in vectors[1:]]
 
     def choose(self, prompt: Prompt) -> Choice:
         sel, found = selection_prompt(prompt.question, prompt.sources, self.limit)
@@ -161,7 +182,8 @@ class SelectingGenerator:
         labels = [str(i) for i in range(len(found) + 1)]
         logprobs = self.inner.first_token_logprobs(sel, labels)
         weight = self.abstain_threshold.prior_weight if self.abstain_threshold is not None else 0.0
-        fused = tuple(logprobs[i + 1] + weight * found[i].prior for i in range(len(found)))
+        similar = self.similarities(prompt.question, found) if weight else [0.0] * len(found)
+        fused = tuple(logprobs[i + 1] + weight * (found[i].prior + similar[i]) for i in range(len(found)))
         best = 1 + max(range(len(found)), key=lambda i: fused[i])
         if self.none == "gate":  # abstention is QA's relevance gate's and the support check's, not the model's
             return Choice(found, logprobs, best, "", fused)

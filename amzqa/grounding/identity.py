@@ -102,26 +102,38 @@ _PIECES = re.compile(r"\s+[-\u2013\u2014]+\s+|\s*[,;:?]\s+|\s*[()\[\]]\s*")
 SIZE_UNITS = frozenset("quart ounce inch foot cm mm gallon liter ml cup gb tb mb watt mah volt pound kg gram piece".split())
 
 
-def naming_part(question: str) -> str:
-    """The words of ``question`` that name or describe the product, without its asking clause; "" where it has none
-    apart from the naming (a question that opens with its ask, "How long does the JBL Flip 5 battery last?", or has
-    no ask at all). With clause separators, the last clause asks if it holds an asking word ("... - how many pages is
-    it?", "... - oven safe to what temp"), else the first if it opens with one ("what comes in the box? (Jellycat
-    Bashful Bunny, Medium)"); without, the ask starts at the first asking word after two content words ("instant pot
-    duo 8 qt how many people does it serve")."""
+def split_question(question: str) -> tuple[str, str]:
+    """``question`` as (naming part, asking part): the words that name or describe the product, and the clause that
+    asks. The naming part is "" where the question has none apart from its ask (one that opens with its ask, "How
+    long does the JBL Flip 5 battery last?", or has no asking word); the asking part is then the whole question.
+    With clause separators, the last clause asks if it holds an asking word ("... - how many pages is it?", "... -
+    oven safe to what temp"), else the first if it opens with one ("what comes in the box? (Jellycat Bashful Bunny,
+    Medium)"); without, the ask starts at the first asking word after two content words ("instant pot duo 8 qt how
+    many people does it serve")."""
     text = question.strip().rstrip("?!. ")
     pieces = [p for p in _PIECES.split(text) if p.strip()]
     if len(pieces) > 1:
         if _ASK.search(pieces[-1]):
-            return " ".join(pieces[:-1])
+            return " ".join(pieces[:-1]), pieces[-1]
         if _ASK.match(pieces[0]):
-            return " ".join(pieces[1:])
-        return ""
+            return " ".join(pieces[1:]), pieces[0]
+        return "", question
     words = text.split()
     for i in range(2, len(words)):
         if _ASK.fullmatch(words[i]) and len(content_words(" ".join(words[:i]))) >= 2:
-            return " ".join(words[:i])
-    return ""
+            return " ".join(words[:i]), " ".join(words[i:])
+    return "", question
+
+
+def naming_part(question: str) -> str:
+    """The words of ``question`` that name or describe the product, without its asking clause (:func:`split_question`)."""
+    return split_question(question)[0]
+
+
+def asking_part(question: str) -> str:
+    """The clause of ``question`` that asks ("what's the main guy's name"), or the whole question where no naming part
+    stands apart from it (:func:`split_question`)."""
+    return split_question(question)[1]
 
 
 def size_conflicts(question: str, product: Product) -> list[str]:
