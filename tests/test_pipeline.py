@@ -70,11 +70,17 @@ def test_identifiers_are_names_not_quantities():
     ("instant pot 8 quart - how many cooking programs does it have", None),  # the catalog's Instant Pot is 6 quarts
     ("instant pot duo 6 qt - how many cooking programs does it have", "13 one-touch programs"),
 ])
-def test_the_gate_reads_the_naming_part_and_its_sizes(qa_extractive, asked, answered):
+def test_the_gate_reads_the_naming_part_and_its_sizes(qa_extractive, asked, answered, monkeypatch):
     answer = qa_extractive.ask(asked)
     assert answer.abstained is (answered is None), answer.text
     if answered:
         assert answered in answer.text
+    else:  # the size stops it: the 6-quart pot matches every other word
+        import amzqa.answer.pipeline
+
+        hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+        monkeypatch.setattr(amzqa.answer.pipeline, "size_conflicts", lambda question, product: [])
+        assert qa_extractive.passes_gate(asked, hits)
 
 
 def test_the_naming_part_is_the_question_without_its_ask():
@@ -82,7 +88,8 @@ def test_the_naming_part_is_the_question_without_its_ask():
     from amzqa.records import Product
 
     assert naming_part("the picture book where a tiger comes to tea - what is the girl called?") == (
-        "the picture book where a tiger comes to tea")  # "where" inside the naming part does not cut it
+        "the picture book where a tiger comes to tea")  # the clause after the dash asks, not the first asking word
+    assert naming_part("how long does the battery last? (Kindle Oasis)") == "Kindle Oasis"  # "is" in "Oasis" asks not
     assert naming_part("le creuset 5.5 qt dutch oven, oven safe to what temp") == "le creuset 5.5 qt dutch oven"
     assert naming_part("what comes in the box? (Jellycat Bashful Bunny, Medium)") == "Jellycat Bashful Bunny Medium"
     assert naming_part("instant pot duo 8 qt how many people does it serve") == "instant pot duo 8 qt"
@@ -262,9 +269,12 @@ def test_settings_fitted_for_another_shape_are_refitted(qa_extractive, sample_ar
     (tmp_path / "b.json").write_text(json.dumps(saved))
     saved["calibration"].pop("fitted_for", None)  # as QA.save wrote it before thresholds recorded their shape
     (tmp_path / "legacy.json").write_text(json.dumps(saved))
+    legacy = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / "legacy.json")
+    assert legacy.config.abstain_threshold != 1.01  # fitted for a relevance score older than any recorded: refitted
     for name in ("b.json", "legacy.json"):
-        same = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name)
-        assert same.config.abstain_threshold == 1.01  # the shape it was fitted for: restored as saved
+        if name == "b.json":
+            same = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name)
+            assert same.config.abstain_threshold == 1.01  # the shape and score it was fitted for: restored as saved
         caplog.clear()
         with caplog.at_level("WARNING", logger="amzqa.answer.pipeline"):
             other = QA.from_dir(sample_artifacts, generator="extractive", settings=tmp_path / name, k=3, mode="lexical")

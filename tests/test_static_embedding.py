@@ -60,6 +60,12 @@ def test_a_static_index_carries_its_model_and_rescores_its_candidates(static_ind
     rset = RetrieverSet(static_index)
     dense = rset.dense
     assert dense.embedder.backend == "static" and str(static_index) in dense.embedder.path  # the index's own copy
+    from amzqa.answer.pipeline import sentence_embedder
+
+    assert sentence_embedder(rset) is dense.rescorer  # the selector compares sentences with MiniLM, not the static model
+    rescorer, dense.rescorer = dense.rescorer, None
+    assert sentence_embedder(rset) is None  # no MiniLM: no similarity term
+    dense.rescorer = rescorer
     vectors = np.load(static_index / EMBEDDINGS_FILE)
     assert vectors.shape == (len(rset.store), 256)
     titles = rset.store.titles()

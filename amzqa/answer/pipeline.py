@@ -185,7 +185,8 @@ class QA:
         if (saved.get("abstain_threshold") is not None and isinstance(saved.get("calibration"), dict)
                 and "fitted_for" not in saved["calibration"]):
             # saved before thresholds recorded their shape: calibrate() fitted it for the saved k, mode, excerpt_chars
-            shape = gate_key(QAConfig.from_dict({**saved, "calibration": None}))
+            # with a score older than any recorded: refitted like a threshold fitted for another shape
+            shape = {k: v for k, v in gate_key(QAConfig.from_dict({**saved, "calibration": None})).items() if k != "score"}
             saved["calibration"] = {**saved["calibration"], "fitted_for": shape}
         # A fine-tuned adapter answers best with the prompt shape it was trained on (recorded in its provenance).
         trained = adapter_prompt(adapter)
@@ -214,6 +215,8 @@ class QA:
         self.retrievers = RetrieverSet(current.path, embedder=self.retrievers.dense.embedder,
                                        rescorer=self.retrievers.dense.rescorer)
         log.info("%s: loaded the new version of the index (%d products)", current.path, len(self.retrievers.store))
+        if hasattr(self.generator, "use_embedder"):  # a rebuild may have added a re-scorer
+            self.generator.use_embedder(sentence_embedder(self.retrievers))
         return True
 
     def save(self, path: str | Path) -> Path:
@@ -473,8 +476,13 @@ def shared_languages():
 
 def sentence_embedder(retrievers):
     """The MiniLM an index answers with, for comparing sentences: its re-scorer where a static embedding makes the
-    first pass (large catalogs), else its embedder."""
-    return retrievers.dense.rescorer or retrievers.dense.embedder
+    first pass (large catalogs), else its embedder; None for a static index without a re-scorer (the selector's
+    similarity weight was chosen on MiniLM's cosines, not a static model's). A generator shared by several pipelines
+    keeps the last one lent: every index we build embeds with the same MiniLM."""
+    dense = retrievers.dense
+    if dense.rescorer is not None:
+        return dense.rescorer
+    return None if getattr(dense.embedder, "backend", "") == "static" else dense.embedder
 
 
 def gate_key(config: QAConfig) -> dict[str, Any]:

@@ -45,8 +45,9 @@ class GenerationConfig(Config):
                            "log P('0') reaches that fitted cut.", "gate")
     select_similarity: float = doc("strategy 'select': weight of each candidate's cosine (the index's MiniLM) to the "
                                    "question's asking clause, added to its lexical score before the fitted prior "
-                                   "weight applies; 0 = off. 1.0 was the best of 0-1.25 on the seven read fact-question "
-                                   "sets (docs/trust.md).", 1.0)
+                                   "weight applies (so off for a model without a fitted prior weight, and where the index "
+                                   "has no MiniLM: a static index without a re-scorer); 0 = off. 1.0 was the best of "
+                                   "0-1.25 on the seven read fact-question sets (docs/trust.md).", 1.0)
     max_new_tokens: int = doc("Upper bound on generated tokens; generation also stops at EOS.", 96)
     temperature: float = doc("0 = greedy decoding (default, reproducible); > 0 samples.", 0.0)
     top_p: float = doc("Nucleus sampling mass when temperature > 0.", 0.9)

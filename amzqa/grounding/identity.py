@@ -94,8 +94,9 @@ def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[st
 
 
 # Words that open the asking clause of a shopper's question.
-_ASK = re.compile(r"(?:what|what's|whats|how|who|who's|whos|which|why|where|when|does|do|did|is|are|can|will|was|were|"
-                  r"should|would|could|any|has|have)(?![\w'])", re.I)
+# Whole words only: "is" in "Kindle Oasis", "are" in "Square" do not ask.
+_ASK = re.compile(r"(?<![\w'\u2019])(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when|does|do|did|"
+                  r"is|are|can|will|was|were|should|would|could|any|has|have)(?![\w'\u2019])", re.I)
 # Clause separators: a spaced dash, a comma, colon or semicolon, a question mark inside the text, brackets.
 _PIECES = re.compile(r"\s+[-\u2013\u2014]+\s+|\s*[,;:?]\s+|\s*[()\[\]]\s*")
 # Units that say which size of a product it is (not what it does: hours, pages and players are asked, not named).
