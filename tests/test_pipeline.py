@@ -105,6 +105,50 @@ def test_the_naming_part_is_the_question_without_its_ask():
     assert size_conflicts("instant pot 16 oz - how many people", pot) == []  # states no size in ounces
 
 
+def test_a_name_that_tells_a_sibling_apart_stops_it():
+    from amzqa.grounding.identity import variant_conflicts
+    from amzqa.records import Product
+
+    kindle = Product(0, "k", 'Kindle Paperwhite (16 GB), 6.8" display', "Waterproof (IPX8) to 2 meters. Ad-supported.")
+    dune = Product(1, "d", "Dune", "Frank Herbert's science fiction epic. Mass market paperback, 896 pages.")
+    catan = Product(2, "c", "Catan Board Game (Base Game)", "Trade, build and settle the island of Catan. 3 to 4 players.")
+    echo = Product(3, "e", "Echo Dot (3rd Gen) - Smart Speaker with Alexa", "Voice-controlled smart speaker.")
+    mixer = Product(4, "m", "KitchenAid Artisan Series 5-Quart Tilt-Head Stand Mixer", "10 speeds. Moisturizing.")
+    assert variant_conflicts("kindle oasis - how waterproof is it", kindle) == ["oasi~paperwhite"]
+    assert variant_conflicts("dune messiah paperback how many pages", dune) == ["messiah+"]
+    assert variant_conflicts("catan seafarers expansion how many players", catan) == ["seafarer~board"]
+    assert variant_conflicts("echo dot 5th gen - does it show the time", echo) == ["5th~3rd"]
+    # the product itself, named as shoppers name it, conflicts with nothing
+    assert variant_conflicts("kindle paperwhite 16gb - is it waterproof", kindle) == []
+    assert variant_conflicts("frank herbert dune paperback how many pages", dune) == []
+    assert variant_conflicts("catan base game how many players", catan) == []
+    assert variant_conflicts("echo dot 3rd gen - does it show the time", echo) == []
+    for asked in ("kitchenaid artisan tilt head mixer how many speeds",  # "Tilt-Head": one word in the title
+                  "kitchenaid artsian mixer how many speeds",  # a typo
+                  "kitchenaid artisan 5qt mixer set how many speeds",  # a size, a generic word
+                  "the big stand mixer with a tilting head that kitchenaid makes - how many speeds"):  # described
+        assert variant_conflicts(asked, mixer) == [], asked
+    assert variant_conflicts("how many players is catan seafarers", catan) == []  # no naming part apart: not read
+
+
+@pytest.mark.parametrize("asked, answered", [
+    ("dune messiah paperback - how many pages", None),  # only "Dune" is in the catalog
+    ("frank herbert dune paperback - how many pages", "896 pages"),
+    ("kindle oasis - is it waterproof", None),  # the Paperwhite is not the Oasis
+])
+def test_the_gate_stops_a_sibling_the_name_tells_apart(qa_extractive, asked, answered, monkeypatch):
+    answer = qa_extractive.ask(asked)
+    assert answer.abstained is (answered is None), answer.text
+    if answered:
+        assert answered in answer.text
+    else:  # the name stops it: without the rule the sibling passes
+        import amzqa.answer.pipeline
+
+        hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+        monkeypatch.setattr(amzqa.answer.pipeline, "variant_conflicts", lambda question, product: [])
+        assert qa_extractive.passes_gate(asked, hits)
+
+
 @pytest.mark.parametrize("q", ["", "   \n", "x" * 1001, None])
 def test_bad_questions_are_clear_errors(qa_extractive, q):
     with pytest.raises(AmzqaError, match="question"):

@@ -37,7 +37,7 @@ from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
-from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers
+from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers, variant_conflicts
 from amzqa.grounding.text import content_words, split_sentences
 from amzqa.io.atomic import write_json_atomic
 from amzqa.io.layout import MANIFEST
@@ -257,12 +257,13 @@ class QA:
         (this pipeline's, or ``threshold``), and every model identifier the question names is carried by a hit
         (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
         battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
-        for "instant pot duo 8 qt") does not count toward the relevance. Neither rule is part of the calibrated
-        score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
+        for "instant pot duo 8 qt") does not count toward the relevance, nor a sibling the question's name tells
+        apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"). No rule is
+        part of the calibrated score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
         threshold down for every question."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return False
-        hits = [h for h in hits if not size_conflicts(question, h.product)]
+        hits = [h for h in hits if not size_conflicts(question, h.product) and not variant_conflicts(question, h.product)]
         threshold = self.config.abstain_threshold if threshold is None else threshold
         return bool(hits) and self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0)
 

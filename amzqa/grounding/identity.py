@@ -21,6 +21,14 @@ Sizes work the same way. "instant pot duo 8 qt" is not the 6-quart Instant Pot, 
 4 GB: a size the question's naming part gives (a number with a unit of size: quarts, ounces, inches, GB, watts, ...)
 conflicts with a product that states sizes in that unit but never this one (:func:`size_conflicts`).
 
+Names work the same way, for the near misses identifiers and sizes do not catch: "kindle oasis" is not the Kindle
+Paperwhite, "dune messiah" not "Dune", "catan seafarers expansion" not the Catan base game (:func:`variant_conflicts`).
+A short naming part (a name, not a description) holds a word the product nowhere carries, standing where the product's
+title has another word the question lacks ("oasis" after "kindle" where the title says "Paperwhite"), or extending a
+short title ("messiah" after "Dune"). Words shoppers add or change freely are not names: formats and packaging
+("paperback", "dvd", "pack"), numbers and units (the rules above), spelling variants and typos ("moisturising",
+"glvoes"), abbreviations ("pc" for piece, "hp" for Harry Potter) and words a title writes as one ("all clad", "ti84").
+
 The naming part (:func:`naming_part`) is the question without its asking clause: shoppers write "<the product> - <what
 they ask>" ("the dystopian novel where the party watches everyone through big brother - what's the main guy's name").
 The relevance gate measures how much of the naming part a product covers as well as how much of the whole question:
@@ -33,7 +41,7 @@ import re
 from collections.abc import Iterable
 
 from amzqa.grounding.support import UNIT, numbers
-from amzqa.grounding.text import content_words
+from amzqa.grounding.text import STOPWORDS, content_words, stem, words
 from amzqa.records import Product
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -101,6 +109,15 @@ _ASK = re.compile(r"(?<![\w'\u2019])(?:what|what['\u2019]s|whats|how|who|who['\u
 _PIECES = re.compile(r"\s+[-\u2013\u2014]+\s+|\s*[,;:?]\s+|\s*[()\[\]]\s*")
 # Units that say which size of a product it is (not what it does: hours, pages and players are asked, not named).
 SIZE_UNITS = frozenset("quart ounce inch foot cm mm gallon liter ml cup gb tb mb watt mah volt pound kg gram piece".split())
+# Words a shopper adds to a product's name without naming another product: formats, packaging, and filler.
+GENERIC_NAME_WORDS = frozenset("""book novel paperback hardcover hardback pb hc edition ed version dvd bluray blu ray vhs
+cd audiobook game deck set pack pk kit bundle box console model series one thing brand original new size copy volume
+vol print printing good best cheap""".split())
+# A naming part of more content words describes the product ("the picture book where a tiger comes to tea"): its words
+# are the shopper's own, not the product's name.
+VARIANT_MAX_WORDS = 5
+_ORDINAL = re.compile(r"\b\d+(?:st|nd|rd|th)\b")
+_TITLE_CORE = re.compile(r"\s[-\u2013]\s|[(\[,:]")
 
 
 def split_question(question: str) -> tuple[str, str]:
@@ -146,3 +163,86 @@ def size_conflicts(question: str, product: Product) -> list[str]:
     stated = numbers(f"{product.title} {product.content or ''}")
     units = {u for _, u in stated}
     return [f"{v} {u}" for v, u in sorted(numbers(named)) if u in SIZE_UNITS and u in units and (v, u) not in stated]
+
+
+def _name_words(text: str) -> list[str]:
+    """Content words in order, hyphenated words split ("Tilt-Head" -> tilt, head), plurals folded."""
+    out = []
+    for w in words(text):
+        if w in STOPWORDS:
+            continue
+        parts = [stem(p) for p in re.split(r"[-'.]", w) if p and p not in STOPWORDS]
+        out.extend(parts or [stem(w)])
+    return out
+
+
+def _spelled_alike(a: str, b: str) -> bool:
+    """One edit or swap apart ("relaxd", "glvoes"), or British and American spellings ("moisturising", "colour")."""
+    if min(len(a), len(b)) < 5 or abs(len(a) - len(b)) > 2:
+        return False
+    if a.replace("our", "or").replace("is", "iz") == b.replace("our", "or").replace("is", "iz"):
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    return (a[i + 1:] == b[i + 1:] or a[i:] == b[i + 1:] or a[i + 1:] == b[i:]
+            or len(a) == len(b) and a[i + 2:] == b[i + 2:] and a[i:i + 2] == b[i:i + 2][::-1])
+
+
+def _abbreviates(w: str, t: str) -> bool:
+    """``w`` abbreviates ``t``: same first letter, its letters in order ("pc" for piece, "pb" for paperback)."""
+    if len(w) >= len(t) or w[0] != t[0]:
+        return False
+    rest = iter(t)
+    return all(c in rest for c in w)
+
+
+def _carries(w: str, text: list[str], joined: set[str]) -> bool:
+    if w in joined or w in text:
+        return True
+    return any(t.startswith(w) or (len(t) >= 4 and w.startswith(t)) or _spelled_alike(w, t) or _abbreviates(w, t)
+               for t in text)
+
+
+def _initials(w: str, title: list[str]) -> bool:  # "hp" for Harry Potter, "lotr"
+    n = len(w)
+    return n >= 2 and any("".join(t[0] for t in title[i:i + n]) == w for i in range(len(title)))
+
+
+def variant_conflicts(question: str, product: Product) -> list[str]:
+    """The words of the question's naming part that name another product than ``product`` (see the module doc):
+    ["oasis~paperwhite"] for "kindle oasis - how waterproof is it" against the Kindle Paperwhite, ["messiah+"] for
+    "dune messiah paperback ..." against "Dune", ["5th~3rd"] for an "echo dot 5th gen" against the 3rd Gen. A non-empty
+    list means ``product`` is a sibling of what was asked, not it. Only short naming parts are read
+    (``VARIANT_MAX_WORDS``): a described product is named in the shopper's own words."""
+    named = naming_part(question)
+    if not named:
+        return []
+    asked = _name_words(named)
+    if len(asked) > VARIANT_MAX_WORDS:
+        return []
+    found = []
+    stated = set(_ORDINAL.findall(product.title.lower()))
+    found += [f"{o}~{'/'.join(sorted(stated))}" for o in _ORDINAL.findall(named.lower()) if stated and o not in stated]
+    full = f"{product.title} {product.content or ''}"
+    text = _name_words(full)
+    joined = {a + b for a, b in zip(text, text[1:])} | {_flat(w) for w in words(full)}
+    title = _name_words(product.title)
+    core = _name_words(_TITLE_CORE.split(product.title)[0])
+    for i, w in enumerate(asked):
+        if (w in GENERIC_NAME_WORDS or w in SIZE_UNITS or UNIT.fullmatch(w) or any(c.isdigit() for c in w)
+                or _carries(w, text, joined) or _initials(w, title)
+                or i + 1 < len(asked) and w + asked[i + 1] in joined or i and asked[i - 1] + w in joined):
+            continue
+        for neighbour, step in ((i - 1, 1), (i + 1, -1)):
+            if not 0 <= neighbour < len(asked) or asked[neighbour] not in core or any(c.isdigit() for c in asked[neighbour]):
+                continue
+            j = core.index(asked[neighbour]) + step
+            if 0 <= j < len(core):  # the title has another word where the question has this one
+                if core[j] not in asked and not any(c.isdigit() for c in core[j]):
+                    found.append(f"{w}~{core[j]}")
+            elif step == 1 and len(core) <= 3:  # extends a short title: "dune messiah" for "Dune"
+                found.append(f"{w}+")
+    return found
