@@ -155,6 +155,30 @@ def test_bad_questions_are_clear_errors(qa_extractive, q):
         qa_extractive.ask(q)
 
 
+def test_a_described_product_passes_on_its_description(qa_extractive, monkeypatch):
+    """Word coverage and the title miss a shopper's own words for a product; its description's meaning does not.
+    The bar is calibrated: above every calibration question's description match with its product taken out."""
+    described = qa_extractive.described_threshold()
+    assert described is not None and 0 < described < 1
+    assert qa_extractive.config.calibration["described_threshold"] == described
+    asked = "the book about a father and son walking south through a burned-out country - who wrote it"
+    hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+    assert hits[0].product.title.startswith("The Road")
+    assert qa_extractive.relevance(asked, hits) < qa_extractive.threshold()  # the calibrated score alone stops it
+    assert qa_extractive.description_match(asked, hits) >= described
+    answer = qa_extractive.ask(asked)
+    assert not answer.abstained and answer.sources[0].product.title.startswith("The Road"), answer.text
+    assert not qa_extractive.passes_gate(asked, hits, described=1.01)
+    import amzqa.answer.pipeline
+
+    monkeypatch.setattr(amzqa.answer.pipeline, "sentence_embedder", lambda retrievers: None)  # no MiniLM: rule off
+    assert qa_extractive.description_match(asked, hits) is None and not qa_extractive.passes_gate(asked, hits)
+    monkeypatch.undo()
+    for absent in ("the kids book where a cat in a tall hat turns the house upside down on a rainy day - how many pages",
+                   "the novel about a sailor hunting a white whale - who narrates it"):
+        assert qa_extractive.ask(absent).abstained, absent
+
+
 def test_calibration_lets_answerable_questions_through(qa_extractive):
     cfg = qa_extractive.config
     assert 0 < cfg.abstain_threshold < 1

@@ -48,7 +48,8 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 3  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage
+GATE_METHOD = 4  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
+# 4: a described product passes on its description's similarity (``described_threshold`` in the calibration)
 # A naming part of fewer content words ("kindle oasis") is not scored apart: one word of two matching passes the gate.
 NAMING_MIN_WORDS = 3
 
@@ -150,7 +151,8 @@ class QA:
         self.config = config or QAConfig()
         self.calibration_cache = (gate_cache_dir() if calibration_cache is True
                                   else Path(calibration_cache) if calibration_cache else None)
-        self._thresholds: dict[tuple[int, str], float] = {}  # fitted for other (k, mode) asked for, once each
+        # fitted for other (k, mode) asked for, once each: (relevance threshold, described threshold)
+        self._thresholds: dict[tuple[int, str], tuple[float, float | None]] = {}
         self._thresholds_lock = threading.Lock()
         self.languages = None
         if self.config.language == "auto":
@@ -252,20 +254,44 @@ class QA:
                    for text in (f"{h.product.title} {h.product.content}" for h in hits)]
         return float(max(max(cos), max(covered)))
 
-    def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None) -> bool:
+    def description_match(self, question: str, hits: list[Hit], retrievers=None) -> float | None:
+        """How close the best hit's description is to the product the question describes: MiniLM cosine between the
+        question's naming part (or the question, when none stands apart) and each hit's whole description. Shoppers
+        who describe a product ("the alphabet book where every word starts with b") write their own words: the title
+        and word coverage miss it, the description's meaning does not. None where the index has no MiniLM to compare
+        sentences with (a static index without a re-scorer) or no hit has a description."""
+        embedder = sentence_embedder(retrievers or self.retrievers)
+        described = [h.product.content for h in hits if h.product.content]
+        if embedder is None or not described:
+            return None
+        vectors = np.asarray(embedder.encode([naming_part(question) or question, *described]), dtype=np.float32)
+        return float(np.max(vectors[1:] @ vectors[0]))
+
+    def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
+                    described: float | None = None) -> bool:
         """Whether the question goes on to the generator: the best hit's relevance reaches the calibrated threshold
         (this pipeline's, or ``threshold``), and every model identifier the question names is carried by a hit
         (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
         battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
         for "instant pot duo 8 qt") does not count toward the relevance, nor a sibling the question's name tells
-        apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"). No rule is
-        part of the calibrated score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
+        apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"). A question
+        below the threshold still passes when a hit's description is closer to it (:meth:`description_match`) than to
+        any calibration question whose product was taken out (``described``, default this pipeline's
+        :meth:`described_threshold`). No rule is part of the calibrated score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
         threshold down for every question."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return False
         hits = [h for h in hits if not size_conflicts(question, h.product) and not variant_conflicts(question, h.product)]
+        if not hits:
+            return False
         threshold = self.config.abstain_threshold if threshold is None else threshold
-        return bool(hits) and self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0)
+        if self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0):
+            return True
+        described = self.described_threshold() if described is None else described
+        if described is None:
+            return False
+        match = self.description_match(question, hits, retrievers)
+        return match is not None and match >= described
 
     def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
@@ -290,18 +316,26 @@ class QA:
         groups = relevant_sets(store, products)
         retriever = rset.get(config.mode)
         vectors = rset.dense.embedder.encode([q.text for q in questions])
-        pos, neg = [], []
+        pos, neg, neg_described = [], [], []
         for q, vec in zip(questions, vectors):
             hits = retriever.retrieve(q.text, config.k + len(groups[q.uid]))
             if any(h.uid in groups[q.uid] for h in hits[: config.k]):
                 pos.append(self.relevance(q.text, hits[: config.k], vec, rset))
-            neg.append(self.relevance(q.text, [h for h in hits if h.uid not in groups[q.uid]][: config.k], vec, rset))
+            others = [h for h in hits if h.uid not in groups[q.uid]][: config.k]
+            neg.append(self.relevance(q.text, others, vec, rset))
+            neg_described.append(self.description_match(q.text, others, rset))
         threshold = float(threshold_for_rate(pos, config.answer_rate))
         stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
+        # A description closer than every product-removed question's best one: no such question would pass on it.
+        matches = [m for m in neg_described if m is not None]
+        described = float(max(matches)) + 1e-6 if matches else None
         calibration = {"method": f"{config.answer_rate:.0%} of answerable calibration questions pass",
                        "products": "outside the held-out split", "fitted_for": gate_key(config),
                        "positives": len(pos), "negatives": len(neg), "answered_rate": float(np.mean(np.array(pos) >= threshold)) if pos else 0.0,
-                       "product_removed_stopped_rate": round(stopped, 4), "seconds": round(time.perf_counter() - started, 2)}
+                       "product_removed_stopped_rate": round(stopped, 4),
+                       "described_threshold": described,
+                       "described_method": "above every product-removed calibration question's description match",
+                       "seconds": round(time.perf_counter() - started, 2)}
         log.info("abstention threshold %.3f: passes %.0f%% of answerable questions, stops %.0f%% with the product removed",
                  threshold, 100 * calibration["answered_rate"], 100 * stopped)
         return config.replace(abstain_threshold=threshold, calibration=calibration)
@@ -311,14 +345,25 @@ class QA:
         pipeline's). A calibrated threshold holds for the k and mode it was fitted for; another k or mode gets its own,
         fitted on first use (or read from the calibration cache). A threshold set by hand (no calibration) holds for
         every shape."""
+        return self._fitted(k, mode)[0]
+
+    def described_threshold(self, k: int | None = None, mode: str | None = None) -> float | None:
+        """The description match (:meth:`description_match`) above which a question below the relevance threshold
+        still passes, for ``k`` sources from the ``mode`` retriever: higher than any calibration question's with its
+        product taken out. None where not calibrated (a threshold set by hand, or an index without MiniLM)."""
+        return self._fitted(k, mode)[1]
+
+    def _fitted(self, k: int | None, mode: str | None) -> tuple[float, float | None]:
         k, mode = k or self.config.k, mode or self.config.mode
         if (k, mode) == (self.config.k, self.config.mode) or fitted_for(self.config) is None:
-            return self.config.abstain_threshold or 0.0
+            calibration = self.config.calibration if isinstance(self.config.calibration, dict) else {}
+            return self.config.abstain_threshold or 0.0, calibration.get("described_threshold")
         with self._thresholds_lock:
             if (k, mode) not in self._thresholds:
                 log.info("k=%s, mode=%s: not the shape the relevance threshold was fitted for (k=%s, mode=%s); "
                          "fitting one for it", k, mode, self.config.k, self.config.mode)
-                self._thresholds[(k, mode)] = self._calibrated(k, mode).abstain_threshold
+                fitted = self._calibrated(k, mode)
+                self._thresholds[(k, mode)] = (fitted.abstain_threshold, fitted.calibration.get("described_threshold"))
             return self._thresholds[(k, mode)]
 
     def _calibrated(self, k: int, mode: str) -> QAConfig:
@@ -350,7 +395,8 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset)
+        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset,
+                                          described=self.described_threshold(k, mode))
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0
