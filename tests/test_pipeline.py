@@ -94,7 +94,14 @@ def test_the_naming_part_is_the_question_without_its_ask():
     assert naming_part("what comes in the box? (Jellycat Bashful Bunny, Medium)") == "Jellycat Bashful Bunny Medium"
     assert naming_part("instant pot duo 8 qt how many people does it serve") == "instant pot duo 8 qt"
     assert naming_part("How long does the JBL Flip 5 battery last?") == ""  # the ask comes first: no part apart
-    assert naming_part("frozen blu ray runtime?") == ""  # no asking word
+    assert naming_part("frozen blu ray runtime?") == "frozen blu ray"  # the noun of the fact asks
+    assert naming_part("airpods max battery life") == "airpods max"  # "max" names here, it does not ask
+    assert naming_part("the pump-style lettuce dryer with a brake button - dishwasher safe?") == (
+        "the pump-style lettuce dryer with a brake button")
+    assert naming_part("keychron k2 keyboard, tell me about it") == "keychron k2 keyboard"
+    assert naming_part("how many pages is the hobbit") == ""  # opens with its ask: no part stands apart
+    assert naming_part("Is the Ninja Foodi lid dishwasher safe?") == ""
+    assert naming_part("frozen blu ray") == ""  # nothing asks
     assert asking_part("the picture book where a tiger comes to tea - what is the girl called?") == "what is the girl called"
     assert asking_part("instant pot duo 8 qt how many people does it serve") == "how many people does it serve"
     assert asking_part("How long does the JBL Flip 5 battery last?") == "How long does the JBL Flip 5 battery last?"

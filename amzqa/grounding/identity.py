@@ -104,7 +104,15 @@ def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[st
 # Words that open the asking clause of a shopper's question.
 # Whole words only: "is" in "Kindle Oasis", "are" in "Square" do not ask.
 _ASK = re.compile(r"(?<![\w'\u2019])(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when|does|do|did|"
-                  r"is|are|can|will|was|were|should|would|could|any|has|have)(?![\w'\u2019])", re.I)
+                  r"is|are|can|will|was|were|should|would|could|any|has|have|tell|describe)(?![\w'\u2019])", re.I)
+# Asks with no asking word: the fact wanted, named by its noun at the end ("... page count", "... battery life?").
+_ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|runtime|run ?time|running time|battery life|warranty|"
+                       r"dimensions|weight limit|weight capacity|max weight|capacity|wattage|dpi|fps|flight time|"
+                       r"shelf life|washing instructions|care instructions|inseam|size range|age range|price|"
+                       r"ingredients|head size|grip size|screen size|page size|water resistance|waterproof rating|"
+                       r"max (?:height|speed|temperature|temp|mph|fps|weight|capacity|liquid capacity|transfer speed)|"
+                       r"load rating|fabric content|clock speed|transfer speed|center height|tank capacity|"
+                       r"dishwasher safe|machine washable)(?![\w'\u2019-])", re.I)
 # Clause separators: a spaced dash, a comma, colon or semicolon, a question mark inside the text, brackets.
 _PIECES = re.compile(r"\s+[-\u2013\u2014]+\s+|\s*[,;:?]\s+|\s*[()\[\]]\s*")
 # Units that say which size of a product it is (not what it does: hours, pages and players are asked, not named).
@@ -127,19 +135,27 @@ def split_question(question: str) -> tuple[str, str]:
     With clause separators, the last clause asks if it holds an asking word ("... - how many pages is it?", "... -
     oven safe to what temp"), else the first if it opens with one ("what comes in the box? (Jellycat Bashful Bunny,
     Medium)"); without, the ask starts at the first asking word after two content words ("instant pot duo 8 qt how
-    many people does it serve")."""
+    many people does it serve"). A clause or a question's last words may ask with the noun of the fact instead
+    ("the matrix reloaded dvd runtime", "... - page count?", "keychron k2 battery life"; ``_ASK_NOUN``), unless the
+    question opens with its ask."""
     text = question.strip().rstrip("?!. ")
     pieces = [p for p in _PIECES.split(text) if p.strip()]
     if len(pieces) > 1:
-        if _ASK.search(pieces[-1]):
+        if _ASK.search(pieces[-1]) or _ASK_NOUN.search(pieces[-1]):
             return " ".join(pieces[:-1]), pieces[-1]
         if _ASK.match(pieces[0]):
             return " ".join(pieces[1:]), pieces[0]
+        return "", question
+    if _ASK.match(text):  # "how many pages is the hobbit": the ask comes first, no naming part stands apart
         return "", question
     words = text.split()
     for i in range(2, len(words)):
         if _ASK.fullmatch(words[i]) and len(content_words(" ".join(words[:i]))) >= 2:
             return " ".join(words[:i]), " ".join(words[i:])
+    noun = _ASK_NOUN.search(text)
+    if (noun and len(text[noun.end():].split()) <= 3
+            and len(content_words(text[:noun.start()])) >= 2):
+        return text[:noun.start()].strip(), text[noun.start():]
     return "", question
 
 
