@@ -102,6 +102,13 @@ def test_the_naming_part_is_the_question_without_its_ask():
     assert naming_part("how many pages is the hobbit") == ""  # opens with its ask: no part stands apart
     assert naming_part("Is the Ninja Foodi lid dishwasher safe?") == ""
     assert naming_part("frozen blu ray") == ""  # nothing asks
+    # titles holding asking words or fact nouns keep them
+    assert naming_part("where the crawdads sing paperback how many pages") == "where the crawdads sing paperback"
+    assert naming_part("what comes in the box? (OXO Salad Spinner, Large Capacity)") == "OXO Salad Spinner Large Capacity"
+    assert naming_part("anker high capacity power bank warranty") == "anker high capacity power bank"
+    assert naming_part("the price of salt paperback page count") == "the price of salt paperback"
+    assert naming_part("how many pages? (Show and Tell)") == "Show and Tell"
+    assert naming_part("taylor swift folklore cd tell me about it") == "taylor swift folklore cd"
     assert asking_part("the picture book where a tiger comes to tea - what is the girl called?") == "what is the girl called"
     assert asking_part("instant pot duo 8 qt how many people does it serve") == "how many people does it serve"
     assert asking_part("How long does the JBL Flip 5 battery last?") == "How long does the JBL Flip 5 battery last?"
@@ -130,6 +137,7 @@ def test_a_name_that_tells_a_sibling_apart_stops_it():
     assert variant_conflicts("frank herbert dune paperback how many pages", dune) == []
     assert variant_conflicts("catan base game how many players", catan) == []
     assert variant_conflicts("echo dot 3rd gen - does it show the time", echo) == []
+    assert variant_conflicts("kindle paperwhite black - is it waterproof", kindle) == []  # a colour names no sibling
     for asked in ("kitchenaid artisan tilt head mixer how many speeds",  # "Tilt-Head": one word in the title
                   "kitchenaid artsian mixer how many speeds",  # a typo
                   "kitchenaid artisan 5qt mixer set how many speeds",  # a size, a generic word
@@ -146,12 +154,13 @@ def test_a_name_that_tells_a_sibling_apart_stops_it():
 def test_the_gate_stops_a_sibling_the_name_tells_apart(qa_extractive, asked, answered, monkeypatch):
     answer = qa_extractive.ask(asked)
     assert answer.abstained is (answered is None), answer.text
+    hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
     if answered:
         assert answered in answer.text
-    else:  # the name stops it: without the rule the sibling passes
+    else:  # the name stops it at the gate: without the rule the sibling passes
         import amzqa.answer.pipeline
 
-        hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+        assert not qa_extractive.passes_gate(asked, hits)
         monkeypatch.setattr(amzqa.answer.pipeline, "variant_conflicts", lambda question, product: [])
         assert qa_extractive.passes_gate(asked, hits)
 
@@ -175,7 +184,10 @@ def test_a_described_product_passes_on_its_description(qa_extractive, monkeypatc
     assert qa_extractive.description_match(asked, hits) >= described
     answer = qa_extractive.ask(asked)
     assert not answer.abstained and answer.sources[0].product.title.startswith("The Road"), answer.text
-    assert not qa_extractive.passes_gate(asked, hits, described=1.01)
+    assert not qa_extractive.passes_gate(asked, hits, described=None)  # the rule switched off
+    # another shape has its own, fitted with its threshold (once, on first use)
+    lexical = qa_extractive.described_threshold(3, "lexical")
+    assert lexical is not None and 0 < lexical < 1 and qa_extractive._thresholds[(3, "lexical")][1] == lexical
     import amzqa.answer.pipeline
 
     monkeypatch.setattr(amzqa.answer.pipeline, "sentence_embedder", lambda retrievers: None)  # no MiniLM: rule off
@@ -183,7 +195,21 @@ def test_a_described_product_passes_on_its_description(qa_extractive, monkeypatc
     monkeypatch.undo()
     for absent in ("the kids book where a cat in a tall hat turns the house upside down on a rainy day - how many pages",
                    "the novel about a sailor hunting a white whale - who narrates it"):
-        assert qa_extractive.ask(absent).abstained, absent
+        hits = qa_extractive.retrievers.hybrid.retrieve(absent, qa_extractive.config.k)
+        assert not qa_extractive.passes_gate(absent, hits), absent  # the gate stops it, not the generator
+
+
+def test_the_calibration_cache_keeps_the_described_threshold(qa_extractive, tmp_path):
+    from amzqa.answer.pipeline import read_gate_cache, write_gate_cache
+
+    key = {"index": "x", "k": 5}
+    write_gate_cache(tmp_path, key, qa_extractive.config)
+    read = read_gate_cache(tmp_path, key)
+    assert read["calibration"]["described_threshold"] == qa_extractive.described_threshold()
+    entry = json.loads(next(tmp_path.glob("*.json")).read_text())
+    entry["calibration"]["described_threshold"] = "high"  # a file edited by hand: refitted, not applied
+    next(tmp_path.glob("*.json")).write_text(json.dumps(entry))
+    assert read_gate_cache(tmp_path, key) is None
 
 
 def test_calibration_lets_answerable_questions_through(qa_extractive):

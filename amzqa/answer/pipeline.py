@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
@@ -256,7 +257,8 @@ class QA:
 
     def description_match(self, question: str, hits: list[Hit], retrievers=None) -> float | None:
         """How close the best hit's description is to the product the question describes: MiniLM cosine between the
-        question's naming part (or the question, when none stands apart) and each hit's whole description. Shoppers
+        question's naming part (or the question, when none stands apart) and each hit's description, as far as the
+        embedder reads it (its opening: the bundled MiniLM reads 64 tokens). Shoppers
         who describe a product ("the alphabet book where every word starts with b") write their own words: the title
         and word coverage miss it, the description's meaning does not. None where the index has no MiniLM to compare
         sentences with (a static index without a re-scorer) or no hit has a description."""
@@ -268,17 +270,17 @@ class QA:
         return float(np.max(vectors[1:] @ vectors[0]))
 
     def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
-                    described: float | None = None) -> bool:
+                    described: float | None | EllipsisType = ...) -> bool:
         """Whether the question goes on to the generator: the best hit's relevance reaches the calibrated threshold
         (this pipeline's, or ``threshold``), and every model identifier the question names is carried by a hit
         (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
         battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
         for "instant pot duo 8 qt") does not count toward the relevance, nor a sibling the question's name tells
         apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"). A question
-        below the threshold still passes when a hit's description is closer to it (:meth:`description_match`) than to
-        any calibration question whose product was taken out (``described``, default this pipeline's
-        :meth:`described_threshold`). No rule is part of the calibrated score: a generated calibration question whose noise garbles an identifier or a size would otherwise pull the
-        threshold down for every question."""
+        below the threshold still passes when its description match (:meth:`description_match`) reaches ``described``
+        (default this pipeline's :meth:`described_threshold`: above every product-removed calibration question's best
+        match; None switches the rule off). No rule is part of the calibrated score: a generated calibration question
+        whose noise garbles an identifier or a size would otherwise pull the threshold down for every question."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return False
         hits = [h for h in hits if not size_conflicts(question, h.product) and not variant_conflicts(question, h.product)]
@@ -287,8 +289,9 @@ class QA:
         threshold = self.config.abstain_threshold if threshold is None else threshold
         if self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0):
             return True
-        described = self.described_threshold() if described is None else described
-        if described is None:
+        if described is ...:
+            described = self.described_threshold()
+        if described is None:  # not calibrated for this shape, or switched off by the caller
             return False
         match = self.description_match(question, hits, retrievers)
         return match is not None and match >= described
@@ -599,6 +602,11 @@ def read_gate_cache(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     threshold, calibration = entry.get("abstain_threshold"), entry.get("calibration")
     if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold)
             or not isinstance(calibration, dict)):
+        return None
+    described = calibration.get("described_threshold")
+    if described is not None and (not isinstance(described, (int, float)) or isinstance(described, bool)
+                                  or not math.isfinite(described)):
+        log.warning("ignoring the cached calibration %s: its described_threshold is not a number", path)
         return None
     log.info("relevance threshold %s read from the calibration cache %s", threshold, path)
     return {"abstain_threshold": float(threshold), "calibration": calibration}

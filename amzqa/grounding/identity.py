@@ -104,7 +104,10 @@ def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[st
 # Words that open the asking clause of a shopper's question.
 # Whole words only: "is" in "Kindle Oasis", "are" in "Square" do not ask.
 _ASK = re.compile(r"(?<![\w'\u2019])(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when|does|do|did|"
-                  r"is|are|can|will|was|were|should|would|could|any|has|have|tell|describe)(?![\w'\u2019])", re.I)
+                  r"is|are|can|will|was|were|should|would|could|any|has|have|tell(?=\s+(?:me|us)\b)|describe)(?![\w'\u2019])", re.I)
+# The asking words that can follow a title that itself opens with one ("where the crawdads sing paperback how many
+# pages"): not the auxiliaries, which follow the ask's own first word ("how many pages is the hobbit").
+_WH = re.compile(r"(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when)", re.I)
 # Asks with no asking word: the fact wanted, named by its noun at the end ("... page count", "... battery life?").
 _ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|runtime|run ?time|running time|battery life|warranty|"
                        r"dimensions|weight limit|weight capacity|max weight|capacity|wattage|dpi|fps|flight time|"
@@ -120,7 +123,8 @@ SIZE_UNITS = frozenset("quart ounce inch foot cm mm gallon liter ml cup gb tb mb
 # Words a shopper adds to a product's name without naming another product: formats, packaging, and filler.
 GENERIC_NAME_WORDS = frozenset("""book novel paperback hardcover hardback pb hc edition ed version dvd bluray blu ray vhs
 cd audiobook game deck set pack pk kit bundle box console model series one thing brand original new size copy volume
-vol print printing good best cheap""".split())
+vol print printing good best cheap black white red blue green grey gray silver gold pink purple yellow orange brown
+beige navy charcoal rose teal clear matte""".split())
 # A naming part of more content words describes the product ("the picture book where a tiger comes to tea"): its words
 # are the shopper's own, not the product's name.
 VARIANT_MAX_WORDS = 5
@@ -135,28 +139,43 @@ def split_question(question: str) -> tuple[str, str]:
     With clause separators, the last clause asks if it holds an asking word ("... - how many pages is it?", "... -
     oven safe to what temp"), else the first if it opens with one ("what comes in the box? (Jellycat Bashful Bunny,
     Medium)"); without, the ask starts at the first asking word after two content words ("instant pot duo 8 qt how
-    many people does it serve"). A clause or a question's last words may ask with the noun of the fact instead
-    ("the matrix reloaded dvd runtime", "... - page count?", "keychron k2 battery life"; ``_ASK_NOUN``), unless the
-    question opens with its ask."""
+    many people does it serve"). Where no asking word does, the noun of the fact may ask, at the end of the question or
+    of its last clause ("the matrix reloaded dvd runtime", "... - page count?", "keychron k2 battery life";
+    ``_ASK_NOUN``). A question that opens with its ask has no naming part unless a title opening with an asking word
+    comes first ("where the crawdads sing paperback how many pages")."""
     text = question.strip().rstrip("?!. ")
     pieces = [p for p in _PIECES.split(text) if p.strip()]
     if len(pieces) > 1:
-        if _ASK.search(pieces[-1]) or _ASK_NOUN.search(pieces[-1]):
+        if _ASK.search(pieces[-1]):
             return " ".join(pieces[:-1]), pieces[-1]
         if _ASK.match(pieces[0]):
             return " ".join(pieces[1:]), pieces[0]
+        if _asks_by_noun(pieces[-1]) is not None:
+            return " ".join(pieces[:-1]), pieces[-1]
         return "", question
-    if _ASK.match(text):  # "how many pages is the hobbit": the ask comes first, no naming part stands apart
-        return "", question
+    # A question that opens with its ask ("how many pages is the hobbit") has no naming part, unless its first words
+    # are a title's and the ask follows ("where the crawdads sing paperback how many pages").
+    asking = _WH if _ASK.match(text) else _ASK
     words = text.split()
     for i in range(2, len(words)):
-        if _ASK.fullmatch(words[i]) and len(content_words(" ".join(words[:i]))) >= 2:
+        asks = asking.fullmatch(words[i]) or asking is _ASK and _ASK.match(" ".join(words[i:i + 2]))  # "tell me"
+        if asks and len(content_words(" ".join(words[:i]))) >= 2:
             return " ".join(words[:i]), " ".join(words[i:])
-    noun = _ASK_NOUN.search(text)
-    if (noun and len(text[noun.end():].split()) <= 3
-            and len(content_words(text[:noun.start()])) >= 2):
-        return text[:noun.start()].strip(), text[noun.start():]
+    if asking is _WH:
+        return "", question
+    start = _asks_by_noun(text)
+    if start is not None and len(content_words(text[:start])) >= 2:
+        return text[:start].strip(), text[start:]
     return "", question
+
+
+def _asks_by_noun(text: str) -> int | None:
+    """Where the noun of a fact asks at the end of ``text`` (the last one, at most 3 words before the end: "anker high
+    capacity power bank warranty" asks "warranty"), or None."""
+    found = list(_ASK_NOUN.finditer(text))
+    if found and len(text[found[-1].end():].split()) <= 3:
+        return found[-1].start()
+    return None
 
 
 def naming_part(question: str) -> str:
@@ -229,7 +248,7 @@ def _initials(w: str, title: list[str]) -> bool:  # "hp" for Harry Potter, "lotr
 
 def variant_conflicts(question: str, product: Product) -> list[str]:
     """The words of the question's naming part that name another product than ``product`` (see the module doc):
-    ["oasis~paperwhite"] for "kindle oasis - how waterproof is it" against the Kindle Paperwhite, ["messiah+"] for
+    ["oasi~paperwhite"] (words are stemmed) for "kindle oasis - how waterproof is it" against the Kindle Paperwhite, ["messiah+"] for
     "dune messiah paperback ..." against "Dune", ["5th~3rd"] for an "echo dot 5th gen" against the 3rd Gen. A non-empty
     list means ``product`` is a sibling of what was asked, not it. Only short naming parts are read
     (``VARIANT_MAX_WORDS``): a described product is named in the shopper's own words."""
