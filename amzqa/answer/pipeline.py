@@ -387,7 +387,7 @@ class QA:
 
     def _retrieve(self, question: str, k: int | None, mode: str | None) -> Asked:
         question = check_question(question)
-        threshold = self.threshold(k, mode)  # fitted for this k and mode (once, on first use of another shape)
+        threshold, described = self._fitted(k, mode)  # fitted for this k and mode (once, on first use of another shape)
         t0 = time.perf_counter()
         asked = Asked(question, question, "en", [], False, {})
         if self.languages is not None:
@@ -398,8 +398,7 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset,
-                                          described=self.described_threshold(k, mode))
+        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset, described=described)
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0

@@ -103,11 +103,12 @@ def unmatched_identifiers(question: str, products: Iterable[Product]) -> list[st
 
 # Words that open the asking clause of a shopper's question.
 # Whole words only: "is" in "Kindle Oasis", "are" in "Square" do not ask.
-_ASK = re.compile(r"(?<![\w'\u2019])(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when|does|do|did|"
-                  r"is|are|can|will|was|were|should|would|could|any|has|have|tell(?=\s+(?:me|us)\b)|describe)(?![\w'\u2019])", re.I)
+_WH_WORDS = r"what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when"
+_ASK = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS}|does|do|did|is|are|can|will|was|were|should|would|could|any|has|"
+                  r"have|tell(?=\s+(?:me|us)\b)|describe)(?![\w'\u2019])", re.I)
 # The asking words that can follow a title that itself opens with one ("where the crawdads sing paperback how many
 # pages"): not the auxiliaries, which follow the ask's own first word ("how many pages is the hobbit").
-_WH = re.compile(r"(?:what|what['\u2019]s|whats|how|who|who['\u2019]s|whos|which|why|where|when)", re.I)
+_WH = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS})(?![\w'\u2019])", re.I)
 # Asks with no asking word: the fact wanted, named by its noun at the end ("... page count", "... battery life?").
 _ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|runtime|run ?time|running time|battery life|warranty|"
                        r"dimensions|weight limit|weight capacity|max weight|capacity|wattage|dpi|fps|flight time|"
@@ -158,8 +159,8 @@ def split_question(question: str) -> tuple[str, str]:
     asking = _WH if _ASK.match(text) else _ASK
     words = text.split()
     for i in range(2, len(words)):
-        asks = asking.fullmatch(words[i]) or asking is _ASK and _ASK.match(" ".join(words[i:i + 2]))  # "tell me"
-        if asks and len(content_words(" ".join(words[:i]))) >= 2:
+        # a whole word opens the ask here (and the word after it, for "tell me")
+        if asking.match(" ".join(words[i:i + 2])) and len(content_words(" ".join(words[:i]))) >= 2:
             return " ".join(words[:i]), " ".join(words[i:])
     if asking is _WH:
         return "", question
