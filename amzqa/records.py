@@ -83,6 +83,7 @@ class Answer:
     text_en: str | None = None  # a translated answer: the model's checked English text the citations were checked on
     evidence: Evidence | None = None  # an abstention after the check: the sources' sentence closest to the question
     unsupported_reasons: list[str] = field(default_factory=list)  # why each of ``unsupported`` was removed
+    retrieved: list[Hit] = field(default_factory=list)  # every retrieved product (``sources``: those the model read)
 
     @property
     def unsupported_sentences(self) -> list[str]:

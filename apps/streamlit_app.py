@@ -198,4 +198,4 @@ if answer is not None and question.strip():
             st.markdown(escape(excerpt(hit.product.content, 400)) if hit.product.content else f"_{L['no_description']}_")
     st.subheader(L["retrieved"])
     st.dataframe([{"rank": h.rank, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4),
-                   "found by": ", ".join(h.found_by)} for h in answer.sources], hide_index=True)
+                   "found by": ", ".join(h.found_by)} for h in answer.retrieved or answer.sources], hide_index=True)

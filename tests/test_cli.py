@@ -130,7 +130,7 @@ def test_ask_and_app_share_the_generated_generator_flags(sample_artifacts, tmp_p
     recipe = tmp_path / "gen.yaml"
     recipe.write_text("backend: extractive\nmax_new_tokens: 12\n")
     proc = amzqa("ask", "Is the JBL Flip 5 waterproof?", "--artifacts", sample_artifacts, "--generation", recipe,
-                 "--mode", "lexical", "-k", "2", "--json")
+                 "--mode", "lexical", "-k", "2", "--no-focus", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout)
     assert len(answer["sources"]) == 2 and answer["sources"][0]["found_by"] == ["lexical"]

@@ -109,6 +109,25 @@ def test_generation_report_on_the_fact_questions(retrievers, sample_artifacts, t
     ungated_rows = [r for r in ungated["rows"]["extractive"] if r["should_abstain"] and r["abstained"]]
     assert len(gated_rows) >= len(ungated_rows)
     assert all(r.get("lost") != "the relevance gate stopped it" for r in ungated["rows"]["extractive"])
+    # as QA.ask: each system reads only the products that pass the gate themselves (focus), all k without it
+    k = report["prompt"]["k"]
+    assert all(len(r["sources"]) <= k for r in rows) and any(0 < len(r["sources"]) < k for r in rows if not r["abstained"])
+    unfocused = evaluate_generation(cfg.replace(focus=False), rset=retrievers, progress=False,
+                                    systems=[("extractive", ExtractiveGenerator())])
+    assert all(len(r["sources"]) == k for r in unfocused["rows"]["extractive"])
+
+
+def test_a_lost_question_is_attributed_to_where_it_was_lost():
+    from amzqa.evaluation.generation_eval import Case, lost_cause
+
+    case = Case("q", "u", "", [], 0, should_abstain=False, fact="f")
+    assert lost_cause(case, "refused") == "retrieval missed the product"
+    case.left_out = True  # retrieved, left out of what the systems read
+    assert lost_cause(case, "refused") == "the relevance gate left the product out"
+    kept = Case("q", "u", "", [], 1, should_abstain=False, fact="f")
+    assert lost_cause(kept, "refused") == "refused"
+    kept.gated = True
+    assert lost_cause(kept, "refused") == "the relevance gate stopped it"
 
 
 def test_cli_evaluates_retrieval_on_user_questions(sample_artifacts, tmp_path):

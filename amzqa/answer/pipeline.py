@@ -37,7 +37,8 @@ from amzqa.answer.language import ABSTAIN_MESSAGE_PT
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
-from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt, coverage
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
+from amzqa.grounding.facts import fact_words
 from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers, variant_conflicts
 from amzqa.grounding.text import content_words, split_sentences
 from amzqa.io.atomic import write_json_atomic
@@ -49,8 +50,9 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 4  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
-# 4: a described product passes on its description's similarity (``described_threshold`` in the calibration)
+GATE_METHOD = 5  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
+# 4: a described product passes on its description's similarity (``described_threshold`` in the calibration);
+# 5: the question's coverage leaves out the words that ask for a kind of fact ("battery life": ``identity_words``)
 # A naming part of fewer content words ("kindle oasis") is not scored apart: one word of two matching passes the gate.
 NAMING_MIN_WORDS = 3
 
@@ -85,6 +87,10 @@ class QAConfig(Config):
     answer_rate: float = doc("Calibration target: share of answerable held-out questions that must pass the "
                              "relevance gate. The generator can still abstain after reading the sources, so the "
                              "gate only stops questions nothing in the catalog is close to.", 0.98)
+    focus: bool = doc("The model reads only the retrieved products that pass the relevance gate themselves (their own "
+                      "relevance reaches the threshold, or, for a question passed on its description, their own "
+                      "description match does; a size or sibling the question's name rules out never does); false = "
+                      "every retrieved product, as retrieved.", True)
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= 20:
@@ -238,12 +244,18 @@ class QA:
 
     def relevance(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None, retrievers=None) -> float:
         """How well the best retrieved product matches: max of title cosine and word coverage, of the question's
-        words or of its naming part's (``amzqa.grounding.identity.naming_part``: "the dystopian novel where the party
+        words (less those that ask for a kind of fact: "battery life" is in every product that states one, whichever
+        is asked about) or of its naming part's (``amzqa.grounding.identity.naming_part``: "the dystopian novel where the party
         watches everyone through big brother - what's the main guy's name" is judged by the words before the dash,
         which a product can hold; from ``NAMING_MIN_WORDS`` content words, fewer say too little). ``retrievers``: the
         set the hits came from, default this pipeline's."""
+        return max(self.relevances(question, hits, query_vector, retrievers), default=0.0)
+
+    def relevances(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None,
+                   retrievers=None) -> list[float]:
+        """Each hit's own match to the question (:meth:`relevance` is the best of them)."""
         if not hits:
-            return 0.0
+            return []
         rset = retrievers or self.retrievers
         if query_vector is None:
             query_vector = rset.dense.embedder.encode([question])[0]
@@ -251,9 +263,12 @@ class QA:
         cos = np.asarray(rset.title_vectors[rows], dtype=np.float32) @ query_vector
         named = naming_part(question)
         named = named if len(content_words(named)) >= NAMING_MIN_WORDS else ""
-        covered = [max(coverage(question, text), coverage(named, text) if named else 0.0)
-                   for text in (f"{h.product.title} {h.product.content}" for h in hits)]
-        return float(max(max(cos), max(covered)))
+        asked, naming = identity_words(question), content_words(named) if named else set()
+        covered = []
+        for h in hits:
+            text = content_words(f"{h.product.title} {h.product.content}")
+            covered.append(max(len(asked & text) / max(len(asked), 1), len(naming & text) / len(naming) if naming else 0.0))
+        return [float(max(c, v)) for c, v in zip(cos.tolist(), covered)]
 
     def description_match(self, question: str, hits: list[Hit], retrievers=None) -> float | None:
         """How close the best hit's description is to the product the question describes: MiniLM cosine between the
@@ -262,12 +277,19 @@ class QA:
         who describe a product ("the alphabet book where every word starts with b") write their own words: the title
         and word coverage miss it, the description's meaning does not. None where the index has no MiniLM to compare
         sentences with (a static index without a re-scorer) or no hit has a description."""
+        matches = [m for m in self.description_matches(question, hits, retrievers) if m is not None]
+        return max(matches) if matches else None
+
+    def description_matches(self, question: str, hits: list[Hit], retrievers=None) -> list[float | None]:
+        """Each hit's own description match (:meth:`description_match` is the best of them); None for a hit without
+        a description, and for every hit where the index has no MiniLM."""
         embedder = sentence_embedder(retrievers or self.retrievers)
         described = [h.product.content for h in hits if h.product.content]
         if embedder is None or not described:
-            return None
+            return [None] * len(hits)
         vectors = np.asarray(embedder.encode([naming_part(question) or question, *described]), dtype=np.float32)
-        return float(np.max(vectors[1:] @ vectors[0]))
+        scores = iter((vectors[1:] @ vectors[0]).tolist())
+        return [float(next(scores)) if h.product.content else None for h in hits]
 
     def passes_gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
                     described: float | None | EllipsisType = ...) -> bool:
@@ -281,20 +303,35 @@ class QA:
         (default this pipeline's :meth:`described_threshold`: above every product-removed calibration question's best
         match; None switches the rule off). No rule is part of the calibrated score: a generated calibration question
         whose noise garbles an identifier or a size would otherwise pull the threshold down for every question."""
+        return bool(self.gate(question, hits, threshold, retrievers, described))
+
+    def gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
+             described: float | None | EllipsisType = ...) -> list[Hit]:
+        """The hits that pass the gate themselves (:meth:`passes_gate` passes when there is one), in retrieval order:
+        those whose own relevance reaches the threshold, or, when none does, those whose own description match
+        reaches ``described``. With ``QAConfig.focus`` the model reads only these: a product the question is not
+        about does not offer it a sentence to answer with (the stand mixer's "5-quart bowl" for a question about the
+        hand mixer), and the citation cannot go to it."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
-            return False
-        hits = [h for h in hits if not size_conflicts(question, h.product) and not variant_conflicts(question, h.product)]
-        if not hits:
-            return False
+            return []
+        relevances = self.relevances(question, hits, retrievers=retrievers)
+        siblings = [bool(size_conflicts(question, h.product) or variant_conflicts(question, h.product)) for h in hits]
+        if max(r for r, s in zip(relevances, siblings) if s) > max((r for r, s in zip(relevances, siblings) if not s),
+                                                               default=-1.0) if any(siblings) else False:
+            # the closest product is a sibling of the one asked about: that one is not in the catalog, and a
+            # weaker match that passes is not it either (the Garmin watch for "fitbit charge 5", the Charge 4 stopped)
+            return []
+        hits, relevances = [h for h, s in zip(hits, siblings) if not s], [r for r, s in zip(relevances, siblings) if not s]
         threshold = self.config.abstain_threshold if threshold is None else threshold
-        if self.relevance(question, hits, retrievers=retrievers) >= (threshold or 0.0):
-            return True
+        passed = [h for h, r in zip(hits, relevances) if r >= (threshold or 0.0)]
+        if passed:
+            return passed
         if described is ...:
             described = self.described_threshold()
         if described is None:  # not calibrated for this shape, or switched off by the caller
-            return False
-        match = self.description_match(question, hits, retrievers)
-        return match is not None and match >= described
+            return []
+        matches = self.description_matches(question, hits, retrievers)
+        return [h for h, m in zip(hits, matches) if m is not None and m >= described]
 
     def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
@@ -398,22 +435,25 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        asked.relevant = self.passes_gate(asked.query, asked.hits, threshold, retrievers=rset, described=described)
+        passed = self.gate(asked.query, asked.hits, threshold, retrievers=rset, described=described)
+        asked.relevant = bool(passed)
+        asked.sources = passed if self.config.focus else asked.hits
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
         if asked.language == "pt":
             asked.timings["translate_question_s"] = t1 - t0
         return asked
 
     def _finish(self, asked: Asked, raw: str, started: float) -> Answer:
-        checked = check(raw, [h.product for h in asked.hits], asked.query)
-        answer = Answer(question=asked.question, text=checked.text, citations=checked.citations, sources=asked.hits,
+        checked = check(raw, [h.product for h in asked.sources], asked.query)
+        answer = Answer(question=asked.question, text=checked.text, citations=checked.citations, sources=asked.sources,
                         abstained=checked.abstained, timings=asked.timings, removed_citations=checked.removed,
                         unsupported=checked.unsupported, raw_text=raw, hedges=checked.hedges,
-                        evidence=checked.evidence, unsupported_reasons=checked.reasons)
+                        evidence=checked.evidence, unsupported_reasons=checked.reasons, retrieved=asked.hits)
         return self._localise(answer, asked, started)
 
     def _abstain(self, asked: Asked, started: float) -> Answer:
-        answer = Answer(asked.question, ABSTAIN_MESSAGE, [], asked.hits, abstained=True, timings=asked.timings)
+        answer = Answer(asked.question, ABSTAIN_MESSAGE, [], asked.hits, abstained=True, timings=asked.timings,
+                        retrieved=asked.hits)
         return self._localise(answer, asked, started)
 
     def _localise(self, answer: Answer, asked: Asked, started: float) -> Answer:
@@ -434,7 +474,7 @@ class QA:
         if not asked.relevant:
             return self._abstain(asked, started)
         t = time.perf_counter()
-        prompt = build_prompt(asked.query, asked.hits, self.config.excerpt_chars)
+        prompt = build_prompt(asked.query, asked.sources, self.config.excerpt_chars)
         asked.timings["prompt_s"] = time.perf_counter() - t
         t = time.perf_counter()
         raw = self.generator.generate(prompt)
@@ -448,7 +488,7 @@ class QA:
             message = ABSTAIN_MESSAGE_PT if asked.language == "pt" else ABSTAIN_MESSAGE
             return AnswerStream(iter([message]), asked.hits, lambda _: self._abstain(asked, started))
         t = time.perf_counter()
-        prompt = build_prompt(asked.query, asked.hits, self.config.excerpt_chars)
+        prompt = build_prompt(asked.query, asked.sources, self.config.excerpt_chars)
         asked.timings["prompt_s"] = time.perf_counter() - t
 
         def pieces() -> Iterator[str]:
@@ -460,11 +500,11 @@ class QA:
             asked.timings["generate_s"] = time.perf_counter() - t_gen
 
         raw: list[str] = []  # the model's own text; what is streamed is each sentence once it passed the check
-        shown = checked_sentences(pieces(), [h.product for h in asked.hits], asked.query, raw)
+        shown = checked_sentences(pieces(), [h.product for h in asked.sources], asked.query, raw)
         if asked.language != "pt":
-            return AnswerStream(shown, asked.hits, lambda _: self._finish(asked, "".join(raw), started))
+            return AnswerStream(shown, asked.sources, lambda _: self._finish(asked, "".join(raw), started))
         english: list[str] = []
-        return AnswerStream(self.languages.stream_portuguese(shown, english), asked.hits,
+        return AnswerStream(self.languages.stream_portuguese(shown, english), asked.sources,
                             lambda _: self._finish(asked, "".join(raw), started))
 
 
@@ -502,13 +542,23 @@ class Asked:
     question: str
     query: str
     language: str
-    hits: list[Hit]
+    hits: list[Hit]  # as retrieved (an abstention shows them as what the catalog holds)
     relevant: bool
     timings: dict[str, float]
+    sources: list[Hit] = dataclasses.field(default_factory=list)  # what the model reads (``QAConfig.focus``)
 
 
 _LANGUAGES = None
 _languages_lock = threading.Lock()
+
+
+def identity_words(text: str) -> set[str]:
+    """The content words of ``text`` that can tell products apart: not those that ask for a kind of fact ("battery
+    life", "dishwasher safe", "how many pages": in every product that states one, whichever is asked about). All of
+    them where nothing else is left. (Leaving out formats, packaging and colours too, "blu-ray", "paperback", was
+    measured: it stops more answerable questions than absent ones, "lotr one volume edition" reads as "lotr".)"""
+    found = content_words(text)
+    return (found - fact_words()) or found
 
 
 def shared_languages():

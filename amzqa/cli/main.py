@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("question", help="the shopper's question")
     sp.add_argument("--artifacts", type=Path, required=True, help="artifact folder (amzqa index)")
     add_generation_flags(sp)
-    add_config_flags(sp, QAConfig, only=("k", "mode"), aliases={"k": ("-k",)}, prefix=_QA)
+    add_config_flags(sp, QAConfig, only=("k", "mode", "focus"), aliases={"k": ("-k",)}, prefix=_QA)
     sp.add_argument("--settings", type=Path, metavar="FILE", help="QA settings saved by QA.save (e.g. runs/demo/qa.json): "
                     "k, mode, excerpt_chars and the calibrated relevance threshold (refitted if it was fitted for another "
                     "index or prompt shape); -k and --mode override them")

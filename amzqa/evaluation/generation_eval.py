@@ -59,6 +59,9 @@ class GenerationEvalConfig(Config):
     bootstrap: int = doc("Bootstrap resamples for the 95% intervals.", 1000)
     gate: bool = doc("With questions: apply QA's calibrated relevance gate as QA.ask does (a question it stops is "
                      "abstained on by every system, and a lost answerable one is attributed to it).", True)
+    focus: bool = doc("With questions and the gate: each system reads only the retrieved products that pass the gate "
+                      "themselves, as QA.ask does (QAConfig.focus); a lost answerable question whose product the gate "
+                      "left out is attributed to the gate.", True)
     abstention_auc: bool = doc("Also score log P(abstention message) on every case for the threshold-free abstention "
                                "AUC (one more prompt pass per case and system).", True)
     language: str = doc("Question language: en; pt = each question machine-translated to Portuguese (Bergamot en->pt) "
@@ -89,6 +92,7 @@ class Case:
     should_abstain: bool | None = None  # None: abstain exactly when the product is not among the sources
     fact: str = ""  # the user's short reference answer: does the answer state it?
     gated: bool = False  # QA's relevance gate stops it: every system abstains without generating
+    left_out: bool = False  # retrieved, but the gate left the product out of what the systems read (QAConfig.focus)
 
     def __post_init__(self) -> None:
         if self.should_abstain is None:
@@ -103,22 +107,24 @@ def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
     questions = load_user_questions(cfg.questions, store)
     asked = [store.by_uid(q.product_uid) for q in questions if q.product_uid]
     groups = relevant_sets(store, asked)
-    cases = []
-    for q in questions:
-        sources = [h.product for h in rset.hybrid.retrieve(q.question, k)]
-        gold = groups.get(q.product_uid, set())
-        position = next((i for i, p in enumerate(sources, 1) if p.uid in gold), 0)
-        reference = q.answer or (store.by_uid(q.product_uid).content if q.product_uid else "")
-        cases.append(Case(q.question, q.product_uid, reference, sources, position, should_abstain=q.should_abstain,
-                          fact=q.answer or ""))
+    qa = None
     if cfg.gate:  # as QA.ask: the relevance threshold calibrated on calibration products for this prompt shape
         from amzqa.answer.pipeline import QA, QAConfig
         from amzqa.generation import ExtractiveGenerator
 
-        qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en"))
-        for case in cases:
-            hits = rset.hybrid.retrieve(case.question, k)
-            case.gated = not qa.passes_gate(case.question, hits)
+        qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en", focus=cfg.focus))
+    cases = []
+    for q in questions:
+        hits = rset.hybrid.retrieve(q.question, k)
+        gold = groups.get(q.product_uid, set())
+        passed = qa.gate(q.question, hits) if qa is not None else hits
+        read = passed if passed and qa is not None and cfg.focus else hits
+        sources = [h.product for h in read]
+        position = next((i for i, p in enumerate(sources, 1) if p.uid in gold), 0)
+        reference = q.answer or (store.by_uid(q.product_uid).content if q.product_uid else "")
+        cases.append(Case(q.question, q.product_uid, reference, sources, position, should_abstain=q.should_abstain,
+                          fact=q.answer or "", gated=qa is not None and not passed,
+                          left_out=not position and any(h.uid in gold for h in hits)))
     return cases
 
 
@@ -219,8 +225,7 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
                    **({"cites_gold": 0.0} if case.gold_position else {}),
                    **({"states_answer": 0.0, "stated_and_cited": 0.0, "confidently_wrong": 0.0} if case.fact else {}))
         if case.fact:
-            row["lost"] = ("retrieval missed the product" if not case.gold_position
-                           else "the relevance gate stopped it" if case.gated else "refused")
+            row["lost"] = lost_cause(case, "refused")
         return row
     if case.gold_text:
         row["rouge_l"] = rouge_l(text, case.gold_text)
@@ -233,8 +238,8 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
         row["stated_and_cited"] = row["states_answer"] * row.get("cites_gold", 0.0)
         row["confidently_wrong"] = 1.0 - row["states_answer"]  # answered, but not with the fact asked for
         if not row["stated_and_cited"]:
-            row["lost"] = ("retrieval missed the product" if not case.gold_position
-                           else "answered with another sentence" if not row["states_answer"] else "fact shown, another source cited")
+            row["lost"] = lost_cause(case, "answered with another sentence" if not row["states_answer"]
+                                     else "fact shown, another source cited")
     sentences = split_sentences(checked.text)
     supported = 0
     for s in sentences:
@@ -242,6 +247,16 @@ def score_answer(case: Case, raw: str, seconds: float) -> dict[str, Any]:
         supported += any(judge(s, case.sources[m - 1]).supported for m in cited if 1 <= m <= len(case.sources))
     row["support"] = supported / len(sentences) if sentences else 0.0
     return row
+
+
+def lost_cause(case: Case, otherwise: str) -> str:
+    """Where an answerable question was lost: retrieval, the gate (it stopped the question, or left its product out of
+    what the systems read), or the system itself (``otherwise``)."""
+    if case.left_out:
+        return "the relevance gate left the product out"
+    if not case.gold_position:
+        return "retrieval missed the product"
+    return "the relevance gate stopped it" if case.gated else otherwise
 
 
 def alce_citations(text: str, sources) -> tuple[float | None, float | None]:

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, Prompt, sanitize
-from amzqa.grounding.facts import FACTS, answers, asked_facts
+from amzqa.grounding.facts import answers, asked_facts, fact_words
 from amzqa.grounding.identity import asking_part
 from amzqa.grounding.text import content_words, split_sentences
 from amzqa.records import Product
@@ -50,13 +49,6 @@ class Candidate:
     sentence: str
     prior: float = 0.0  # the lexical score that made it a candidate (words shared with the question, fact kind)
     relevance: float = 0.0  # how well its product matches the question's naming words (part of the prior)
-
-
-@cache
-def fact_words() -> frozenset[str]:
-    """The words a question uses to ask for a kind of fact (page, battery, dishwasher, wrote...): the content words
-    of the fact question templates. They say what is asked, not which product."""
-    return frozenset().union(*(content_words(t.replace("{t}", " ")) for f in FACTS for t in f.templates))
 
 
 def candidates(question: str, products: tuple[Product, ...] | list[Product], limit: int = MAX_CANDIDATES) -> list[Candidate]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,12 @@ def asked_facts(question: str) -> tuple[Fact, ...]:
 def answers(sentence: str, asked: tuple[Fact, ...]) -> bool:
     """Whether the sentence states a fact of a kind the question asks for."""
     return any(f.sentence.search(sentence) for f in asked)
+
+
+@cache
+def fact_words() -> frozenset[str]:
+    """The words a question uses to ask for a kind of fact (page, battery, dishwasher, wrote...): the content words
+    of the fact question templates. They say what is asked, not which product."""
+    from amzqa.grounding.text import content_words
+
+    return frozenset().union(*(content_words(t.replace("{t}", " ")) for f in FACTS for t in f.templates))
