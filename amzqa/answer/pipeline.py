@@ -310,16 +310,16 @@ class QA:
         """The hits that pass the gate themselves (:meth:`passes_gate` passes when there is one), in retrieval order:
         those whose own relevance reaches the threshold, or, when none does, those whose own description match
         reaches ``described``. With ``QAConfig.focus`` the model reads only these: a product the question is not
-        about does not offer it a sentence to answer with (the stand mixer's "5-quart bowl" for a question about the
-        hand mixer), and the citation cannot go to it."""
+        about does not offer it a sentence to answer with (the Garmin watch's battery sentence for a question about
+        the Bose headphones' battery), and the citation cannot go to it."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return []
         relevances = self.relevances(question, hits, retrievers=retrievers)
         siblings = [bool(size_conflicts(question, h.product) or variant_conflicts(question, h.product)) for h in hits]
-        if max(r for r, s in zip(relevances, siblings) if s) > max((r for r, s in zip(relevances, siblings) if not s),
-                                                               default=-1.0) if any(siblings) else False:
+        closest_sibling = max((r for r, s in zip(relevances, siblings) if s), default=-1.0)
+        if closest_sibling > max((r for r, s in zip(relevances, siblings) if not s), default=-1.0):
             # the closest product is a sibling of the one asked about: that one is not in the catalog, and a
-            # weaker match that passes is not it either (the Garmin watch for "fitbit charge 5", the Charge 4 stopped)
+            # weaker match that passes is not it either (the Garmin watch for "fitbit charge 5", the Charge 4 ruled out)
             return []
         hits, relevances = [h for h, s in zip(hits, siblings) if not s], [r for r, s in zip(relevances, siblings) if not s]
         threshold = self.config.abstain_threshold if threshold is None else threshold
