@@ -423,6 +423,7 @@ def test_a_fine_tuned_adapter_gets_the_prompt_shape_it_was_trained_on(app_env, f
     at.sidebar.selectbox(key="generator").set_value("extractive").run()
     assert not at.exception, at.exception
     assert at.sidebar.slider(key="k").value == 5 and prompts[-1].excerpt_chars == 300 and len(prompts[-1].sources) <= 5
+    assert len(at.dataframe[0].value) == 5  # k=5 retrieved
 
 
 def test_a_generation_failure_mid_stream_is_an_error_not_a_traceback(app_env, fake_generators, monkeypatch):

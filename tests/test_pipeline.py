@@ -6,9 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from amzqa.answer.pipeline import GATE_METHOD, QA, QAConfig, threshold_for_rate
+from amzqa.answer.pipeline import GATE_METHOD, QA, QAConfig, identity_words, threshold_for_rate
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
-from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt, coverage
+from amzqa.generation.prompt import ABSTAIN_MESSAGE, build_prompt
+from amzqa.grounding.text import content_words
 from amzqa.records import Answer
 from tests.conftest import ROOT
 
@@ -19,7 +20,7 @@ def test_ask_returns_a_cited_answer(qa_extractive):
     assert "Ages 4 to 99" in a.text
     assert a.citations and a.citations[0].uid == "B000068CKY" == a.sources[0].uid
     assert {c.uid for c in a.citations} <= {h.uid for h in a.sources}
-    assert len(a.sources) >= 1
+    assert len(a.retrieved) == 5 and {h.uid for h in a.sources} <= {h.uid for h in a.retrieved}
     assert {"retrieve_s", "prompt_s", "generate_s", "total_s"} <= set(a.timings)
 
 
@@ -131,6 +132,12 @@ def test_the_naming_part_is_the_question_without_its_ask():
     from amzqa.grounding.identity import asking_part, naming_part, size_conflicts
     from amzqa.records import Product
 
+    # fact nouns that can be part of a name ask only at the very end
+    assert naming_part("jbl flip 5 playtime?") == "jbl flip 5"
+    assert naming_part("fisher price playtime gym") == ""
+    assert naming_part("le creuset 7.25 qt round dutch oven max oven temp") == "le creuset 7.25 qt round dutch oven"
+    assert naming_part("fitbit charge 5 built-in gps? battery days") == "fitbit charge 5 built-in gps"
+
     assert naming_part("the picture book where a tiger comes to tea - what is the girl called?") == (
         "the picture book where a tiger comes to tea")  # the clause after the dash asks, not the first asking word
     assert naming_part("how long does the battery last? (Kindle Oasis)") == "Kindle Oasis"  # "is" in "Oasis" asks not
@@ -214,6 +221,12 @@ def test_a_model_number_the_title_gives_otherwise_names_a_sibling():
     assert model_number_conflicts("frozen 2 blu-ray", frozen) == ["2+"]  # a sequel extends a short title
     assert model_number_conflicts("frozen blu-ray", frozen) == []
     assert model_number_conflicts("airpods pro 2", airpods) == []  # the title's ordinal carries it
+    # years, inch marks, a first volume, a size after a longer title, a resolution the title writes so: not models
+    assert model_number_conflicts("macbook air 13", Product(7, "a", "Apple MacBook Air 2020 Laptop M1 Chip", "")) == []
+    assert model_number_conflicts('kindle paperwhite 6"', Product(8, "k", "Kindle Paperwhite (8 GB)", "")) == []
+    assert model_number_conflicts("frozen 1 blu-ray", frozen) == []
+    assert model_number_conflicts("crocs classic clog 10", Product(9, "c", "Crocs Classic Clog", "")) == []
+    assert model_number_conflicts("roku ultra 4k", Product(10, "r", "Roku Ultra 4K Streaming Device", "")) == []
 
 
 @pytest.mark.parametrize("asked, answered", [
@@ -535,8 +548,9 @@ def test_the_gate_reads_the_title_vectors_of_the_index_it_loaded(sample_artifact
     assert max(h.product.row_id for h in hits) >= 40  # rows the new, smaller build does not have
     query = rset.dense.embedder.encode([question])[0]
     rows = [h.product.row_id for h in hits]
+    asked = identity_words(question)  # "illustrated" asks for a kind of fact: not counted
     expected = float(max(max(old_vectors[rows] @ query),
-                         max(coverage(question, f"{h.product.title} {h.product.content}") for h in hits)))
+                         max(len(asked & content_words(f"{h.product.title} {h.product.content}")) / len(asked) for h in hits)))
     assert qa.relevance(question, hits) == pytest.approx(expected, abs=1e-6)
     assert qa.ask(question).sources[0].uid == "0064430170"
     # until it is told to load the new version: then every read is the new one's, and only once

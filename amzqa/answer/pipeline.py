@@ -75,7 +75,7 @@ def load_settings(path: str | Path) -> dict[str, Any]:
 class QAConfig(Config):
     """Settings of :class:`QA` (``QA.save`` writes them to a JSON file outside the index)."""
 
-    k: int = doc("Sources retrieved and shown to the model.", 5)
+    k: int = doc("Products retrieved; the model reads those of them that pass the relevance gate (focus).", 5)
     mode: str = doc("Retriever: dense, lexical or hybrid.", "hybrid")
     excerpt_chars: int = doc("Characters of each description shown to the model.", DEFAULT_EXCERPT_CHARS)
     abstain_threshold: float | None = doc("Relevance below which the pipeline abstains without generating; "
@@ -298,7 +298,8 @@ class QA:
         (``amzqa.grounding.identity``: the WH-1000XM5 asked, only the XM4 retrieved, is not answered with the XM4's
         battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
         for "instant pot duo 8 qt") does not count toward the relevance, nor a sibling the question's name tells
-        apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"). A question
+        apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"); where such
+        a hit is the most relevant one, the question is stopped (a weaker match is not the product asked either). A question
         below the threshold still passes when its description match (:meth:`description_match`) reaches ``described``
         (default this pipeline's :meth:`described_threshold`: above every product-removed calibration question's best
         match; None switches the rule off). No rule is part of the calibrated score: a generated calibration question

@@ -249,6 +249,7 @@ def answer_to_dict(answer) -> dict:
                                                           "sentence": answer.evidence.sentence},
         "sources": [{"n": i, "uid": h.uid, "title": h.product.title, "score": round(h.score, 4), "found_by": list(h.found_by)}
                     for i, h in enumerate(answer.sources, 1)],
+        "retrieved": [{"uid": h.uid, "title": h.product.title, "score": round(h.score, 4)} for h in answer.retrieved],
         "removed_citations": answer.removed_citations, "unsupported": answer.unsupported,
         "unsupported_reasons": answer.unsupported_reasons, "raw_text": answer.raw_text,
         "timings_s": {k: round(v, 3) for k, v in answer.timings.items()},

@@ -31,7 +31,8 @@ short title ("messiah" after "Dune"). Words shoppers add or change freely are no
 
 Model numbers too (:func:`model_number_conflicts`, read in any naming part): a number after a name word that the
 title follows with another number ("bose quietcomfort 45" for "QuietComfort 35 II", "jbl flip 6" for the Flip 5, "mx
-master 3s" for the MX Master 3), or that extends a short title ("frozen 2" for "Frozen", a sequel). Counts ("mini 4 pack"), sizes ("duo 8 qt") and numbers the title carries anywhere are
+master 3s" for the MX Master 3), or that extends a title of one or two words ("frozen 2" for "Frozen", a sequel).
+Years ("MacBook Air 2020"), inches written 6", counts ("mini 4 pack"), sizes ("duo 8 qt") and numbers the title carries anywhere are
 not model numbers; "10k" reads as 10000.
 
 The naming part (:func:`naming_part`) is the question without its asking clause: shoppers write "<the product> - <what
@@ -116,8 +117,9 @@ _ASK = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS}|does|do|did|is|are|can|will|
 _WH = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS})(?![\w'\u2019])", re.I)
 # Asks with no asking word: the fact wanted, named by its noun at the end ("... page count", "... battery life?").
 _ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|runtime|run ?time|running time|battery life|warranty|"
-                       r"battery (?:days|hours)|play ?time|rating|megapixels|"
-                       r"(?:max(?:imum)? )?oven(?:[- ]safe)? (?:temp|temperature)|"
+                       r"battery (?:days|hours)|rating|megapixels|"
+                       r"(?:(?:total |max(?:imum)? )?play ?time|(?:max(?:imum)? )?oven(?:[- ]safe)? (?:temp|temperature))"
+                       r"(?=[\s?!.]*$)|"  # these can be part of a name ("playtime gym"): only at the very end
                        r"dimensions|weight limit|weight capacity|max weight|capacity|wattage|dpi|fps|flight time|"
                        r"shelf life|washing instructions|care instructions|inseam|size range|age range|price|"
                        r"ingredients|head size|grip size|screen size|page size|water resistance|waterproof rating|"
@@ -295,6 +297,7 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
 _MODEL_NUMBER = re.compile(r"\d+[a-z]?")
 # Words after a number that make it a count, not a model: "mini 4 pack", "k-cups 24 count".
 _COUNTS = frozenset("pack pk packs count ct set sets piece pieces pcs pc per each x".split())
+_YEAR = re.compile(r"(?:19|20)\d\d")  # "MacBook Air 2020", "(2021 release)": a year, not a model
 
 
 def _model_number(token: str) -> str:
@@ -302,37 +305,41 @@ def _model_number(token: str) -> str:
     return str(int(token[:-1]) * 1000) if token.endswith("k") and token[:-1].isdigit() else token
 
 
-def _numbered(text: str) -> list[tuple[str, str]]:
-    """(name word, model number) pairs of ``text``: a word of letters followed by a number that is not a size, a
-    range, a decimal or a quantity ("QuietComfort 35 II" -> ("quietcomfort", "35"); not "Duo 6 Quart")."""
+def _numbered(text: str) -> list[tuple[str, str, str]]:
+    """(name word, model number, as written) of ``text``: a word of letters followed by a number that is not a size
+    (a unit after it, or an inch mark: 6"), a range, a decimal, a quantity or a year ("QuietComfort 35 II" ->
+    ("quietcomfort", "35", "35"); not "Duo 6 Quart", "4-Pack", "MacBook Air 2020")."""
     tokens = _WORD.findall(_THOUSANDS.sub("", text.lower()))
     pairs = []
     for i in range(1, len(tokens)):
-        word, number = tokens[i - 1].strip(".,;:!?()[]\"'"), tokens[i].strip(",;:!?()[]\"'")
+        word, raw = tokens[i - 1].strip(".,;:!?()[]\"'"), tokens[i].rstrip(",;:!?)]'").lstrip("([\"'")
+        number = raw.rstrip("\"")
         following = tokens[i + 1].strip(".,;:!?()[]") if i + 1 < len(tokens) else ""
         if (word.isalpha() and word not in STOPWORDS and word not in GENERIC_NAME_WORDS and _MODEL_NUMBER.fullmatch(number)
+                and number == raw and not _YEAR.fullmatch(number)
                 and not UNIT.fullmatch(number) and not UNIT.fullmatch(following) and following not in SIZE_UNITS
                 and following not in _COUNTS and not following.startswith(("-pack", "-count", "-piece"))):
-            pairs.append((stem(word), _model_number(number)))
+            pairs.append((stem(word), _model_number(number), number))
     return pairs
 
 
 def model_number_conflicts(named: str, product: Product) -> list[str]:
     """Model numbers of the naming part ``named`` that ``product``'s title gives another number after the same word:
     "bose quietcomfort 45" against "Bose QuietComfort 35 II" (["45~35"]), "jbl flip 6" against the Flip 5, "mx master
-    3s" against the MX Master 3; or that extends a title of at most 3 words, a sequel ("frozen 2" against "Frozen
-    (Blu-ray + DVD)": ["2+"]). A number the title carries anywhere is no conflict."""
+    3s" against the MX Master 3; or, other than 1, that extends a title of at most 2 words, a sequel ("frozen 2" against
+    "Frozen (Blu-ray + DVD)": ["2+"]; not "crocs classic clog 10", a size). A number the title carries anywhere (as
+    written, "4k", too) is no conflict."""
     title = product.title.lower()
     carried = {t.strip(".,;:!?()[]\"'") for t in _WORD.findall(_THOUSANDS.sub("", title))}
     carried |= {o[:-2] for o in _ORDINAL.findall(title)}  # "airpods pro 2": "(2nd Generation)"
-    given = dict(_numbered(product.title))
+    given = {w: n for w, n, _ in _numbered(product.title)}
     core = _name_words(_TITLE_CORE.split(product.title)[0])
     found = []
-    for w, n in _numbered(named):
-        if n in carried:
+    for w, n, written in _numbered(named):
+        if n in carried or written in carried:
             continue
         if w in given and given[w] != n:
             found.append(f"{n}~{given[w]}")
-        elif w not in given and len(core) <= 3 and core and core[-1] == w:  # a sequel: "frozen 2" for "Frozen"
+        elif w not in given and n != "1" and len(core) <= 2 and core and core[-1] == w:  # a sequel: "frozen 2"
             found.append(f"{n}+")
     return found
