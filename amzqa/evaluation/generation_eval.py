@@ -112,7 +112,7 @@ def user_cases(rset, cfg: GenerationEvalConfig, k: int) -> list[Case]:
         from amzqa.answer.pipeline import QA, QAConfig
         from amzqa.generation import ExtractiveGenerator
 
-        qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en", focus=cfg.focus))
+        qa = QA(rset, ExtractiveGenerator(), QAConfig(k=k, language="en"))  # focus: cfg.focus, below
     cases = []
     for q in questions:
         hits = rset.hybrid.retrieve(q.question, k)

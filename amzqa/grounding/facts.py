@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from amzqa.grounding.text import content_words
+
 
 @dataclass(frozen=True)
 class Fact:
@@ -97,6 +99,4 @@ def answers(sentence: str, asked: tuple[Fact, ...]) -> bool:
 def fact_words() -> frozenset[str]:
     """The words a question uses to ask for a kind of fact (page, battery, dishwasher, wrote...): the content words
     of the fact question templates. They say what is asked, not which product."""
-    from amzqa.grounding.text import content_words
-
     return frozenset().union(*(content_words(t.replace("{t}", " ")) for f in FACTS for t in f.templates))
