@@ -182,6 +182,7 @@ def test_bad_update_input_is_refused_before_anything_changes(catalog, tmp_path, 
     assert json.loads((index / MANIFEST).read_text())["sealed"] == seal and not (tmp_path / "copy.update").exists()
 
 
+@pytest.mark.slow  # ~29 s: kills and reruns an update at every stage (make test-slow; CI runs it)
 def test_a_killed_update_leaves_the_old_index_and_a_rerun_finishes(catalog, tmp_path):
     base, fresh = catalog[:-30], catalog[-30:]
     index = build(tmp_path, "base", base, calibrate_products=0)

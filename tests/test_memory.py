@@ -57,6 +57,7 @@ def test_a_demo_stage_without_the_earlier_ones_says_what_to_run(tmp_path):
     assert "needs" in proc.stderr and "run the earlier stages first" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~32 s: the demo stages, each a process (make test-slow; CI runs it)
 def test_the_demo_runs_each_stage_in_its_own_process_and_reports_their_peaks(tmp_path):
     """The answering half of the demo (prepare, index, search, ask): each stage a process, each one's peak printed."""
     work = tmp_path / "w"

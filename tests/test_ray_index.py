@@ -26,6 +26,7 @@ def _build(corpus, out, *flags):
     return out
 
 
+@pytest.mark.slow  # ~32 s: starts a local Ray cluster (make test-slow; CI runs it)
 def test_a_ray_build_matches_the_in_process_build(sample_corpus, tmp_path):
     """fp32 embeddings: the int8 model quantises activations per batch, so its vectors depend on which titles share a
     batch, and Ray's batches are not the in-process build's (the retrieval evaluation judges that backend)."""

@@ -114,6 +114,7 @@ def test_transformers_loads_weights_as_views_of_the_mapped_checkpoint():
     assert in_mapped_checkpoint(model.get_input_embeddings().weight)
 
 
+@pytest.mark.slow  # ~110 s: six QLoRA steps, three generators and an OpenVINO export (make test-slow; CI runs it)
 def test_qlora_trains_and_the_adapter_changes_the_generator(tiny_cfg):
     from peft import PeftModel
 
@@ -241,6 +242,7 @@ def test_lora_in_the_top_layers_only_stops_backpropagation_there(tiny_cfg):
         build_trainer(tiny_cfg.replace(lora_layers=total + 1), progress=False, max_steps=1)
 
 
+@pytest.mark.slow  # ~27 s: a full fine-tune and its reload (make test-slow; CI runs it)
 def test_full_fine_tuning_trains_the_top_layers_and_saves_a_model_the_generator_loads(tiny_cfg, tmp_path):
     """method: full trains the weights of the top lora_layers layers (the embeddings and lower layers stay as they
     were), saves a whole safetensors model with its provenance and abstention threshold, and answers as a model."""
@@ -313,6 +315,7 @@ def test_every_label_masked_is_refused(tiny_cfg):
         trainer.data_collator([good, bad])
 
 
+@pytest.mark.slow  # ~25 s: a QLoRA run stopped and resumed (make test-slow; CI runs it)
 def test_training_resumes_from_the_last_checkpoint(tiny_cfg):
     from amzqa.training.train import read_log, train
 

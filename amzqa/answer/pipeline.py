@@ -40,7 +40,7 @@ from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
 from amzqa.grounding.facts import fact_words
 from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers, variant_conflicts
-from amzqa.grounding.text import content_words, split_sentences
+from amzqa.grounding.text import STOPWORDS, content_words, split_sentences, stem
 from amzqa.io.atomic import write_json_atomic
 from amzqa.io.layout import MANIFEST
 from amzqa.records import Answer, Hit
@@ -50,10 +50,11 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 5  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
+GATE_METHOD = 6  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
 # 4: a described product passes on its description's similarity (``described_threshold`` in the calibration);
-# 5: the question's coverage leaves out the words that ask for a kind of fact ("battery life": ``identity_words``)
-# A naming part of fewer content words ("kindle oasis") is not scored apart: one word of two matching passes the gate.
+# 5: the question's coverage leaves out the words that ask for a kind of fact ("battery life": ``identity_words``);
+# 6: hyphenated words match their parts and joined form (``coverage``); a short naming part counts whole or not at all
+# A naming part of fewer content words ("kindle oasis") counts only whole: one word of two would pass the gate.
 NAMING_MIN_WORDS = 3
 
 
@@ -247,8 +248,10 @@ class QA:
         words (less those that ask for a kind of fact: "battery life" is in every product that states one, whichever
         is asked about) or of its naming part's (``amzqa.grounding.identity.naming_part``: "the dystopian novel where the party
         watches everyone through big brother - what's the main guy's name" is judged by the words before the dash,
-        which a product can hold; from ``NAMING_MIN_WORDS`` content words, fewer say too little). ``retrievers``: the
-        set the hits came from, default this pipeline's."""
+        which a product can hold; a naming part of fewer than ``NAMING_MIN_WORDS`` content words counts only when the
+        product holds all of it: "logitech c920x"). A hyphenated word matches its parts and its joined form both ways
+        (:func:`coverage`: "play doh 10 pack" in "Play-Doh ... 10-Pack"). ``retrievers``: the set the hits came from,
+        default this pipeline's."""
         return max(self.relevances(question, hits, query_vector, retrievers), default=0.0)
 
     def relevances(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None,
@@ -261,13 +264,14 @@ class QA:
             query_vector = rset.dense.embedder.encode([question])[0]
         rows = [h.product.row_id for h in hits]
         cos = np.asarray(rset.title_vectors[rows], dtype=np.float32) @ query_vector
-        named = naming_part(question)
-        named = named if len(content_words(named)) >= NAMING_MIN_WORDS else ""
-        asked, naming = identity_words(question), content_words(named) if named else set()
+        asked, naming = identity_words(question), content_words(naming_part(question))
         covered = []
         for h in hits:
-            text = content_words(f"{h.product.title} {h.product.content}")
-            covered.append(max(len(asked & text) / max(len(asked), 1), len(naming & text) / len(naming) if naming else 0.0))
+            text = with_word_parts(content_words(f"{h.product.title} {h.product.content}"))
+            named = coverage(naming, text) if naming else 0.0
+            if len(naming) < NAMING_MIN_WORDS and named < 1.0:
+                named = 0.0  # a short name counts whole or not at all: "kindle" of "kindle oasis" is not the Oasis
+            covered.append(max(coverage(asked, text), named))
         return [float(max(c, v)) for c, v in zip(cos.tolist(), covered)]
 
     def description_match(self, question: str, hits: list[Hit], retrievers=None) -> float | None:
@@ -560,6 +564,34 @@ def identity_words(text: str) -> set[str]:
     measured: it stops more answerable questions than absent ones, "lotr one volume edition" reads as "lotr".)"""
     found = content_words(text)
     return (found - fact_words()) or found
+
+
+def word_parts(word: str) -> set[str]:
+    """A hyphenated word's other spellings: its joined form and its content-word parts ("play-doh": "playdoh",
+    "play", "doh"); nothing for a word without a hyphen."""
+    if "-" not in word:
+        return set()
+    parts = [p for p in word.split("-") if p]
+    return {stem("".join(parts))} | {stem(p) for p in parts if p not in STOPWORDS and len(p) > 1}
+
+
+def with_word_parts(found: set[str]) -> set[str]:
+    """``found`` with every hyphenated word's other spellings (:func:`word_parts`): a title's "Play-Doh 10-Pack"
+    holds the shopper's "play doh 10 pack" and "playdoh"."""
+    return found.union(*(word_parts(w) for w in found))
+
+
+def coverage(asked: set[str], text: set[str]) -> float:
+    """The share of ``asked`` words that ``text`` (:func:`with_word_parts`) holds; a hyphenated asked word counts
+    when the text holds it as written, joined, or every one of its parts ("hands-on" in "Hands On")."""
+    def held(word: str) -> bool:
+        if word in text:
+            return True
+        if "-" not in word:
+            return False
+        parts = [stem(p) for p in word.split("-") if p and p not in STOPWORDS and len(p) > 1]
+        return stem(word.replace("-", "")) in text or bool(parts) and all(p in text for p in parts)
+    return sum(held(w) for w in asked) / max(len(asked), 1)
 
 
 def shared_languages():

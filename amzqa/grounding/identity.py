@@ -170,13 +170,22 @@ def split_question(question: str) -> tuple[str, str]:
     for i in range(2, len(words)):
         # a whole word opens the ask here (and the word after it, for "tell me")
         if asking.match(" ".join(words[i:i + 2])) and len(content_words(" ".join(words[:i]))) >= 2:
-            return " ".join(words[:i]), " ".join(words[i:])
+            return _fact_noun_asks(" ".join(words[:i]), " ".join(words[i:]))
     if asking is _WH:
         return "", question
     start = _asks_by_noun(text)
     if start is not None and len(content_words(text[:start])) >= 2:
         return text[:start].strip(), text[start:]
     return "", question
+
+
+def _fact_noun_asks(named: str, ask: str) -> tuple[str, str]:
+    """A naming part that ends with the noun of a fact asks from that noun ("bose qc35 ii battery life | when using
+    the cable": the battery life is asked, not part of the name), where two content words still name the product."""
+    found = [m for m in _ASK_NOUN.finditer(named) if not named[m.end():].strip()]
+    if found and len(content_words(named[:found[-1].start()])) >= 2:
+        return named[:found[-1].start()].strip(), f"{named[found[-1].start():]} {ask}"
+    return named, ask
 
 
 def _asks_by_noun(text: str) -> int | None:
@@ -328,14 +337,22 @@ def model_number_conflicts(named: str, product: Product) -> list[str]:
     "bose quietcomfort 45" against "Bose QuietComfort 35 II" (["45~35"]), "jbl flip 6" against the Flip 5, "mx master
     3s" against the MX Master 3; or, other than 1, that extends a title of at most 2 words, a sequel ("frozen 2" against
     "Frozen (Blu-ray + DVD)": ["2+"]; not "crocs classic clog 10", a size). A number the title carries anywhere (as
-    written, "4k", too) is no conflict."""
+    written, "4k", too) is no conflict, unless the title gives it after another name word and the question's word is
+    nowhere in the title: "jbl charge 5" against the "JBL Flip 5" (["charge~flip"]; "charge" is in its description,
+    so the sibling rule's word test passes it)."""
     title = product.title.lower()
     carried = {t.strip(".,;:!?()[]\"'") for t in _WORD.findall(_THOUSANDS.sub("", title))}
     carried |= {o[:-2] for o in _ORDINAL.findall(title)}  # "airpods pro 2": "(2nd Generation)"
-    given = {w: n for w, n, _ in _numbered(product.title)}
+    numbered = _numbered(product.title)
+    given = {w: n for w, n, _ in numbered}
+    named_by = {n: w for w, n, _ in numbered}
     core = _name_words(_TITLE_CORE.split(product.title)[0])
+    title_words, asked = set(_name_words(product.title)), set(_name_words(named))
     found = []
     for w, n, written in _numbered(named):
+        if n in named_by and named_by[n] != w and w not in title_words and named_by[n] not in asked:
+            found.append(f"{w}~{named_by[n]}")  # the title's number after another word: "jbl charge 5" / Flip 5
+            continue
         if n in carried or written in carried:
             continue
         if w in given and given[w] != n:
