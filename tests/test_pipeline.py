@@ -274,6 +274,7 @@ def test_a_model_number_the_title_gives_otherwise_names_a_sibling():
     flip = Product(11, "j", "JBL Flip 5 Waterproof Portable Bluetooth Speaker", "12 hours of playtime on a charge.")
     assert model_number_conflicts("jbl charge 5", flip) == ["charge~flip"]
     assert model_number_conflicts("jbl flip 5", flip) == [] and model_number_conflicts("jbl speaker flip 5", flip) == []
+    assert model_number_conflicts("jbl flipp 5", flip) == []  # a typo of the title's word is that word
     bose700 = Product(12, "b", "Bose Noise Cancelling Headphones 700", "Up to 20 hours.")
     assert model_number_conflicts("bose 700", bose700) == []  # "bose" is the title's own word
 

@@ -347,10 +347,10 @@ def model_number_conflicts(named: str, product: Product) -> list[str]:
     given = {w: n for w, n, _ in numbered}
     named_by = {n: w for w, n, _ in numbered}
     core = _name_words(_TITLE_CORE.split(product.title)[0])
-    title_words, asked = set(_name_words(product.title)), set(_name_words(named))
+    title_words, asked = _name_words(product.title), set(_name_words(named))  # a typo'd title word ("flipp") carries
     found = []
     for w, n, written in _numbered(named):
-        if n in named_by and named_by[n] != w and w not in title_words and named_by[n] not in asked:
+        if n in named_by and named_by[n] != w and not _carries(w, title_words, set()) and named_by[n] not in asked:
             found.append(f"{w}~{named_by[n]}")  # the title's number after another word: "jbl charge 5" / Flip 5
             continue
         if n in carried or written in carried:
