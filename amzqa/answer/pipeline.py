@@ -566,19 +566,20 @@ def identity_words(text: str) -> set[str]:
     return (found - fact_words()) or found
 
 
-def word_parts(word: str) -> set[str]:
-    """A hyphenated word's other spellings: its joined form and its content-word parts ("play-doh": "playdoh",
-    "play", "doh"); nothing for a word without a hyphen."""
-    if "-" not in word:
-        return set()
+def _spellings(word: str) -> tuple[str, list[str]]:
+    """A hyphenated word's joined form and its content-word parts ("play-doh": "playdoh", ["play", "doh"])."""
     parts = [p for p in word.split("-") if p]
-    return {stem("".join(parts))} | {stem(p) for p in parts if p not in STOPWORDS and len(p) > 1}
+    return stem("".join(parts)), [stem(p) for p in parts if p not in STOPWORDS and len(p) > 1]
 
 
 def with_word_parts(found: set[str]) -> set[str]:
-    """``found`` with every hyphenated word's other spellings (:func:`word_parts`): a title's "Play-Doh 10-Pack"
-    holds the shopper's "play doh 10 pack" and "playdoh"."""
-    return found.union(*(word_parts(w) for w in found))
+    """``found`` with every hyphenated word's joined form and parts: a title's "Play-Doh 10-Pack" holds the shopper's
+    "play doh 10 pack" and "playdoh"."""
+    out = set(found)
+    for joined, parts in (_spellings(w) for w in found if "-" in w):
+        out.add(joined)
+        out.update(parts)
+    return out
 
 
 def coverage(asked: set[str], text: set[str]) -> float:
@@ -589,8 +590,8 @@ def coverage(asked: set[str], text: set[str]) -> float:
             return True
         if "-" not in word:
             return False
-        parts = [stem(p) for p in word.split("-") if p and p not in STOPWORDS and len(p) > 1]
-        return stem(word.replace("-", "")) in text or bool(parts) and all(p in text for p in parts)
+        joined, parts = _spellings(word)
+        return joined in text or bool(parts) and all(p in text for p in parts)
     return sum(held(w) for w in asked) / max(len(asked), 1)
 
 
