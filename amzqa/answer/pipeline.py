@@ -39,7 +39,14 @@ from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
 from amzqa.grounding.facts import fact_words
-from amzqa.grounding.identity import naming_part, size_conflicts, unmatched_identifiers, variant_conflicts
+from amzqa.grounding.identity import (
+    describes,
+    naming_part,
+    series_conflicts,
+    size_conflicts,
+    unmatched_identifiers,
+    variant_conflicts,
+)
 from amzqa.grounding.text import STOPWORDS, content_words, split_sentences, stem
 from amzqa.io.atomic import write_json_atomic
 from amzqa.io.layout import MANIFEST
@@ -50,10 +57,12 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 6  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
+GATE_METHOD = 8  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
 # 4: a described product passes on its description's similarity (``described_threshold`` in the calibration);
 # 5: the question's coverage leaves out the words that ask for a kind of fact ("battery life": ``identity_words``);
 # 6: hyphenated words match their parts and joined form (``coverage``); a short naming part counts whole or not at all
+# 7: a fact's noun ending the naming part before a separated ask moves to the ask ("theragun mini battery life (how ...")
+# 8: a described product passes on its description's lead over the others (``described_lead_threshold``)
 # A naming part of fewer content words ("kindle oasis") counts only whole: one word of two would pass the gate.
 NAMING_MIN_WORDS = 3
 
@@ -303,7 +312,9 @@ class QA:
         battery life). A hit of another size than the question names (``size_conflicts``: the 6-quart Instant Pot
         for "instant pot duo 8 qt") does not count toward the relevance, nor a sibling the question's name tells
         apart (``variant_conflicts``: the Kindle Paperwhite for "kindle oasis", "Dune" for "dune messiah"); where such
-        a hit is the most relevant one, the question is stopped (a weaker match is not the product asked either). A question
+        a hit is the most relevant one, the question is stopped (a weaker match is not the product asked either). Another
+        book of the series than the place the question asks (``series_conflicts``: "(Book 1)" for "the third hogwarts
+        book") is left out the same way, without stopping the rest: the asked book may rank below it. A question
         below the threshold still passes when its description match (:meth:`description_match`) reaches ``described``
         (default this pipeline's :meth:`described_threshold`: above every product-removed calibration question's best
         match; None switches the rule off). No rule is part of the calibrated score: a generated calibration question
@@ -311,12 +322,15 @@ class QA:
         return bool(self.gate(question, hits, threshold, retrievers, described))
 
     def gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
-             described: float | None | EllipsisType = ...) -> list[Hit]:
+             described: float | None | EllipsisType = ..., lead: float | None | EllipsisType = ...) -> list[Hit]:
         """The hits that pass the gate themselves (:meth:`passes_gate` passes when there is one), in retrieval order:
         those whose own relevance reaches the threshold, or, when none does, those whose own description match
         reaches ``described``. With ``QAConfig.focus`` the model reads only these: a product the question is not
         about does not offer it a sentence to answer with (the Garmin watch's battery sentence for a question about
-        the Bose headphones' battery), and the citation cannot go to it."""
+        the Bose headphones' battery), and the citation cannot go to it. A question that describes its product
+        (:func:`amzqa.grounding.identity.describes`) whose best description match stays under ``described`` still
+        passes that one hit when the match plus its lead over the next hit's reaches ``lead`` (default this pipeline's
+        :meth:`described_lead_threshold`; None switches it off, as does ``described`` None)."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return []
         relevances = self.relevances(question, hits, retrievers=retrievers)
@@ -326,6 +340,9 @@ class QA:
             # the closest product is a sibling of the one asked about: that one is not in the catalog, and a
             # weaker match that passes is not it either (the Garmin watch for "fitbit charge 5", the Charge 4 ruled out)
             return []
+        # another book of the series asked about is left out, not taken as proof the asked one is absent: "the second
+        # harry potter book" names Book 2, which may rank below Book 1
+        siblings = [s or bool(series_conflicts(question, h.product)) for s, h in zip(siblings, hits)]
         hits, relevances = [h for h, s in zip(hits, siblings) if not s], [r for r, s in zip(relevances, siblings) if not s]
         threshold = self.config.abstain_threshold if threshold is None else threshold
         passed = [h for h, r in zip(hits, relevances) if r >= (threshold or 0.0)]
@@ -333,10 +350,22 @@ class QA:
             return passed
         if described is ...:
             described = self.described_threshold()
+        if lead is ...:
+            lead = self.described_lead_threshold()
         if described is None:  # not calibrated for this shape, or switched off by the caller
             return []
         matches = self.description_matches(question, hits, retrievers)
-        return [h for h, m in zip(hits, matches) if m is not None and m >= described]
+        passed = [h for h, m in zip(hits, matches) if m is not None and m >= described]
+        if passed or lead is None or not describes(question):
+            return passed
+        # a described product whose description stands out from the others retrieved (its match plus its lead over
+        # the next), further than any product-removed described calibration question's best one does
+        ranked = sorted(((m, i) for i, m in enumerate(matches) if m is not None), reverse=True)
+        if not ranked:
+            return []
+        best, at = ranked[0]
+        following = ranked[1][0] if len(ranked) > 1 else -1.0
+        return [hits[at]] if best + (best - following) >= lead else []
 
     def calibrate(self, n: int = 150, seed: int = 0, k: int | None = None, mode: str | None = None) -> QAConfig:
         """Set the relevance threshold from questions about calibration products (outside the held-out split, which
@@ -361,25 +390,32 @@ class QA:
         groups = relevant_sets(store, products)
         retriever = rset.get(config.mode)
         vectors = rset.dense.embedder.encode([q.text for q in questions])
-        pos, neg, neg_described = [], [], []
+        pos, neg, neg_described, neg_leads = [], [], [], []
         for q, vec in zip(questions, vectors):
             hits = retriever.retrieve(q.text, config.k + len(groups[q.uid]))
             if any(h.uid in groups[q.uid] for h in hits[: config.k]):
                 pos.append(self.relevance(q.text, hits[: config.k], vec, rset))
             others = [h for h in hits if h.uid not in groups[q.uid]][: config.k]
             neg.append(self.relevance(q.text, others, vec, rset))
-            neg_described.append(self.description_match(q.text, others, rset))
+            matches = sorted((m for m in self.description_matches(q.text, others, rset) if m is not None), reverse=True)
+            neg_described.append(matches[0] if matches else None)
+            if matches and describes(q.text):
+                neg_leads.append(2 * matches[0] - (matches[1] if len(matches) > 1 else -1.0))
         threshold = float(threshold_for_rate(pos, config.answer_rate))
         stopped = float(np.mean(np.array(neg) < threshold)) if neg else 0.0
         # A description closer than every product-removed question's best one: no such question would pass on it.
         matches = [m for m in neg_described if m is not None]
         described = float(max(matches)) + 1e-6 if matches else None
+        lead = float(max(neg_leads)) + 1e-6 if neg_leads and described is not None else None
         calibration = {"method": f"{config.answer_rate:.0%} of answerable calibration questions pass",
                        "products": "outside the held-out split", "fitted_for": gate_key(config),
                        "positives": len(pos), "negatives": len(neg), "answered_rate": float(np.mean(np.array(pos) >= threshold)) if pos else 0.0,
                        "product_removed_stopped_rate": round(stopped, 4),
                        "described_threshold": described,
                        "described_method": "above every product-removed calibration question's description match",
+                       "described_lead_threshold": lead, "described_lead_questions": len(neg_leads),
+                       "described_lead_method": "above every product-removed calibration question's that describes "
+                                                "its product: best description match plus its lead over the next",
                        "seconds": round(time.perf_counter() - started, 2)}
         log.info("abstention threshold %.3f: passes %.0f%% of answerable questions, stops %.0f%% with the product removed",
                  threshold, 100 * calibration["answered_rate"], 100 * stopped)
@@ -398,17 +434,28 @@ class QA:
         product taken out. None where not calibrated (a threshold set by hand, or an index without MiniLM)."""
         return self._fitted(k, mode)[1]
 
-    def _fitted(self, k: int | None, mode: str | None) -> tuple[float, float | None]:
+    def described_lead_threshold(self, k: int | None = None, mode: str | None = None) -> float | None:
+        """For a question that describes its product: the best hit's description match plus its lead over the next
+        hit's, above which the best hit passes though its match stays under :meth:`described_threshold`; above every
+        product-removed calibration question's that describes its product. Shoppers who describe a product in their
+        own words reach a modest match with its description and a low one with the others ("the memoir by the
+        woman raised by survivalists in idaho": 0.52 against "Educated", under 0.40 against the others). None where
+        not calibrated, or no calibration question describes a product."""
+        return self._fitted(k, mode)[2]
+
+    def _fitted(self, k: int | None, mode: str | None) -> tuple[float, float | None, float | None]:
         k, mode = k or self.config.k, mode or self.config.mode
         if (k, mode) == (self.config.k, self.config.mode) or fitted_for(self.config) is None:
             calibration = self.config.calibration if isinstance(self.config.calibration, dict) else {}
-            return self.config.abstain_threshold or 0.0, calibration.get("described_threshold")
+            return (self.config.abstain_threshold or 0.0, calibration.get("described_threshold"),
+                    calibration.get("described_lead_threshold"))
         with self._thresholds_lock:
             if (k, mode) not in self._thresholds:
                 log.info("k=%s, mode=%s: not the shape the relevance threshold was fitted for (k=%s, mode=%s); "
                          "fitting one for it", k, mode, self.config.k, self.config.mode)
                 fitted = self._calibrated(k, mode)
-                self._thresholds[(k, mode)] = (fitted.abstain_threshold, fitted.calibration.get("described_threshold"))
+                self._thresholds[(k, mode)] = (fitted.abstain_threshold, fitted.calibration.get("described_threshold"),
+                                               fitted.calibration.get("described_lead_threshold"))
             return self._thresholds[(k, mode)]
 
     def _calibrated(self, k: int, mode: str) -> QAConfig:
@@ -429,7 +476,7 @@ class QA:
 
     def _retrieve(self, question: str, k: int | None, mode: str | None) -> Asked:
         question = check_question(question)
-        threshold, described = self._fitted(k, mode)  # fitted for this k and mode (once, on first use of another shape)
+        threshold, described, lead = self._fitted(k, mode)  # fitted for this k and mode (once, on first use of another shape)
         t0 = time.perf_counter()
         asked = Asked(question, question, "en", [], False, {})
         if self.languages is not None:
@@ -440,7 +487,7 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        passed = self.gate(asked.query, asked.hits, threshold, retrievers=rset, described=described)
+        passed = self.gate(asked.query, asked.hits, threshold, retrievers=rset, described=described, lead=lead)
         asked.relevant = bool(passed)
         asked.sources = passed if self.config.focus else asked.hits
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}
@@ -686,11 +733,12 @@ def read_gate_cache(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold)
             or not isinstance(calibration, dict)):
         return None
-    described = calibration.get("described_threshold")
-    if described is not None and (not isinstance(described, (int, float)) or isinstance(described, bool)
-                                  or not math.isfinite(described)):
-        log.warning("ignoring the cached calibration %s: its described_threshold is not a number", path)
-        return None
+    for name in ("described_threshold", "described_lead_threshold"):
+        value = calibration.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value)):
+            log.warning("ignoring the cached calibration %s: its %s is not a number", path, name)
+            return None
     log.info("relevance threshold %s read from the calibration cache %s", threshold, path)
     return {"abstain_threshold": float(threshold), "calibration": calibration}
 

@@ -35,6 +35,14 @@ master 3s" for the MX Master 3), or that extends a title of one or two words ("f
 Years ("MacBook Air 2020"), inches written 6", counts ("mini 4 pack"), sizes ("duo 8 qt") and numbers the title carries anywhere are
 not model numbers; "10k" reads as 10000.
 
+A question that opens with its ask ("how long does the garmin fenix 7 battery last") has no naming part apart; the
+sibling rules read the words between its asking words instead (:func:`named_in_ask`: "garmin fenix 7"), where a word
+names a sibling only inside the name, before a title word or a number: the last words may ask ("is the dover thrift
+huck finn abridged"). Sizes count only written in digits ("single-cup" describes a brewer).
+
+The place in a series works the same way, read in the whole question since shoppers who describe a book say which
+one it is anywhere: "the third hogwarts book" is not "... (Book 1)", nor "the sequel to ..." (:func:`series_conflicts`).
+
 The naming part (:func:`naming_part`) is the question without its asking clause: shoppers write "<the product> - <what
 they ask>" ("the dystopian novel where the party watches everyone through big brother - what's the main guy's name").
 The relevance gate measures how much of the naming part a product covers as well as how much of the whole question:
@@ -54,6 +62,7 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _WORD = re.compile(r"\S+")
 _NUMBER = re.compile(r"\d+")
 _MODEL = re.compile(r"[a-z]+\d")  # letters then digits
+_DIGITS = re.compile(r"\d+(?:\.\d*[1-9])?")  # as support.numbers writes a value: "10.250" -> "10.25"
 
 
 def _flat(word: str) -> str:
@@ -138,6 +147,9 @@ beige navy charcoal rose teal clear matte""".split())
 # A naming part of more content words describes the product ("the picture book where a tiger comes to tea"): its words
 # are the shopper's own, not the product's name.
 VARIANT_MAX_WORDS = 5
+# A naming part of this many content words or more describes the product (see ``describes``).
+DESCRIBED_MIN_WORDS = 7
+_PURPOSE = re.compile(r"\s(?:for|to)\s", re.I)
 _ORDINAL = re.compile(r"\b\d+(?:st|nd|rd|th)\b")
 _TITLE_CORE = re.compile(r"\s[-\u2013]\s|[(\[,:]")
 
@@ -156,8 +168,11 @@ def split_question(question: str) -> tuple[str, str]:
     text = question.strip().rstrip("?!. ")
     pieces = [p for p in _PIECES.split(text) if p.strip()]
     if len(pieces) > 1:
+        opening = [i for i in range(1, len(pieces) - 1) if _ASK.match(pieces[i])]
+        if opening and not _ASK.match(pieces[-1]):  # "play doh 10 pack - any allergens? my kid has celiac"
+            return _fact_noun_asks(" ".join(pieces[:opening[0]]), " ".join(pieces[opening[0]:]))
         if _ASK.search(pieces[-1]):
-            return " ".join(pieces[:-1]), pieces[-1]
+            return _fact_noun_asks(" ".join(pieces[:-1]), pieces[-1])
         if _ASK.match(pieces[0]):
             return " ".join(pieces[1:]), pieces[0]
         if _asks_by_noun(pieces[-1]) is not None:
@@ -208,15 +223,59 @@ def asking_part(question: str) -> str:
     return split_question(question)[1]
 
 
+def named_in_ask(question: str) -> str:
+    """The words naming the product in a question that opens with its ask: after the asking words of its first four
+    words ("how many players is | catan seafarers") up to the next asking word, less stopwords and the words that ask
+    for a kind of fact ("how long does the garmin fenix 7 battery last" -> "garmin fenix 7"; "does the echo dot 5th gen
+    have an aux out" -> "echo dot 5th gen")."""
+    from amzqa.grounding.facts import fact_words
+    asks = fact_words()
+    tokens = [w.strip("?!.,;:()") for w in words(question.strip().rstrip("?!. "))]
+    start = max((i + 1 for i, w in enumerate(tokens[:4]) if _ASK.fullmatch(w)), default=0)
+    kept: list[str] = []
+    for w in tokens[start:]:
+        if _ASK.fullmatch(w):
+            break
+        if w and w not in STOPWORDS and stem(w) not in asks:
+            kept.append(w)
+    return " ".join(kept)
+
+
+def describes(question: str) -> bool:
+    """Whether ``question`` describes its product rather than names it: its naming part (or the question, where none
+    stands apart) holds at least ``DESCRIBED_MIN_WORDS`` content words ("the memoir by the woman raised by survivalist
+    parents in idaho who didn't go to school till 17")."""
+    return len(_name_words(naming_part(question) or question)) >= DESCRIBED_MIN_WORDS
+
+
+def sibling_naming(question: str) -> str:
+    """The naming part the sibling rules read: :func:`naming_part`, or :func:`named_in_ask` where the question opens
+    with its ask."""
+    return naming_part(question) or named_in_ask(question)
+
+
 def size_conflicts(question: str, product: Product) -> list[str]:
     """The sizes the question's naming part gives ("8 qt") that ``product`` contradicts: it states sizes in that unit,
-    never this one. A non-empty list means ``product`` is another size of what was asked."""
-    named = naming_part(question)
+    never this one. A non-empty list means ``product`` is another size of what was asked. Sizes written in digits
+    only: "single-cup" describes a brewer, it does not size one."""
+    named = sibling_naming(question)
     if not named:
         return []
     stated = numbers(f"{product.title} {product.content or ''}")
     units = {u for _, u in stated}
-    return [f"{v} {u}" for v, u in sorted(numbers(named)) if u in SIZE_UNITS and u in units and (v, u) not in stated]
+    written = set(_DIGITS.findall(_THOUSANDS.sub("", named)))
+    return [f"{v} {u}" for v, u in sorted(numbers(named))
+            if u in SIZE_UNITS and u in units and (v, u) not in stated and v in written
+            and not any(u == su and _rounds(v, sv) for sv, su in stated)]
+
+
+def _rounds(asked: str, stated: str) -> bool:
+    """A whole number a shopper rounds a stated size to: "10 inch" for 10.25 inches, "6 quarts" for 5.8."""
+    try:
+        a, s = float(asked), float(stated)
+    except ValueError:
+        return False
+    return a.is_integer() and not s.is_integer() and a in (round(s), int(s))
 
 
 def _name_words(text: str) -> list[str]:
@@ -253,11 +312,21 @@ def _abbreviates(w: str, t: str) -> bool:
     return all(c in rest for c in w)
 
 
+_SUFFIX = re.compile(r"(?:ing|ers|er|ed|ions|ion|e)$")
+
+
+def _root(w: str) -> str:
+    """``w`` less one word-forming suffix, where 4 letters remain ("pruner", "pruning": "prun")."""
+    bare = _SUFFIX.sub("", w)
+    return bare if len(bare) >= 4 else w
+
+
 def _carries(w: str, text: list[str], joined: set[str]) -> bool:
     if w in joined or w in text:
         return True
+    root = _root(w)
     return any(t.startswith(w) or (len(t) >= 4 and w.startswith(t)) or _spelled_alike(w, t) or _abbreviates(w, t)
-               for t in text)
+               or root == _root(t) for t in text)
 
 
 def _initials(w: str, title: list[str]) -> bool:  # "hp" for Harry Potter, "lotr"
@@ -272,9 +341,15 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     list means ``product`` is a sibling of what was asked, not it. Only short naming parts are read
     (``VARIANT_MAX_WORDS``): a described product is named in the shopper's own words."""
     named = naming_part(question)
+    # where the question opens with its ask, its last words may ask too ("is the dover thrift huck finn abridged"):
+    # only a word standing inside the name, before a word of the title or a number, names a sibling ("garmin fenix 7")
+    inside_only = not named
+    named = named or named_in_ask(question)
     if not named:
         return []
     asked = _name_words(named)
+    # what it is for does not name it: "rainbow kite for beginners" (the words after "for" are read for no sibling)
+    naming_words = len(_name_words(_PURPOSE.split(named)[0])) or len(asked)
     if len(asked) > VARIANT_MAX_WORDS:
         return model_number_conflicts(named, product)
     found = model_number_conflicts(named, product)
@@ -288,7 +363,9 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     for i, w in enumerate(asked):
         if (w in GENERIC_NAME_WORDS or w in SIZE_UNITS or UNIT.fullmatch(w) or any(c.isdigit() for c in w)
                 or _carries(w, text, joined) or _initials(w, title)
-                or i + 1 < len(asked) and w + asked[i + 1] in joined or i and asked[i - 1] + w in joined):
+                or i + 1 < len(asked) and w + asked[i + 1] in joined or i and asked[i - 1] + w in joined
+                or inside_only and not (i + 1 < len(asked) and (asked[i + 1] in title or asked[i + 1].isdigit()))
+                or i >= naming_words):
             continue
         for neighbour, step in ((i - 1, 1), (i + 1, -1)):
             if not 0 <= neighbour < len(asked) or asked[neighbour] not in core or any(c.isdigit() for c in asked[neighbour]):
@@ -360,3 +437,38 @@ def model_number_conflicts(named: str, product: Product) -> list[str]:
         elif w not in given and n != "1" and len(core) <= 2 and core and core[-1] == w:  # a sequel: "frozen 2"
             found.append(f"{n}+")
     return found
+
+
+_ORDINALS = {w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split(), 1)}
+_ORDINALS.update({w: i for i, w in enumerate("one two three four five six seven eight nine ten".split(), 1)})
+_SERIES_WORDS = r"(?:book|novel|volume|vol|installment|instalment|entry|part)"
+# "the third hogwarts book", "the 2nd book", "book 3", "#2 in the series", "the sequel to ...".
+_ASKED_POSITION = re.compile(rf"\b(?P<ord>{'|'.join(list(_ORDINALS)[:10])}|\d+(?:st|nd|rd|th))\s+(?:[\w'\u2019-]+\s+){{0,2}}?"
+                             rf"{_SERIES_WORDS}s?\b|\b{_SERIES_WORDS}\s+(?:#\s*)?(?P<num>\d+|{'|'.join(list(_ORDINALS)[10:])})\b|"
+                             r"\b(?P<sequel>sequel|follow[- ]up)\b", re.I)
+_TITLE_POSITION = re.compile(rf"\b{_SERIES_WORDS}\s+(\d+)\b", re.I)
+
+
+def _position(token: str) -> int:
+    token = token.lower()
+    return _ORDINALS[token] if token in _ORDINALS else int(re.match(r"\d+", token).group())
+
+
+def series_conflicts(question: str, product: Product) -> list[str]:
+    """A place in a series the question asks about ("the third hogwarts book", "book 2", "the sequel to ...") that
+    ``product``'s title gives otherwise ("... (Book 1)"): ["3~1"], ["sequel~1"]. Read in the whole question: shoppers
+    who describe a book say which one it is anywhere. A title without its place in a series is no conflict."""
+    stated = {int(m.group(1)) for m in _TITLE_POSITION.finditer(product.title)}
+    if not stated:
+        return []
+    found = []
+    for m in _ASKED_POSITION.finditer(question):
+        if m.group("sequel"):
+            if stated == {1}:
+                found.append("sequel~1")
+        else:
+            asked = _position(m.group("ord") or m.group("num"))
+            if asked not in stated:
+                found.append(f"{asked}~{'/'.join(map(str, sorted(stated)))}")
+    return found
+
