@@ -330,3 +330,52 @@ def test_words_the_products_identity_explains_do_not_pick_its_sentence():
     knife = Product(7, "K1", "Victorinox Fibrox Pro 8-Inch Chef's Knife",
                     "High-carbon stainless steel blade with a non-slip Fibrox Pro handle. Made in Switzerland.")
     assert best("victorinox fibrox 8 inch chefs knife where is it made", [knife, COOKBOOK]) == "Made in Switzerland."
+
+
+MATRIX = Product(5, "M1", "The Matrix [DVD]", "A computer hacker learns from mysterious rebels about the true nature of "
+                 "his reality. Starring Keanu Reeves and Laurence Fishburne. Widescreen, rated R, 136 minutes.")
+KNIFE = Product(6, "K1", "Victorinox Fibrox Pro 8-Inch Chef's Knife", "High-carbon stainless steel blade with a "
+                "non-slip Fibrox Pro handle. Lifetime warranty against defects. Made in Switzerland.")
+BLASTER = Product(7, "N1", "Nerf N-Strike Elite Disruptor Blaster", "Quick-draw blaster with a 6-dart rotating drum. "
+                  "Fires darts up to 90 feet. Includes 6 official Nerf Elite darts. Ages 8 and up.")
+
+
+@pytest.mark.parametrize("question, product, stated", [
+    ("the matrix dvd - runtime?", MATRIX, "136 minutes"),
+    ("where is the victorinox fibrox 8in chefs knife made", KNIFE, "Made in Switzerland"),
+    ("whats the range on the nerf disruptor blaster", BLASTER, "up to 90 feet"),
+])
+def test_kinds_of_fact_asked_but_never_generated_point_at_their_sentence(question, product, stated):
+    """Running times, where a product is made and how far it reaches are asked by shoppers but not written into the
+    training questions (``fact_of`` finds only the kinds with templates, so the SFT data is unchanged): their cues
+    still mark the sentence stating them, first among the candidates, where the first sentences won before."""
+    from amzqa.grounding.facts import answers, asked_facts, fact_of
+
+    kinds = asked_facts(question)
+    assert kinds and not any(k.templates for k in kinds)
+    sentence = next(s for s in product.content.split(". ") if stated in s)
+    assert answers(sentence, kinds) and fact_of(sentence) is None
+    best = max(candidates(question, [product]), key=lambda c: c.prior)
+    assert stated in best.sentence
+
+
+def test_a_products_name_or_a_described_detail_does_not_ask_for_a_kind_of_fact():
+    from amzqa.grounding.facts import asked_facts
+
+    def names(q):
+        return [f.name for f in asked_facts(q)]
+
+    assert names("is dyson supersonic hair dryer, fuchsia any good?") == []
+    assert names("can adidas tiro17 training pants go in the dryer") == ["care"]
+    assert names("how should i wash calvin klein men's cotton stretch boxer?") == ["care"]
+    assert names("levis 501 original fit - is there any stretch in them") == ["material"]
+    assert names("what is that one where 10 optional attachments fit the power hub made from?") == ["material"]
+    assert names("How long is the dyson hair dryer's warranty?") == ["warranty"]
+    assert names("that blender where with a drop dish soap - how long is it's warranty?") == ["warranty"]
+    assert names("sandisk extreme portable ssd 1tb drop rating") == ["distance"]
+    assert names("what age range is the lego for") == ["ages"]
+    assert names("is the jbl flip 5 waterproof") == ["water"]
+    assert names("goodnight moon board book - who did the pictures") == ["people"]
+    # a book's length and a described feature are not a running time or a water-resistance question
+    assert names("funny sci-fi book where earth gets demolished - how long is it?") == []
+    assert names("headlamp with a red night vision mode, waterproof to ipx8 - what batteries does it use?") == []

@@ -44,15 +44,16 @@ FACTS: tuple[Fact, ...] = (
           "is the {t} dishwasher safe?", "can the {t} go in the dishwasher?", "{t} dishwasher safe?",
           "can i put the {t} in the dishwasher?"),
     _fact("care", r"\bhand wash|\bmachine wash|\bspot clean|\bwipe (clean|with)|\bsurface wash|\bdry clean|\btumble dry",
-          r"\bclean\b|\bwash(ing|able)?\b|\bcare\b|\btumble\b|\bdry\b",
+          r"\bclean\b|\bwash(ing|able)?\b|\bcare\b|\btumble\b|\bdry\b|\b(in|into) the dryer\b|\bdryer[- ]safe\b",
           "how do i clean the {t}?", "how should i wash {t}?", "{t} care instructions?",
           "what are the washing instructions for the {t}?", "how do i care for the {t}?"),
     _fact("material", r"\b\d+% [a-z]+|\bmade (of|from) |\b(stainless steel|cast iron|borosilicate glass|silicone|leather|"
           r"merino wool|hardwood|natural rubber|aluminum|canvas|porcelain|acetate)\b",
-          r"\bmade (of|from)\b|\bmaterials?\b|\bfabric\b",
+          r"\bmade (of|from)\b|\bmaterials?\b|\bfabric\b|\b(any|some|much) stretch\b|\bstretchy\b|\bdo(es)? (it|they) stretch\b",
           "what is the {t} made of?", "what material is {t}?", "{t}: what's it made of?", "what is {t} made from?"),
     _fact("people", r"\b(illustrated|translated|directed|performed|narrated) by\b|\bstarring\b",
-          r"\billustrat|\btranslat|\bdirect|\bstarring\b|\bwho is in\b|\bwho made\b",
+          r"\billustrat|\btranslat|\bdirect|\bstarring\b|\bwho is in\b|\bwho made\b|"
+          r"\bwho (did|drew|painted) the (pictures|drawings|art(work)?)\b",
           "who illustrated {t}?", "who is in {t}?", "who made {t}?"),
     _fact("author", r"^[A-Z][\w.]+(?: [A-Z][\w.]+){0,3}(?:'s|’s) (novel|book|memoir|guide|classic|story|epic|thriller|"
           r"picture book|science fiction|fable|comic|rhyming|bedtime)",
@@ -77,12 +78,25 @@ FACTS: tuple[Fact, ...] = (
           r"\bhow much does\b.*\bhold\b|\bcapacity\b|\bhow many cups\b",
           "how much does the {t} hold?", "what capacity is the {t}?",
           "what is the capacity of the {t}?"),
+    # Kinds found and asked for but not generated: the questions written for training and calibration are those of
+    # the kinds above (a model trained on them learns to choose the sentence a kind's cue marks; these add cues).
+    _fact("runtime", r"\b\d+ (minutes|mins?)\b",
+          r"\brun ?time\b|\brunning time\b|\bhow long is the (movie|film|show|dvd|blu-?ray)\b|\bgame length\b"
+          r"|\bhow long (is|does|do) (a|one|each) (game|round|match)\b|\blength of (a|one) game\b"),
+    _fact("origin", r"\b(made|manufactured|assembled|produced|printed) in\b",
+          r"\bwhere (is|are|was|were|does|do)\b.*\b(made|manufactured|produced|built|assembled)\b(?! (of|from|with)\b)"
+          r"|\bmade in\b|\bcountry of origin\b"),
+    _fact("distance", r"\bup to [\d,.]+ ?(feet|ft|meters|metres|m|yards|miles|km)\b",
+          r"(?<!age )(?<!size )(?<!price )\brange\b|\bhow far\b|\bdrop (rating|test|protection|proof|resistan\w*)\b"),
+    _fact("water", r"\bIP(X\d|\d\d)\b|\bwater(proof|[- ]resistant)\b",
+          r"\bip ?rating\b|\bhow waterproof\b|\b(is|are) (it|they|the\b[^?]*) waterproof\b|\bwaterproof\?|"
+          r"\bwater resistance\b|\bhow water[- ]?resistant\b"),
 )
 
 
 def fact_of(sentence: str) -> Fact | None:
-    """The first kind of fact the sentence states, or None."""
-    return next((f for f in FACTS if f.sentence.search(sentence)), None)
+    """The first kind of fact the sentence states that questions are written for (a kind with templates), or None."""
+    return next((f for f in FACTS if f.templates and f.sentence.search(sentence)), None)
 
 
 def asked_facts(question: str) -> tuple[Fact, ...]:
