@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from amzqa.answer.citations import check
+from amzqa.answer.citations import check, claim_text
 from amzqa.answer.language import ABSTAIN_MESSAGE_PT
 from amzqa.config import Config, doc
 from amzqa.errors import AmzqaError, ArtifactError, ConfigError
 from amzqa.generation import GenerationConfig, Generator, load_generator
 from amzqa.generation.prompt import ABSTAIN_MESSAGE, DEFAULT_EXCERPT_CHARS, build_prompt
-from amzqa.grounding.facts import fact_words
+from amzqa.grounding.facts import answers, asked_facts, fact_words
 from amzqa.grounding.identity import (
     describes,
     naming_part,
@@ -57,12 +57,13 @@ MAX_QUESTION_CHARS = 1000
 SETTINGS_FORMAT = "amzqa-qa-settings/1"
 GATE_CACHE_FORMAT = "amzqa-gate-calibration/1"
 # Bump when the relevance score or the calibration questions change: cached thresholds of older code are not reused.
-GATE_METHOD = 8  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
+GATE_METHOD = 9  # 2: hybrid rankings complete the dense scores of lexical candidates; 3: naming-part coverage;
 # 4: a described product passes on its description's similarity (``described_threshold`` in the calibration);
 # 5: the question's coverage leaves out the words that ask for a kind of fact ("battery life": ``identity_words``);
 # 6: hyphenated words match their parts and joined form (``coverage``); a short naming part counts whole or not at all
 # 7: a fact's noun ending the naming part before a separated ask moves to the ask ("theragun mini battery life (how ...")
 # 8: a described product passes on its description's lead over the others (``described_lead_threshold``)
+# 9: "piece count" asks; a naming part of formats and numbers only ("4 pack") names nothing
 # A naming part of fewer content words ("kindle oasis") counts only whole: one word of two would pass the gate.
 NAMING_MIN_WORDS = 3
 
@@ -563,25 +564,39 @@ class QA:
 def checked_sentences(pieces: Iterator[str], sources: list, question: str, raw: list[str]) -> Iterator[str]:
     """The generated text as it may be shown, sentence by sentence: each sentence is checked against the sources
     (:func:`amzqa.answer.citations.check`) as soon as the next one begins, and only what passes is yielded, markers
-    corrected. Nothing passing: the abstention message. ``raw`` collects the model's own pieces."""
-    done, shown_any = 0, False
+    corrected; the stream shows what the checked answer shows. Where the question asks for a kind of fact, supported
+    sentences wait until one states that kind (then they go out with it, in order); none does: they are shown only if
+    the answer as a whole would be (the check abstains when a cited source states the kind elsewhere). Nothing
+    passing: the abstention message. ``raw`` collects the model's own pieces."""
+    kinds = asked_facts(question) if question else ()
+    held: list[str] = []
+    shown_any = False
 
-    def passed(sentence: str) -> str:
-        checked = check(sentence, sources, question)
-        return "" if checked.abstained else checked.text
+    def passed(sentence: str) -> Iterator[str]:
+        nonlocal shown_any
+        checked = check(sentence, sources)
+        if checked.abstained:
+            return
+        if kinds and not shown_any and not answers(claim_text(checked.text), kinds):
+            held.append(checked.text)  # supported, not yet the kind asked for
+            return
+        yield (" " if shown_any else "") + " ".join([*held, checked.text])
+        held.clear()
+        shown_any = True
 
+    done = 0
     for piece in pieces:
         raw.append(piece)
         sentences = split_sentences("".join(raw))
         while done < len(sentences) - 1:  # a sentence is complete once the next has begun
-            text, done = passed(sentences[done]), done + 1
-            if text:
-                yield (" " if shown_any else "") + text
-                shown_any = True
+            yield from passed(sentences[done])
+            done += 1
     for sentence in split_sentences("".join(raw))[done:]:
-        text = passed(sentence)
-        if text:
-            yield (" " if shown_any else "") + text
+        yield from passed(sentence)
+    if held:  # no sentence states the kind asked: shown only where the check of them together shows them
+        together = check(" ".join(held), sources, question)
+        if not together.abstained:
+            yield together.text
             shown_any = True
     if not shown_any:
         yield ABSTAIN_MESSAGE

@@ -125,7 +125,7 @@ _ASK = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS}|does|do|did|is|are|can|will|
 # pages"): not the auxiliaries, which follow the ask's own first word ("how many pages is the hobbit").
 _WH = re.compile(rf"(?<![\w'\u2019])(?:{_WH_WORDS})(?![\w'\u2019])", re.I)
 # Asks with no asking word: the fact wanted, named by its noun at the end ("... page count", "... battery life?").
-_ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|runtime|run ?time|running time|battery life|warranty|"
+_ASK_NOUN = re.compile(r"(?<![\w'\u2019-])(?:page count|pages|piece count|number of pieces|runtime|run ?time|running time|battery life|warranty|"
                        r"battery (?:days|hours)|rating|megapixels|"
                        r"(?:(?:total |max(?:imum)? )?play ?time|(?:max(?:imum)? )?oven(?:[- ]safe)? (?:temp|temperature))"
                        r"(?=[\s?!.]*$)|"  # these can be part of a name ("playtime gym"): only at the very end
@@ -147,6 +147,11 @@ beige navy charcoal rose teal clear matte""".split())
 # A naming part of more content words describes the product ("the picture book where a tiger comes to tea"): its words
 # are the shopper's own, not the product's name.
 VARIANT_MAX_WORDS = 5
+# Parts and accessories a shopper names with their product ("sonicare replacement brush heads", "bodum carafe"): a
+# product that never mentions one is its host, not it.
+ACCESSORY_WORDS = frozenset("""replacement spare refill cartridge case cover sleeve skin protector strap band lid
+carafe beaker pitcher jar filter head blade bag pad charger adapter dock mount stand remote""".split())
+ACCESSORY_MAX_WORDS = 7  # read in a naming part of at most this many content words: longer ones describe
 # A naming part of this many content words or more describes the product (see ``describes``).
 DESCRIBED_MIN_WORDS = 7
 _PURPOSE = re.compile(r"\s(?:for|to)\s", re.I)
@@ -155,6 +160,15 @@ _TITLE_CORE = re.compile(r"\s[-\u2013]\s|[(\[,:]")
 
 
 def split_question(question: str) -> tuple[str, str]:
+    """``question`` as (naming part, asking part); see :func:`_split`. A naming part of formats, packaging and numbers
+    only names nothing ("how often should you swap the sonicare brush heads, 4 pack"): the question has none apart."""
+    named, ask = _split(question)
+    if named and all(w in GENERIC_NAME_WORDS or w in _COUNTS or w[:1].isdigit() for w in _name_words(named)):
+        return "", question
+    return named, ask
+
+
+def _split(question: str) -> tuple[str, str]:
     """``question`` as (naming part, asking part): the words that name or describe the product, and the clause that
     asks. The naming part is "" where the question has none apart from its ask (one that opens with its ask, "How
     long does the JBL Flip 5 battery last?", or has no asking word); the asking part is then the whole question.
@@ -236,16 +250,25 @@ def named_in_ask(question: str) -> str:
     for w in tokens[start:]:
         if _ASK.fullmatch(w):
             break
-        if w and w not in STOPWORDS and stem(w) not in asks:
+        if w and w not in STOPWORDS:
             kept.append(w)
-    return " ".join(kept)
+    # the words that ask for a kind of fact ("... battery last"), unless a model number follows ("fitbit charge 6")
+    kept = [w for i, w in enumerate(kept) if stem(w) not in asks or i + 1 < len(kept) and kept[i + 1][:1].isdigit()]
+    text = " ".join(kept)
+    opening = _ASK_NOUN.match(text)
+    if opening and text[opening.end():].strip():
+        text = text[opening.end():].strip()
+    closing = _asks_by_noun(text)
+    if closing and text[:closing].strip():
+        text = text[:closing].strip()
+    return text
 
 
 def describes(question: str) -> bool:
     """Whether ``question`` describes its product rather than names it: its naming part (or the question, where none
     stands apart) holds at least ``DESCRIBED_MIN_WORDS`` content words ("the memoir by the woman raised by survivalist
     parents in idaho who didn't go to school till 17")."""
-    return len(_name_words(naming_part(question) or question)) >= DESCRIBED_MIN_WORDS
+    return len(_name_words(naming_part(question) or named_in_ask(question) or question)) >= DESCRIBED_MIN_WORDS
 
 
 def sibling_naming(question: str) -> str:
@@ -350,21 +373,24 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     asked = _name_words(named)
     # what it is for does not name it: "rainbow kite for beginners" (the words after "for" are read for no sibling)
     naming_words = len(_name_words(_PURPOSE.split(named)[0])) or len(asked)
-    if len(asked) > VARIANT_MAX_WORDS:
-        return model_number_conflicts(named, product)
     found = model_number_conflicts(named, product)
-    stated = set(_ORDINAL.findall(product.title.lower()))
-    found += [f"{o}~{'/'.join(sorted(stated))}" for o in _ORDINAL.findall(named.lower()) if stated and o not in stated]
     full = f"{product.title} {product.content or ''}"
     text = _name_words(full)
     joined = {a + b for a, b in zip(text, text[1:])} | {_flat(w) for w in words(full)}
+    if len(asked) <= ACCESSORY_MAX_WORDS:
+        # a part or accessory the product never mentions: "replacement beaker for a bodum chambord", "ninja foodi lid"
+        found += [f"{w}!" for w in asked if w in ACCESSORY_WORDS and not _carries(w, text, joined)]
+    if len(asked) > VARIANT_MAX_WORDS:
+        return found
+    stated = set(_ORDINAL.findall(product.title.lower()))
+    found += [f"{o}~{'/'.join(sorted(stated))}" for o in _ORDINAL.findall(named.lower()) if stated and o not in stated]
     title = _name_words(product.title)
     core = _name_words(_TITLE_CORE.split(product.title)[0])
     for i, w in enumerate(asked):
         if (w in GENERIC_NAME_WORDS or w in SIZE_UNITS or UNIT.fullmatch(w) or any(c.isdigit() for c in w)
                 or _carries(w, text, joined) or _initials(w, title)
                 or i + 1 < len(asked) and w + asked[i + 1] in joined or i and asked[i - 1] + w in joined
-                or inside_only and not (i + 1 < len(asked) and (asked[i + 1] in title or asked[i + 1].isdigit()))
+                or inside_only and not any(a in title or a.isdigit() or a in GENERIC_NAME_WORDS for a in asked[i + 1:])
                 or i >= naming_words):
             continue
         for neighbour, step in ((i - 1, 1), (i + 1, -1)):
@@ -383,6 +409,7 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
 _MODEL_NUMBER = re.compile(r"\d+[a-z]?")
 # Words after a number that make it a count, not a model: "mini 4 pack", "k-cups 24 count".
 _COUNTS = frozenset("pack pk packs count ct set sets piece pieces pcs pc per each x".split())
+_ROMAN = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8"}  # not i, v, x: letters too
 _YEAR = re.compile(r"(?:19|20)\d\d")  # "MacBook Air 2020", "(2021 release)": a year, not a model
 
 
@@ -399,6 +426,7 @@ def _numbered(text: str) -> list[tuple[str, str, str]]:
     pairs = []
     for i in range(1, len(tokens)):
         word, raw = tokens[i - 1].strip(".,;:!?()[]\"'"), tokens[i].rstrip(",;:!?)]'").lstrip("([\"'")
+        raw = _ROMAN.get(raw, raw)  # "frozen ii", "Planet Earth II"
         number = raw.rstrip("\"")
         following = tokens[i + 1].strip(".,;:!?()[]") if i + 1 < len(tokens) else ""
         if (word.isalpha() and word not in STOPWORDS and word not in GENERIC_NAME_WORDS and _MODEL_NUMBER.fullmatch(number)
