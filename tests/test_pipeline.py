@@ -41,6 +41,18 @@ def test_the_model_reads_only_the_products_that_pass_the_gate(qa_extractive):
     assert stopped.abstained and len(stopped.sources) == 5  # an abstention shows what the catalog holds
 
 
+def test_a_sibling_as_close_as_the_best_other_product_stops_the_question(qa_extractive):
+    """"frozen ii" rules out "Frozen"; another Blu-ray matches the question as well as it does (format, "ii"): the
+    sequel asked for is not in the catalog, and a tie with its predecessor is no sign that the other one is it."""
+    asked = "frozen ii on blu-ray, is it longer than the first one?"
+    hits = qa_extractive.retrievers.hybrid.retrieve(asked, 3)
+    relevance = dict(zip((h.product.title for h in hits), qa_extractive.relevances(asked, hits)))
+    frozen = next(t for t in relevance if t.startswith("Frozen"))
+    others = [r for t, r in relevance.items() if t != frozen and not t.startswith("Planet Earth")]
+    assert others and max(others) == relevance[frozen] >= qa_extractive.threshold()
+    assert qa_extractive.gate(asked, hits) == []
+
+
 def test_a_weaker_match_does_not_pass_when_the_closest_product_is_a_sibling(qa_extractive):
     """The Fitbit Charge 4 is the closest product to "fitbit charge 5" and the model number rules it out; the Garmin
     watch passes the threshold on its own (GPS, days) but is not what was asked: the question is stopped."""
@@ -244,6 +256,10 @@ def test_a_name_that_tells_a_sibling_apart_stops_it():
                   "kitchenaid artisan 5qt mixer set how many speeds",  # a size, a generic word
                   "the big stand mixer with a tilting head that kitchenaid makes - how many speeds"):  # described
         assert variant_conflicts(asked, mixer) == [], asked
+    # who it is by names no sibling either: "clean code by uncle bob" is "Clean Code"
+    code = Product(7, "c", "Clean Code: A Handbook of Agile Software Craftsmanship", "Robert C. Martin.")
+    assert variant_conflicts("clean code by uncle bob: which language are the case studies in?", code) == []
+    assert variant_conflicts("clean code collector's edition - how many pages", code) == ["collector+"]
     # forms of one word ("pruners", "Pruning Shears") and what a product is for ("kite for beginners") name no sibling
     shears = Product(5, "s", "Fiskars Bypass Pruning Shears, 5/8 Inch Cut Capacity", "Lifetime warranty.")
     kite = Product(6, "t", "Prism Kite Technology Delta Kite, Rainbow", "Single-line kite.")
@@ -309,7 +325,7 @@ def test_the_name_inside_an_ask_keeps_its_model_number_and_sequels_in_roman_nume
     assert variant_conflicts("planet earth 2 blu-ray - how many episodes", earth) == []
     # a word inside the name of an ask-first question: a title word, a number or a format follows it
     assert variant_conflicts("page count on harry potter and the prisoner of azkaban paperback?", potter) == [
-        "prisoner~sorcerer"]
+        "paperback~hardcover", "prisoner~sorcerer"]
     assert variant_conflicts("page count on harry potter and the sorcerer's stone hardcover?", potter) == []
     # "piece count" asks; formats and numbers alone name nothing
     assert naming_part("lego star wars millennium falcon - piece count?") == "lego star wars millennium falcon"
@@ -336,6 +352,33 @@ def test_a_part_or_accessory_the_product_never_mentions_is_not_it():
     # a description of eight words or more is read for no accessory
     assert variant_conflicts("the glass coffee press with a plunger and a steel lid that makes 8 cups - capacity?",
                              bodum) == []
+
+
+def test_another_format_of_a_product_is_another_edition():
+    from amzqa.grounding.identity import format_conflicts, variant_conflicts
+    from amzqa.records import Product
+
+    habits = Product(0, "a", "Atomic Habits: An Easy & Proven Way to Build Good Habits", "Hardcover, 320 pages.")
+    assert variant_conflicts("atomic habits audiobook on cd, who narrates it", habits) == ["audiobook~hardcover"]
+    assert variant_conflicts("atomic habits hardcover - how many pages", habits) == []
+    assert format_conflicts("toy story vhs", "Toy Story [DVD]") == ["vhs~dvd"]
+    assert format_conflicts("frozen blu ray", "Frozen (Blu-ray + DVD + Digital Copy)") == []
+    assert format_conflicts("the legacy cd of that miles davis record", "Kind of Blue [Audio CD]") == []
+    assert format_conflicts("the hobbit paperback", "The Hobbit") == []  # states no format: no conflict
+
+
+def test_relevance_reads_joined_units_dotted_names_and_asking_words(qa_extractive):
+    """"16gb" is the title's "16 GB"; "olaplex no.3" names "Olaplex No. 3" (the identifier rule reads "no3"); "whats"
+    asks, it names nothing."""
+    from amzqa.answer.pipeline import identity_words, text_words
+
+    assert "16gb" in text_words('Kindle Paperwhite (16 GB), 6.8" display') and "what" not in identity_words(
+        "whats the name of the astronaut in andy weirs hail mary book")
+    for asked, title in (("how deep can the 16gb paperwhite go underwater", "Kindle Paperwhite (16 GB)"),
+                         ("olaplex no.3 how long do i leave it on", "Olaplex No. 3 Hair Perfector")):
+        hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+        passed = qa_extractive.gate(asked, hits)
+        assert passed and passed[0].product.title.startswith(title), asked
 
 
 def test_the_place_in_a_series_asked_tells_the_books_apart(qa_extractive):

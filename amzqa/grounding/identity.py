@@ -151,10 +151,17 @@ VARIANT_MAX_WORDS = 5
 # product that never mentions one is its host, not it.
 ACCESSORY_WORDS = frozenset("""replacement spare refill cartridge case cover sleeve skin protector strap band lid
 carafe beaker pitcher jar filter head blade bag pad charger adapter dock mount stand remote""".split())
+# Editions by format, in families: a product stating one of a family and not the one asked is another edition.
+FORMATS = {"book": {"paperback": ("paperback", "softcover", "pb"), "hardcover": ("hardcover", "hardback", "hc"),
+                    "massmarket": ("mass market", "massmarket"), "boardbook": ("board book", "boardbook"),
+                    "audiobook": ("audiobook", "audio book", "audio cd")},
+           "video": {"dvd": ("dvd",), "bluray": ("bluray", "blu ray"), "vhs": ("vhs", "videotape", "video tape"),
+                     "4k": ("4k", "uhd")},
+           "music": {"cd": ("cd", "audio cd"), "vinyl": ("vinyl", "lp"), "cassette": ("cassette",)}}
 ACCESSORY_MAX_WORDS = 7  # read in a naming part of at most this many content words: longer ones describe
 # A naming part of this many content words or more describes the product (see ``describes``).
 DESCRIBED_MIN_WORDS = 7
-_PURPOSE = re.compile(r"\s(?:for|to)\s", re.I)
+_PURPOSE = re.compile(r"\s(?:for|to|by)\s", re.I)
 _ORDINAL = re.compile(r"\b\d+(?:st|nd|rd|th)\b")
 _TITLE_CORE = re.compile(r"\s[-\u2013]\s|[(\[,:]")
 
@@ -264,6 +271,20 @@ def named_in_ask(question: str) -> str:
     return text
 
 
+def _formats(text: str) -> dict[str, set[str]]:
+    flat = f" {' '.join(_flat(w) for w in words(text))} "
+    return {family: {f for f, spellings in forms.items() if any(f" {s} " in flat for s in spellings)}
+            for family, forms in FORMATS.items()}
+
+
+def format_conflicts(named: str, text: str) -> list[str]:
+    """Formats the naming part asks ("atomic habits audiobook") that ``text`` (a product's title and description)
+    does not state while it states another of the same kind ("Hardcover"): another edition of the product."""
+    asked, stated = _formats(named), _formats(text)
+    return [f"{f}~{'/'.join(sorted(stated[family]))}" for family, fs in asked.items() for f in sorted(fs)
+            if stated[family] and f not in stated[family]]
+
+
 def describes(question: str) -> bool:
     """Whether ``question`` describes its product rather than names it: its naming part (or the question, where none
     stands apart) holds at least ``DESCRIBED_MIN_WORDS`` content words ("the memoir by the woman raised by survivalist
@@ -371,7 +392,8 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     if not named:
         return []
     asked = _name_words(named)
-    # what it is for does not name it: "rainbow kite for beginners" (the words after "for" are read for no sibling)
+    # what it is for, or who it is by, does not name it: "rainbow kite for beginners", "clean code by uncle bob" (the
+    # words after "for" or "by" are read for no sibling)
     naming_words = len(_name_words(_PURPOSE.split(named)[0])) or len(asked)
     found = model_number_conflicts(named, product)
     full = f"{product.title} {product.content or ''}"
@@ -380,6 +402,7 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     if len(asked) <= ACCESSORY_MAX_WORDS:
         # a part or accessory the product never mentions: "replacement beaker for a bodum chambord", "ninja foodi lid"
         found += [f"{w}!" for w in asked if w in ACCESSORY_WORDS and not _carries(w, text, joined)]
+        found += format_conflicts(named, full)
     if len(asked) > VARIANT_MAX_WORDS:
         return found
     stated = set(_ORDINAL.findall(product.title.lower()))
