@@ -365,6 +365,8 @@ def test_another_format_of_a_product_is_another_edition():
     assert format_conflicts("frozen blu ray", "Frozen (Blu-ray + DVD + Digital Copy)") == []
     assert format_conflicts("the legacy cd of that miles davis record", "Kind of Blue [Audio CD]") == []
     assert format_conflicts("the hobbit paperback", "The Hobbit") == []  # states no format: no conflict
+    assert format_conflicts("is the penguin deluxe crime and punishment a hardcover or paperback",
+                            "Crime and Punishment (Penguin Classics Deluxe Edition). Paperback, 720 pages.") == []
 
 
 def test_relevance_reads_joined_units_dotted_names_and_asking_words(qa_extractive):

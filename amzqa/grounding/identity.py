@@ -279,10 +279,11 @@ def _formats(text: str) -> dict[str, set[str]]:
 
 def format_conflicts(named: str, text: str) -> list[str]:
     """Formats the naming part asks ("atomic habits audiobook") that ``text`` (a product's title and description)
-    does not state while it states another of the same kind ("Hardcover"): another edition of the product."""
+    does not state while it states another of the same kind ("Hardcover"): another edition of the product. A question
+    naming two of a kind asks which it is ("is the penguin deluxe crime and punishment a hardcover or paperback")."""
     asked, stated = _formats(named), _formats(text)
     return [f"{f}~{'/'.join(sorted(stated[family]))}" for family, fs in asked.items() for f in sorted(fs)
-            if stated[family] and f not in stated[family]]
+            if stated[family] and f not in stated[family] and len(fs) == 1]  # two named: "hardcover or paperback?"
 
 
 def describes(question: str) -> bool:
