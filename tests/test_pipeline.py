@@ -306,6 +306,18 @@ def test_a_question_that_opens_with_its_ask_names_its_product_inside_it():
     assert size_conflicts("brita 8 cup pitcher - how long does a filter last", brita) == ["8 cup"]
 
 
+def test_a_machine_translation_is_read_for_siblings_in_its_naming_part_only(qa_extractive):
+    """A Portuguese question reaches the gate translated, with the translator's word order and inventions ("a
+    frigideira de ferro fundido Lodge ..." -> "the Cast Iron Plamp Lodge"): "plamp" inside the name would read as a
+    sibling of the skillet. The pipeline passes ``translated`` for Portuguese questions, and the words inside an ask
+    are then not read."""
+    asked = "Can the Cast Iron Plamp Lodge go on the dishwasher?"
+    hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
+    assert qa_extractive.gate(asked, hits) == []  # as a shopper's words: a sibling
+    passed = qa_extractive.gate(asked, hits, translated=True)
+    assert passed and passed[0].product.title.startswith("Lodge")
+
+
 def test_the_name_inside_an_ask_keeps_its_model_number_and_sequels_in_roman_numerals():
     from amzqa.grounding.identity import describes, named_in_ask, naming_part, split_question, variant_conflicts
     from amzqa.records import Product

@@ -324,7 +324,8 @@ class QA:
         return bool(self.gate(question, hits, threshold, retrievers, described))
 
     def gate(self, question: str, hits: list[Hit], threshold: float | None = None, retrievers=None,
-             described: float | None | EllipsisType = ..., lead: float | None | EllipsisType = ...) -> list[Hit]:
+             described: float | None | EllipsisType = ..., lead: float | None | EllipsisType = ...,
+             translated: bool = False) -> list[Hit]:
         """The hits that pass the gate themselves (:meth:`passes_gate` passes when there is one), in retrieval order:
         those whose own relevance reaches the threshold, or, when none does, those whose own description match
         reaches ``described``. With ``QAConfig.focus`` the model reads only these: a product the question is not
@@ -332,11 +333,15 @@ class QA:
         the Bose headphones' battery), and the citation cannot go to it. A question that describes its product
         (:func:`amzqa.grounding.identity.describes`) whose best description match stays under ``described`` still
         passes that one hit when the match plus its lead over the next hit's reaches ``lead`` (default this pipeline's
-        :meth:`described_lead_threshold`; None switches it off, as does ``described`` None)."""
+        :meth:`described_lead_threshold`; None switches it off, as does ``described`` None). ``translated``: the
+        question is a machine translation (a Portuguese question in English), whose word order and inventions are not
+        a shopper's name ("Can the Cast Iron Plamp Lodge go on the dishwasher?"): the sibling rules read its naming
+        part only, not the words inside an ask (``amzqa.grounding.identity.named_in_ask``)."""
         if not hits or unmatched_identifiers(question, [h.product for h in hits]):
             return []
         relevances = self.relevances(question, hits, retrievers=retrievers)
-        siblings = [bool(size_conflicts(question, h.product) or variant_conflicts(question, h.product)) for h in hits]
+        siblings = [bool(size_conflicts(question, h.product, not translated)
+                         or variant_conflicts(question, h.product, not translated)) for h in hits]
         closest_sibling = max((r for r, s in zip(relevances, siblings) if s), default=-1.0)
         if closest_sibling >= max((r for r, s in zip(relevances, siblings) if not s), default=-1.0):
             # the closest product is a sibling of the one asked about: that one is not in the catalog, and a
@@ -489,7 +494,8 @@ class QA:
         rset = self.retrievers  # once: the hits and their title vectors come from one version of the index
         asked.hits = rset.get(mode or self.config.mode).retrieve(asked.query, k or self.config.k)
         t2 = time.perf_counter()
-        passed = self.gate(asked.query, asked.hits, threshold, retrievers=rset, described=described, lead=lead)
+        passed = self.gate(asked.query, asked.hits, threshold, retrievers=rset, described=described, lead=lead,
+                           translated=asked.language == "pt")
         asked.relevant = bool(passed)
         asked.sources = passed if self.config.focus else asked.hits
         asked.timings = {"retrieve_s": t2 - t1, "relevance_s": time.perf_counter() - t2}

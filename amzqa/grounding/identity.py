@@ -293,17 +293,17 @@ def describes(question: str) -> bool:
     return len(_name_words(naming_part(question) or named_in_ask(question) or question)) >= DESCRIBED_MIN_WORDS
 
 
-def sibling_naming(question: str) -> str:
+def sibling_naming(question: str, in_ask: bool = True) -> str:
     """The naming part the sibling rules read: :func:`naming_part`, or :func:`named_in_ask` where the question opens
     with its ask."""
-    return naming_part(question) or named_in_ask(question)
+    return naming_part(question) or (named_in_ask(question) if in_ask else "")
 
 
-def size_conflicts(question: str, product: Product) -> list[str]:
+def size_conflicts(question: str, product: Product, in_ask: bool = True) -> list[str]:
     """The sizes the question's naming part gives ("8 qt") that ``product`` contradicts: it states sizes in that unit,
     never this one. A non-empty list means ``product`` is another size of what was asked. Sizes written in digits
     only: "single-cup" describes a brewer, it does not size one."""
-    named = sibling_naming(question)
+    named = sibling_naming(question, in_ask)
     if not named:
         return []
     stated = numbers(f"{product.title} {product.content or ''}")
@@ -379,7 +379,7 @@ def _initials(w: str, title: list[str]) -> bool:  # "hp" for Harry Potter, "lotr
     return n >= 2 and any("".join(t[0] for t in title[i:i + n]) == w for i in range(len(title)))
 
 
-def variant_conflicts(question: str, product: Product) -> list[str]:
+def variant_conflicts(question: str, product: Product, in_ask: bool = True) -> list[str]:
     """The words of the question's naming part that name another product than ``product`` (see the module doc):
     ["oasi~paperwhite"] (words are stemmed) for "kindle oasis - how waterproof is it" against the Kindle Paperwhite, ["messiah+"] for
     "dune messiah paperback ..." against "Dune", ["5th~3rd"] for an "echo dot 5th gen" against the 3rd Gen. A non-empty
@@ -389,7 +389,7 @@ def variant_conflicts(question: str, product: Product) -> list[str]:
     # where the question opens with its ask, its last words may ask too ("is the dover thrift huck finn abridged"):
     # only a word standing inside the name, before a word of the title or a number, names a sibling ("garmin fenix 7")
     inside_only = not named
-    named = named or named_in_ask(question)
+    named = named or (named_in_ask(question) if in_ask else "")
     if not named:
         return []
     asked = _name_words(named)
