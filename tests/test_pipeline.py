@@ -174,7 +174,7 @@ def test_the_gate_reads_the_naming_part_and_its_sizes(qa_extractive, asked, answ
         import amzqa.answer.pipeline
 
         hits = qa_extractive.retrievers.hybrid.retrieve(asked, qa_extractive.config.k)
-        monkeypatch.setattr(amzqa.answer.pipeline, "size_conflicts", lambda question, product: [])
+        monkeypatch.setattr(amzqa.answer.pipeline, "size_conflicts", lambda question, product, in_ask=True: [])
         assert qa_extractive.passes_gate(asked, hits)
 
 
@@ -479,7 +479,7 @@ def test_the_gate_stops_a_sibling_the_name_tells_apart(qa_extractive, asked, ans
         import amzqa.answer.pipeline
 
         assert not qa_extractive.passes_gate(asked, hits)
-        monkeypatch.setattr(amzqa.answer.pipeline, "variant_conflicts", lambda question, product: [])
+        monkeypatch.setattr(amzqa.answer.pipeline, "variant_conflicts", lambda question, product, in_ask=True: [])
         assert qa_extractive.passes_gate(asked, hits)
 
 
